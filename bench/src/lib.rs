@@ -1,0 +1,1 @@
+//! `tessera-bench`: the latency harness.

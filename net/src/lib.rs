@@ -1,0 +1,1 @@
+//! `tessera-net`: the runtime and all I/O of a Tessera node.
