@@ -1,8 +1,16 @@
 //! `tessera-cluster`: sans-I/O distributed logic (slot table, planner, membership, wire frames,
-//! migration). No sockets, no spawning, no clock reads.
+//! migration). No sockets, no spawning, no clock reads: time and randomness are parameters.
 #![forbid(unsafe_code)]
 
+pub mod node;
+pub mod partition;
+pub mod planner;
 pub mod table;
 
+pub use node::{NodeId, NodeIdError, NodeInfo};
+pub use partition::{
+    MigrationId, NodeIdx, PartitionTable, Route, Shard, SlotEntry, SlotState, TableError,
+};
+pub use planner::{commit_migrations, plan, plan_draining, PlannerConfig};
 pub use table::{CoreId, SlotTable};
 pub use tessera_engine::slot::{hash_tag, key_slot, Slot, SLOT_COUNT};
