@@ -1,5 +1,6 @@
 //! Fuzz the RESP request parser: any bytes, fed in any split, must never panic, and feeding the
-//! same bytes whole or in two parts must yield the same requests and the same error.
+//! same bytes whole or in two parts must yield the same requests, and an error in both or neither
+//! (the error text may differ: an over-long header line is refused before its end is seen).
 #![no_main]
 
 use bytes::BytesMut;
@@ -38,5 +39,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let whole = run(&[input], &limits);
     let parts = run(&[&input[..split], &input[split..]], &limits);
-    assert_eq!(whole, parts);
+    assert_eq!(whole.0, parts.0);
+    assert_eq!(whole.1.is_some(), parts.1.is_some());
 });
