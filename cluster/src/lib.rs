@@ -2,11 +2,14 @@
 //! migration). No sockets, no spawning, no clock reads: time and randomness are parameters.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod node;
 pub mod partition;
 pub mod planner;
 pub mod table;
+pub mod wire;
 
+pub use auth::{AuthError, Handshake, HandshakeStep};
 pub use node::{NodeId, NodeIdError, NodeInfo};
 pub use partition::{
     MigrationId, NodeIdx, PartitionTable, Route, Shard, SlotEntry, SlotState, TableError,
@@ -14,3 +17,7 @@ pub use partition::{
 pub use planner::{commit_migrations, plan, plan_draining, PlannerConfig};
 pub use table::{CoreId, SlotTable};
 pub use tessera_engine::slot::{hash_tag, key_slot, Slot, SLOT_COUNT};
+pub use wire::{
+    encode, AbortReason, ArchivedMessage, Entry, Frame, FrameDecoder, FrameError, FrameKind,
+    Message, MigrateBatch, SlotDigest, StreamOp, WireConfig,
+};

@@ -313,26 +313,31 @@ fn backups(nodes: &[NodeInfo], primary: Shard, slot: Slot, replicas: usize) -> V
         .collect()
 }
 
+/// A test node with id byte `n`, loopback ports and generation 1.
+#[cfg(test)]
+pub(crate) fn test_node(n: u8, cores: u16) -> NodeInfo {
+    let mut id = [0u8; 20];
+    id[0] = n;
+    id[19] = n.wrapping_mul(37);
+    NodeInfo {
+        id: NodeId(id),
+        host: "127.0.0.1".into(),
+        client_port: 7000 + u16::from(n),
+        peer_port: 17000 + u16::from(n),
+        gossip_port: 27000 + u16::from(n),
+        cores,
+        generation: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::NodeId;
     use rand::rngs::SmallRng;
     use rand::{Rng, SeedableRng};
 
-    pub(crate) fn node(n: u8, cores: u16) -> NodeInfo {
-        let mut id = [0u8; 20];
-        id[0] = n;
-        id[19] = n.wrapping_mul(37);
-        NodeInfo {
-            id: NodeId(id),
-            host: "127.0.0.1".into(),
-            client_port: 7000 + u16::from(n),
-            peer_port: 17000 + u16::from(n),
-            gossip_port: 27000 + u16::from(n),
-            cores,
-            generation: 1,
-        }
+    fn node(n: u8, cores: u16) -> NodeInfo {
+        test_node(n, cores)
     }
 
     /// The shard (node id, core) each slot ends up on once in-flight migrations commit.
