@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod membership;
 pub mod node;
 pub mod partition;
 pub mod planner;
@@ -10,6 +11,10 @@ pub mod table;
 pub mod wire;
 
 pub use auth::{AuthError, Handshake, HandshakeStep};
+pub use membership::{
+    coordinator, GossipId, Membership, MembershipConfig, MembershipError, MembershipEvent,
+    MembershipOutput, SwimMembership,
+};
 pub use node::{NodeId, NodeIdError, NodeInfo};
 pub use partition::{
     MigrationId, NodeIdx, PartitionTable, Route, Shard, SlotEntry, SlotState, TableError,
