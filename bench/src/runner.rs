@@ -1,0 +1,883 @@
+//! Sending load: worker threads (one per core, pinned), each driving its share of the
+//! connections with non-blocking sockets on a mio event loop, in closed or open loop.
+//!
+//! Closed loop keeps `pipeline` requests in flight on every connection. Open loop sends each
+//! request at its intended time from a [`Schedule`] (at most `pipeline` in flight per
+//! connection: when a connection is full or the sender is late, requests wait, and their latency
+//! still counts from the intended time). Samples whose intended time falls in the warm-up are
+//! not recorded. Every run ends by a deadline and optionally by a request count.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream as StdTcpStream, ToSocketAddrs};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use serde::Serialize;
+
+use crate::codec::{self, Encoder, Expect, Outcome, Protocol};
+use crate::schedule::{Arrival, Schedule};
+use crate::stats::{IntervalLog, Percentiles, Stats};
+use crate::workload::{Generator, OpKind, Workload};
+use crate::BenchError;
+
+/// A server to drive: `[label=][resp://|memcache://]host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// Name in reports (defaults to the address).
+    pub label: String,
+    /// Address as given.
+    pub addr: String,
+    /// Wire protocol.
+    pub protocol: Protocol,
+}
+
+impl FromStr for Target {
+    type Err = BenchError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (label, rest) = match s.split_once('=') {
+            Some((l, r)) if !l.contains(':') => (Some(l.to_string()), r),
+            _ => (None, s),
+        };
+        let (protocol, addr) = match rest.split_once("://") {
+            Some((scheme, a)) => (scheme.parse()?, a),
+            None => (Protocol::Resp, rest),
+        };
+        if addr.is_empty() || !addr.contains(':') {
+            return Err(BenchError::Config(format!(
+                "target {s:?} is not [label=][resp://|memcache://]host:port"
+            )));
+        }
+        Ok(Target {
+            label: label.unwrap_or_else(|| addr.to_string()),
+            addr: addr.to_string(),
+            protocol,
+        })
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+/// Closed or open loop.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum LoadModel {
+    /// Keep `pipeline` requests in flight per connection, as fast as the server answers.
+    Closed,
+    /// `rate` requests per second in total, spread evenly over the connections.
+    Open {
+        /// Total target rate, requests/s.
+        rate: f64,
+        /// Inter-arrival process.
+        arrival: Arrival,
+    },
+}
+
+/// Which cores the workers are pinned to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Pinning {
+    /// Not pinned: the OS schedules the workers.
+    None,
+    /// Worker `i` on the `i mod n`-th core the process may use.
+    Auto,
+    /// Worker `i` on core `cores[i mod len]`.
+    Cores(Vec<usize>),
+}
+
+/// Everything a run needs. Limits are documented per field.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    /// Servers; connection `c` goes to `targets[c mod len]` (load spread over all of them).
+    pub targets: Vec<Target>,
+    /// What to send.
+    pub workload: Workload,
+    /// Total connections (>= 1, <= [`CONNECTIONS_MAX`]).
+    pub connections: usize,
+    /// Requests in flight per connection (>= 1, <= [`PIPELINE_MAX`]).
+    pub pipeline: usize,
+    /// Closed or open loop.
+    pub load: LoadModel,
+    /// Worker threads (>= 1; more than `connections` are not started).
+    pub workers: usize,
+    /// Core pinning of workers.
+    pub pinning: Pinning,
+    /// Warm-up before measurement; its samples are discarded.
+    pub warmup: Duration,
+    /// Measured time after warm-up (the run's deadline is `warmup + duration`).
+    pub duration: Duration,
+    /// Stop after this many measured requests in total (split evenly over connections).
+    pub requests: Option<u64>,
+    /// Length of an interval in the interval log and the time-series plot.
+    pub interval: Duration,
+    /// Seed of every random choice (per-connection seeds derive from it).
+    pub seed: u64,
+    /// Time allowed to establish each connection.
+    pub connect_timeout: Duration,
+    /// Open loop: when the next send is closer than this, the worker busy-polls (yielding the
+    /// CPU between polls) instead of sleeping in epoll, whose timeout has 1 ms granularity.
+    pub spin: Duration,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Most connections one run opens.
+pub const CONNECTIONS_MAX: usize = 100_000;
+/// Deepest pipeline accepted.
+pub const PIPELINE_MAX: usize = 100_000;
+/// Longest interval between progress and interval-log checks when idle.
+const IDLE_TICK: Duration = Duration::from_millis(10);
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            targets: Vec::new(),
+            workload: Workload::default(),
+            connections: 50,
+            pipeline: 1,
+            load: LoadModel::Closed,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
+            pinning: Pinning::Auto,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(10),
+            requests: None,
+            interval: Duration::from_secs(1),
+            seed: 1,
+            connect_timeout: Duration::from_secs(5),
+            spin: Duration::from_millis(1),
+            progress: false,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Checks every limit before anything is started.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        let bad = |m: &str| Err(BenchError::Config(m.to_string()));
+        if self.targets.is_empty() {
+            return bad("at least one target is needed");
+        }
+        if !(1..=CONNECTIONS_MAX).contains(&self.connections) {
+            return bad("connections must be in 1..=100000");
+        }
+        if !(1..=PIPELINE_MAX).contains(&self.pipeline) {
+            return bad("pipeline must be in 1..=100000");
+        }
+        if self.workers == 0 {
+            return bad("workers must be >= 1");
+        }
+        if self.interval.is_zero() {
+            return bad("interval must be > 0");
+        }
+        if self.duration.is_zero() {
+            return bad("duration must be > 0");
+        }
+        if let LoadModel::Open { rate, .. } = self.load {
+            if !(rate.is_finite() && rate > 0.0) {
+                return bad("open-loop rate must be > 0");
+            }
+        }
+        if let Pinning::Cores(c) = &self.pinning {
+            if c.is_empty() {
+                return bad("pinning core list is empty");
+            }
+        }
+        self.workload.validate()?;
+        for t in &self.targets {
+            Encoder::new(t.protocol, &self.workload)?;
+        }
+        Ok(())
+    }
+}
+
+/// Throughput and latency of one interval of the run (all command types together).
+#[derive(Debug, Clone, Serialize)]
+pub struct IntervalPoint {
+    /// Start, seconds after the end of warm-up.
+    pub start_s: f64,
+    /// Length, seconds.
+    pub length_s: f64,
+    /// Requests completed in the interval.
+    pub count: u64,
+    /// Requests per second.
+    pub throughput: f64,
+    /// Latency percentiles of the interval.
+    pub latency: Percentiles,
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Per-command statistics of the measured period.
+    pub stats: Stats,
+    /// Measured seconds (from the end of warm-up to the last worker's stop).
+    pub measured_s: f64,
+    /// Per-interval throughput and latency.
+    pub intervals: Vec<IntervalPoint>,
+    /// CPU time (user + system) the generator process used during the run, seconds.
+    pub generator_cpu_s: f64,
+    /// Wall time of the run including warm-up, seconds.
+    pub wall_s: f64,
+    /// Workers actually started.
+    pub workers: usize,
+}
+
+impl RunOutcome {
+    /// Generator CPU as a fraction of one core over the run.
+    pub fn generator_cores(&self) -> f64 {
+        if self.wall_s > 0.0 {
+            self.generator_cpu_s / self.wall_s
+        } else {
+            0.0
+        }
+    }
+}
+
+/// `total` split into `parts` near-equal shares: the start and length of share `i`.
+pub fn share(total: u64, i: u64, parts: u64) -> (u64, u64) {
+    let base = total / parts;
+    let extra = total % parts;
+    let start = i * base + i.min(extra);
+    (start, base + u64::from(i < extra))
+}
+
+/// Sends `SET` for keys `0..n` (sequential, pipelined) so reads hit; not measured.
+pub fn preload(base: &RunConfig, n: u64) -> Result<(), BenchError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let mut cfg = base.clone();
+    cfg.workload.mix = vec![(OpKind::Set, 1)];
+    cfg.workload.keys = n;
+    cfg.workload.key_dist = crate::workload::KeyDist::Sequential;
+    cfg.load = LoadModel::Closed;
+    cfg.pipeline = cfg.pipeline.max(64);
+    cfg.connections = cfg.connections.min(n as usize).max(1);
+    cfg.warmup = Duration::ZERO;
+    cfg.requests = Some(n);
+    // Bounded even if the server is very slow: at least 1 hour or 1 ms per key.
+    cfg.duration = Duration::from_secs(3600).max(Duration::from_millis(n));
+    cfg.progress = false;
+    let out = run(&cfg, None)?;
+    let errors: u64 = out.stats.kinds().map(|(_, s)| s.errors).sum();
+    if out.stats.count() < n || errors > 0 {
+        return Err(BenchError::Protocol(format!(
+            "preload stored {} of {n} keys ({errors} errors)",
+            out.stats.count() - errors
+        )));
+    }
+    Ok(())
+}
+
+/// Interval statistics sent by a worker when it leaves an interval.
+struct IntervalMsg {
+    index: u64,
+    end_ns: u64,
+    stats: Stats,
+}
+
+/// Runs `cfg` to completion; writes the HdrHistogram interval log to `log` if given.
+pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, BenchError> {
+    cfg.validate()?;
+    let workers = cfg.workers.min(cfg.connections);
+    let cores: Vec<Option<core_affinity::CoreId>> = match &cfg.pinning {
+        Pinning::None => vec![None],
+        Pinning::Auto => {
+            let ids = core_affinity::get_core_ids().unwrap_or_default();
+            if ids.is_empty() {
+                vec![None]
+            } else {
+                ids.into_iter().map(Some).collect()
+            }
+        }
+        Pinning::Cores(c) => c
+            .iter()
+            .map(|&id| Some(core_affinity::CoreId { id }))
+            .collect(),
+    };
+    let barrier = Arc::new(Barrier::new(workers + 1));
+    let t0: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters: Vec<Arc<AtomicU64>> = (0..workers).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let (tx, rx) = mpsc::channel::<IntervalMsg>();
+    let cpu_before = crate::procfs::self_cpu_seconds().ok();
+
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let conns: Vec<usize> = (w..cfg.connections).step_by(workers).collect();
+        let ctx = WorkerCtx {
+            cfg: cfg.clone(),
+            conns,
+            core: cores[w % cores.len()],
+            barrier: barrier.clone(),
+            t0: t0.clone(),
+            stop: stop.clone(),
+            completed: counters[w].clone(),
+            tx: tx.clone(),
+        };
+        let h = std::thread::Builder::new()
+            .name(format!("bench-worker-{w}"))
+            .spawn(move || worker(&ctx))
+            .map_err(BenchError::Io)?;
+        handles.push(h);
+    }
+    drop(tx);
+    // Phase 1: every worker has connected (or failed). Phase 2: the clock starts for all.
+    barrier.wait();
+    let start = *t0.get_or_init(Instant::now);
+    let wall_start = SystemTime::now();
+    barrier.wait();
+
+    let measure_base = wall_start + cfg.warmup;
+    let mut log = match log {
+        Some(w) => Some(IntervalLog::new(
+            w,
+            measure_base,
+            &format!(
+                "tessera-bench {:?} against {:?}",
+                cfg.load,
+                target_labels(cfg)
+            ),
+        )?),
+        None => None,
+    };
+    let bar = progress_bar(cfg);
+    let mut pending: BTreeMap<u64, (usize, u64, Stats)> = BTreeMap::new();
+    let mut points = Vec::new();
+    let mut last_count = 0u64;
+    let mut last_tick = Instant::now();
+    let interval_ns = cfg.interval.as_nanos() as u64;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(m) => {
+                let e = pending
+                    .entry(m.index)
+                    .or_insert_with(|| (0, 0, Stats::default()));
+                e.0 += 1;
+                e.1 = e.1.max(m.end_ns);
+                e.2.merge(&m.stats);
+                // Intervals every worker has reported are final: log them in order.
+                while let Some((&i, e)) = pending.first_key_value() {
+                    if e.0 < workers {
+                        break;
+                    }
+                    let (_, (_, end, s)) = pending.pop_first().expect("checked non-empty");
+                    points.push(finish_interval(i, end, &s, interval_ns, cfg, log.as_mut())?);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if let Some(bar) = &bar {
+            if last_tick.elapsed() >= Duration::from_millis(250) {
+                let total: u64 = counters.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                let dt = last_tick.elapsed().as_secs_f64();
+                bar.set_message(format!("{:>10.0} ops/s", (total - last_count) as f64 / dt));
+                bar.set_position(start.elapsed().as_millis() as u64);
+                last_count = total;
+                last_tick = Instant::now();
+            }
+        }
+    }
+    let mut stats = Stats::default();
+    let mut first_err = None;
+    let mut end_ns = 0;
+    for h in handles {
+        match h.join() {
+            Ok(Ok((s, e))) => {
+                stats.merge(&s);
+                end_ns = end_ns.max(e);
+            }
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {
+                first_err.get_or_insert(BenchError::Protocol("a worker panicked".into()));
+            }
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    // Workers that stopped early never reported later intervals: those are final now.
+    while let Some((i, (_, end, s))) = pending.pop_first() {
+        points.push(finish_interval(i, end, &s, interval_ns, cfg, log.as_mut())?);
+    }
+    if let Some(l) = log {
+        l.finish()?;
+    }
+    let wall_s = start.elapsed().as_secs_f64();
+    let cpu_after = crate::procfs::self_cpu_seconds().ok();
+    let warmup_ns = cfg.warmup.as_nanos() as u64;
+    Ok(RunOutcome {
+        stats,
+        measured_s: end_ns.saturating_sub(warmup_ns) as f64 / 1e9,
+        intervals: points,
+        generator_cpu_s: match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
+        },
+        wall_s,
+        workers,
+    })
+}
+
+fn target_labels(cfg: &RunConfig) -> Vec<String> {
+    cfg.targets.iter().map(|t| t.label.clone()).collect()
+}
+
+fn progress_bar(cfg: &RunConfig) -> Option<indicatif::ProgressBar> {
+    if !cfg.progress {
+        return None;
+    }
+    let total_ms = (cfg.warmup + cfg.duration).as_millis() as u64;
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total_ms),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {percent:>3}% {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Some(bar)
+}
+
+fn finish_interval(
+    index: u64,
+    end_ns: u64,
+    s: &Stats,
+    interval_ns: u64,
+    cfg: &RunConfig,
+    log: Option<&mut IntervalLog<&mut dyn Write>>,
+) -> Result<IntervalPoint, BenchError> {
+    let warmup_ns = cfg.warmup.as_nanos() as u64;
+    let start_ns = index * interval_ns;
+    let len_ns = interval_ns
+        .min(end_ns.saturating_sub(warmup_ns + start_ns))
+        .max(1);
+    let start = Duration::from_nanos(start_ns);
+    let length = Duration::from_nanos(len_ns);
+    if let Some(log) = log {
+        for (k, ks) in s.kinds() {
+            log.write(&ks.latency, start, length, k.name())?;
+        }
+    }
+    let (count, latency) = match s.total() {
+        Some(t) => (t.count(), Percentiles::of(&t.latency)),
+        None => (0, Percentiles::of(&crate::stats::new_histogram())),
+    };
+    Ok(IntervalPoint {
+        start_s: start.as_secs_f64(),
+        length_s: length.as_secs_f64(),
+        count,
+        throughput: count as f64 / length.as_secs_f64(),
+        latency,
+    })
+}
+
+struct WorkerCtx {
+    cfg: RunConfig,
+    conns: Vec<usize>,
+    core: Option<core_affinity::CoreId>,
+    barrier: Arc<Barrier>,
+    t0: Arc<OnceLock<Instant>>,
+    stop: Arc<AtomicBool>,
+    completed: Arc<AtomicU64>,
+    tx: mpsc::Sender<IntervalMsg>,
+}
+
+/// A request awaiting its replies.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    kind: OpKind,
+    expect: Expect,
+    part: u8,
+    outcome: Outcome,
+    intended_ns: u64,
+    sent_ns: u64,
+    measured: bool,
+}
+
+struct Conn {
+    stream: TcpStream,
+    protocol: Protocol,
+    gen: Generator,
+    sched: Option<Schedule>,
+    /// Measured requests this connection may still send (`u64::MAX`: unlimited).
+    budget: u64,
+    inflight: VecDeque<Pending>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    rend: usize,
+}
+
+fn connect(t: &Target, timeout: Duration) -> Result<TcpStream, BenchError> {
+    let err = |source| BenchError::Connect {
+        addr: t.addr.clone(),
+        source,
+    };
+    let addrs: Vec<SocketAddr> = t.addr.to_socket_addrs().map_err(err)?.collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for a in addrs {
+        match StdTcpStream::connect_timeout(&a, timeout) {
+            Ok(s) => {
+                s.set_nodelay(true).map_err(err)?;
+                s.set_nonblocking(true).map_err(err)?;
+                return Ok(TcpStream::from_std(s));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(err(last))
+}
+
+/// Connects every connection of the worker (its part of the run's setup).
+fn setup(ctx: &WorkerCtx, poll: &Poll) -> Result<Vec<Conn>, BenchError> {
+    let cfg = &ctx.cfg;
+    let total = cfg.connections as u64;
+    let mut conns = Vec::with_capacity(ctx.conns.len());
+    for (slot, &c) in ctx.conns.iter().enumerate() {
+        let target = &cfg.targets[c % cfg.targets.len()];
+        let mut stream = connect(target, cfg.connect_timeout)?;
+        poll.registry().register(
+            &mut stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let c64 = c as u64;
+        let seed = cfg.seed ^ c64.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let (range_start, range_len) = share(cfg.workload.keys, c64, total);
+        let gen = Generator::new(
+            &cfg.workload,
+            seed,
+            (range_start, range_start + range_len),
+            c64,
+            total,
+        );
+        let budget = cfg.requests.map_or(u64::MAX, |r| share(r, c64, total).1);
+        conns.push(Conn {
+            stream,
+            protocol: target.protocol,
+            gen,
+            sched: None,
+            budget,
+            inflight: VecDeque::with_capacity(cfg.pipeline.min(4096)),
+            wbuf: Vec::with_capacity(16 * 1024),
+            wpos: 0,
+            rbuf: vec![0; READ_CHUNK],
+            rpos: 0,
+            rend: 0,
+        });
+    }
+    Ok(conns)
+}
+
+/// One worker: returns its statistics and the time (ns since start) it stopped.
+fn worker(ctx: &WorkerCtx) -> Result<(Stats, u64), BenchError> {
+    if let Some(core) = ctx.core {
+        // Pinning is best effort: a failure (e.g. a restricted cpuset) only costs locality.
+        let _ = core_affinity::set_for_current(core);
+    }
+    let poll = Poll::new();
+    let setup_result = poll
+        .map_err(BenchError::Io)
+        .and_then(|p| setup(ctx, &p).map(|c| (p, c)));
+    // Reach both barriers whatever happened, so no thread waits forever.
+    ctx.barrier.wait();
+    let start = *ctx.t0.get_or_init(Instant::now);
+    ctx.barrier.wait();
+    let (poll, conns) = match setup_result {
+        Ok(x) => x,
+        Err(e) => {
+            ctx.stop.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+    };
+    let result = drive(ctx, poll, conns, start);
+    if result.is_err() {
+        ctx.stop.store(true, Ordering::Relaxed);
+    }
+    result
+}
+
+fn drive(
+    ctx: &WorkerCtx,
+    mut poll: Poll,
+    mut conns: Vec<Conn>,
+    start: Instant,
+) -> Result<(Stats, u64), BenchError> {
+    let cfg = &ctx.cfg;
+    let now_ns = || start.elapsed().as_nanos() as u64;
+    let warmup_ns = cfg.warmup.as_nanos() as u64;
+    let end_ns = warmup_ns.saturating_add(cfg.duration.as_nanos() as u64);
+    let interval_ns = cfg.interval.as_nanos() as u64;
+    let spin_ns = cfg.spin.as_nanos() as u64;
+    let mut encoders: Vec<(Protocol, Encoder)> = Vec::new();
+    for c in &conns {
+        if !encoders.iter().any(|(p, _)| *p == c.protocol) {
+            encoders.push((c.protocol, Encoder::new(c.protocol, &cfg.workload)?));
+        }
+    }
+    if let LoadModel::Open { rate, arrival } = cfg.load {
+        let per_conn = rate / cfg.connections as f64;
+        for (c, conn) in ctx.conns.iter().zip(&mut conns) {
+            let phase = *c as f64 / cfg.connections as f64;
+            let seed = cfg
+                .seed
+                .wrapping_add(*c as u64)
+                .wrapping_mul(0xA24B_AED4_963E_E407);
+            conn.sched = Some(Schedule::new(per_conn, arrival, 0, phase, seed));
+        }
+    }
+    let mut stats = Stats::default();
+    let mut interval = Stats::default();
+    let mut interval_index = 0u64;
+    let mut events = Events::with_capacity(1024);
+    let mut done_local = 0u64;
+    loop {
+        let now = now_ns();
+        let sending = now < end_ns && !ctx.stop.load(Ordering::Relaxed);
+        // Report intervals this worker has left.
+        if now >= warmup_ns {
+            let idx = (now - warmup_ns) / interval_ns;
+            while interval_index < idx {
+                let end = warmup_ns + (interval_index + 1) * interval_ns;
+                send_interval(ctx, interval_index, end, &mut interval);
+                interval_index += 1;
+            }
+        }
+        let mut active = false;
+        let mut next_due = u64::MAX;
+        if sending {
+            for conn in &mut conns {
+                let enc = &mut encoders
+                    .iter_mut()
+                    .find(|(p, _)| *p == conn.protocol)
+                    .expect("an encoder per protocol")
+                    .1;
+                fill(conn, enc, cfg.pipeline, now, warmup_ns, end_ns);
+                flush(conn)?;
+                if let Some(s) = &conn.sched {
+                    if conn.budget > 0 && conn.inflight.len() < cfg.pipeline {
+                        next_due = next_due.min(s.peek_ns());
+                    }
+                }
+                active |= !conn.inflight.is_empty() || (conn.budget > 0 && conn.sched.is_some());
+            }
+        } else {
+            break;
+        }
+        if !active {
+            break;
+        }
+        let now = now_ns();
+        let mut timeout = Duration::from_nanos(
+            end_ns
+                .saturating_sub(now)
+                .min(IDLE_TICK.as_nanos() as u64)
+                .min((warmup_ns + (interval_index + 1) * interval_ns).saturating_sub(now)),
+        );
+        let mut spinning = false;
+        if next_due != u64::MAX {
+            let wait = next_due.saturating_sub(now);
+            if wait <= spin_ns {
+                timeout = Duration::ZERO;
+                spinning = true;
+            } else {
+                timeout = timeout.min(Duration::from_nanos(wait - spin_ns));
+            }
+        }
+        match poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+        if spinning && events.is_empty() {
+            std::thread::yield_now();
+        }
+        for ev in &events {
+            let conn = &mut conns[ev.token().0];
+            if ev.is_writable() {
+                flush(conn)?;
+            }
+            if ev.is_readable() || ev.is_read_closed() {
+                let n = read_replies(conn, now_ns, &mut stats, &mut interval)?;
+                done_local += n;
+            }
+        }
+        if done_local > 0 {
+            ctx.completed.fetch_add(done_local, Ordering::Relaxed);
+            done_local = 0;
+        }
+    }
+    let stop_ns = now_ns().min(end_ns);
+    send_interval(ctx, interval_index, stop_ns, &mut interval);
+    Ok((stats, stop_ns))
+}
+
+fn send_interval(ctx: &WorkerCtx, index: u64, end_ns: u64, interval: &mut Stats) {
+    let stats = std::mem::take(interval);
+    // The receiver outlives every worker; a send error means the run is being torn down.
+    let _ = ctx.tx.send(IntervalMsg {
+        index,
+        end_ns,
+        stats,
+    });
+}
+
+/// Queues every request the connection may send now.
+fn fill(conn: &mut Conn, enc: &mut Encoder, depth: usize, now: u64, warmup_ns: u64, end_ns: u64) {
+    while conn.inflight.len() < depth && conn.budget > 0 {
+        let intended = match &mut conn.sched {
+            None => now,
+            Some(s) => match s.pop_due(now.min(end_ns.saturating_sub(1))) {
+                Some(t) => t,
+                None => break,
+            },
+        };
+        let op = conn.gen.next_op();
+        let expect = enc.encode(&op, &mut conn.wbuf);
+        let measured = intended >= warmup_ns;
+        if measured && conn.budget != u64::MAX {
+            conn.budget -= 1;
+        }
+        conn.inflight.push_back(Pending {
+            kind: op.kind,
+            expect,
+            part: 0,
+            outcome: Outcome::Ok,
+            intended_ns: intended,
+            sent_ns: now,
+            measured,
+        });
+    }
+}
+
+/// Writes queued bytes until the socket would block.
+fn flush(conn: &mut Conn) -> Result<(), BenchError> {
+    while conn.wpos < conn.wbuf.len() {
+        match conn.stream.write(&conn.wbuf[conn.wpos..]) {
+            Ok(0) => {
+                return Err(BenchError::Protocol(
+                    "server stopped accepting bytes".into(),
+                ))
+            }
+            Ok(n) => conn.wpos += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if conn.wpos == conn.wbuf.len() {
+        conn.wbuf.clear();
+        conn.wpos = 0;
+    }
+    Ok(())
+}
+
+/// Reads until the socket would block, completing requests in order. Returns completions.
+fn read_replies(
+    conn: &mut Conn,
+    now_ns: impl Fn() -> u64,
+    stats: &mut Stats,
+    interval: &mut Stats,
+) -> Result<u64, BenchError> {
+    let mut completed = 0;
+    loop {
+        if conn.rbuf.len() - conn.rend < READ_CHUNK / 4 {
+            if conn.rpos > 0 {
+                conn.rbuf.copy_within(conn.rpos..conn.rend, 0);
+                conn.rend -= conn.rpos;
+                conn.rpos = 0;
+            }
+            if conn.rbuf.len() - conn.rend < READ_CHUNK / 4 {
+                let grown = conn.rbuf.len() * 2;
+                conn.rbuf.resize(grown, 0);
+            }
+        }
+        let n = match conn.stream.read(&mut conn.rbuf[conn.rend..]) {
+            Ok(0) => return Err(BenchError::Protocol("server closed the connection".into())),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        conn.rend += n;
+        let now = now_ns();
+        while conn.rpos < conn.rend {
+            let Some(front) = conn.inflight.front_mut() else {
+                return Err(BenchError::Protocol(
+                    "reply without a request in flight".into(),
+                ));
+            };
+            let part = front.expect.parts[usize::from(front.part)];
+            let Some((outcome, used)) =
+                codec::parse_reply(conn.protocol, part, &conn.rbuf[conn.rpos..conn.rend])?
+            else {
+                break;
+            };
+            conn.rpos += used;
+            front.outcome = front.outcome.max(outcome);
+            front.part += 1;
+            if front.part == front.expect.len {
+                let p = conn.inflight.pop_front().expect("front exists");
+                completed += 1;
+                if p.measured {
+                    let lat = now.saturating_sub(p.intended_ns);
+                    let svc = now.saturating_sub(p.sent_ns);
+                    stats.record(p.kind, p.outcome, lat, svc);
+                    interval.record(p.kind, p.outcome, lat, svc);
+                }
+            }
+        }
+        if conn.rpos == conn.rend {
+            conn.rpos = 0;
+            conn.rend = 0;
+        }
+    }
+    Ok(completed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets() {
+        let t: Target = "redis=resp://127.0.0.1:6379".parse().unwrap();
+        assert_eq!((t.label.as_str(), t.protocol), ("redis", Protocol::Resp));
+        let t: Target = "memcache://localhost:11211".parse().unwrap();
+        assert_eq!(t.protocol, Protocol::Memcache);
+        assert_eq!(t.label, "localhost:11211");
+        assert!("nope".parse::<Target>().is_err());
+        assert!("x=ftp://a:1".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn shares_partition_exactly() {
+        for (total, parts) in [(10u64, 3u64), (2, 5), (1_000_003, 7)] {
+            let mut next = 0;
+            for i in 0..parts {
+                let (s, l) = share(total, i, parts);
+                assert_eq!(s, next);
+                next += l;
+            }
+            assert_eq!(next, total);
+        }
+    }
+}
