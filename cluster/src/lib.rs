@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod keeper;
 pub mod membership;
 pub mod node;
 pub mod partition;
@@ -11,6 +12,7 @@ pub mod table;
 pub mod wire;
 
 pub use auth::{AuthError, Handshake, HandshakeStep};
+pub use keeper::{Offer, TableKeeper};
 pub use membership::{
     coordinator, GossipId, Membership, MembershipConfig, MembershipError, MembershipEvent,
     MembershipOutput, SwimMembership,

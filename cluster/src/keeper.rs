@@ -1,0 +1,202 @@
+//! The table keeper: which partition table this node routes by, and, on the coordinator, when to
+//! compute the next one.
+//!
+//! Rules (cluster.md): only the coordinator (the oldest live member it sees, with quorum) plans;
+//! a node accepts a table only from the coordinator it sees and only with a higher epoch. A new
+//! coordinator numbers its first table above every epoch it has seen (tables and gossiped epoch
+//! hints), so epochs stay monotonic across coordinator changes and healed partitions.
+
+use crate::membership::coordinator;
+use crate::node::{NodeId, NodeInfo};
+use crate::partition::{MigrationId, PartitionTable, TableError};
+use crate::planner::{commit_migrations, plan_draining, PlannerConfig};
+use crate::Slot;
+
+/// The verdict on a table received from a peer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// Installed: route by it from now on.
+    Accepted,
+    /// Its epoch is not above ours: ignored.
+    Stale,
+    /// It was computed by a node we do not see as coordinator: ignored.
+    WrongCoordinator,
+    /// Structurally invalid: ignored (and worth a log line).
+    Invalid(TableError),
+}
+
+/// One node's table state.
+#[derive(Debug)]
+pub struct TableKeeper {
+    me: NodeId,
+    table: Option<PartitionTable>,
+    max_epoch_seen: u64,
+    cfg: PlannerConfig,
+    draining: Vec<NodeId>,
+    commits: Vec<(Slot, MigrationId)>,
+}
+
+impl TableKeeper {
+    /// A keeper for node `me` with no table yet.
+    pub fn new(me: NodeId, cfg: PlannerConfig) -> TableKeeper {
+        TableKeeper {
+            me,
+            table: None,
+            max_epoch_seen: 0,
+            cfg,
+            draining: Vec::new(),
+            commits: Vec::new(),
+        }
+    }
+
+    /// The table this node routes by.
+    pub fn table(&self) -> Option<&PartitionTable> {
+        self.table.as_ref()
+    }
+
+    /// Current epoch (0 before any table).
+    pub fn epoch(&self) -> u64 {
+        self.table.as_ref().map_or(0, |t| t.epoch)
+    }
+
+    /// A peer's table, judged against the coordinator this node sees.
+    pub fn offer(&mut self, table: PartitionTable, coordinator_seen: NodeId) -> Offer {
+        if let Err(e) = table.validate() {
+            return Offer::Invalid(e);
+        }
+        self.max_epoch_seen = self.max_epoch_seen.max(table.epoch);
+        if table.coordinator != coordinator_seen {
+            return Offer::WrongCoordinator;
+        }
+        if table.epoch <= self.epoch() {
+            return Offer::Stale;
+        }
+        self.table = Some(table);
+        Offer::Accepted
+    }
+
+    /// A gossiped epoch hint; returns true when the caller should fetch that table.
+    pub fn observe_epoch(&mut self, epoch: u64) -> bool {
+        self.max_epoch_seen = self.max_epoch_seen.max(epoch);
+        epoch > self.epoch()
+    }
+
+    /// Marks `node` as leaving gracefully: the next plans give it no slots.
+    pub fn drain(&mut self, node: NodeId) {
+        if !self.draining.contains(&node) {
+            self.draining.push(node);
+        }
+    }
+
+    /// Whether `node` is draining and owns no slot any more (it may exit).
+    pub fn drained(&self, node: NodeId) -> bool {
+        self.table
+            .as_ref()
+            .is_some_and(|t| match t.node_index(node) {
+                Some(i) => t.slots.iter().all(|e| e.primary.node != i),
+                None => true,
+            })
+    }
+
+    /// On the coordinator (with quorum): computes and installs the next table if the members or
+    /// drains change the plan. Returns the new table to push to every member.
+    pub fn replan(&mut self, members: &[NodeInfo], has_quorum: bool) -> Option<&PartitionTable> {
+        if !has_quorum || coordinator(members) != Some(self.me) {
+            return None;
+        }
+        let draining: Vec<NodeId> = self
+            .draining
+            .iter()
+            .copied()
+            .filter(|d| members.iter().any(|m| m.id == *d))
+            .collect();
+        if members.iter().all(|m| draining.contains(&m.id)) {
+            return None;
+        }
+        let mut next = plan_draining(self.table.as_ref(), members, &draining, self.me, &self.cfg);
+        if let Some(cur) = &self.table {
+            if cur.nodes == next.nodes && cur.slots == next.slots {
+                return None;
+            }
+        }
+        next.epoch = self.max_epoch_seen.max(self.epoch()) + 1;
+        self.max_epoch_seen = next.epoch;
+        self.table = Some(next);
+        self.table.as_ref()
+    }
+
+    /// On the coordinator: a source finished a handoff; committed at the next [`Self::flush_commits`].
+    pub fn request_commit(&mut self, slot: Slot, id: MigrationId) {
+        self.commits.push((slot, id));
+    }
+
+    /// On the coordinator: publishes one table committing every requested migration that is
+    /// still current. Returns it to push to every member.
+    pub fn flush_commits(&mut self, members: &[NodeInfo]) -> Option<&PartitionTable> {
+        if self.commits.is_empty() || coordinator(members) != Some(self.me) {
+            self.commits.clear();
+            return None;
+        }
+        let commits = std::mem::take(&mut self.commits);
+        let mut next = commit_migrations(self.table.as_ref()?, &commits, self.me, &self.cfg)?;
+        next.epoch = self.max_epoch_seen.max(self.epoch()) + 1;
+        self.max_epoch_seen = next.epoch;
+        self.table = Some(next);
+        self.table.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::test_node;
+
+    #[test]
+    fn only_the_coordinator_plans_and_epochs_only_grow() {
+        let members = vec![test_node(1, 2), test_node(2, 2)];
+        let oldest = coordinator(&members).unwrap();
+        let other = members.iter().find(|m| m.id != oldest).unwrap().id;
+        let mut c = TableKeeper::new(oldest, PlannerConfig::default());
+        let mut o = TableKeeper::new(other, PlannerConfig::default());
+        assert!(o.replan(&members, true).is_none());
+        assert!(
+            c.replan(&members, false).is_none(),
+            "no plan without quorum"
+        );
+        let t1 = c.replan(&members, true).unwrap().clone();
+        assert!(c.replan(&members, true).is_none(), "nothing changed");
+        assert_eq!(o.offer(t1.clone(), oldest), Offer::Accepted);
+        assert_eq!(o.offer(t1.clone(), oldest), Offer::Stale);
+        let mut forged = t1.clone();
+        forged.epoch += 5;
+        forged.coordinator = other;
+        assert_eq!(o.offer(forged, oldest), Offer::WrongCoordinator);
+        let mut broken = t1.clone();
+        broken.epoch += 1;
+        broken.slots.pop();
+        assert!(matches!(o.offer(broken, oldest), Offer::Invalid(_)));
+        // A new coordinator numbers above every epoch it saw.
+        assert!(o.observe_epoch(40));
+        let alone = vec![members.iter().find(|m| m.id == other).unwrap().clone()];
+        let t2 = o.replan(&alone, true).unwrap();
+        assert_eq!(t2.epoch, 41);
+    }
+
+    #[test]
+    fn drain_then_commit_empties_the_leaver() {
+        let members = vec![test_node(1, 2), test_node(2, 2), test_node(3, 1)];
+        let me = coordinator(&members).unwrap();
+        let mut k = TableKeeper::new(me, PlannerConfig::default());
+        k.replan(&members, true).unwrap();
+        let leaver = test_node(3, 1).id;
+        assert!(!k.drained(leaver));
+        k.drain(leaver);
+        let t = k.replan(&members, true).unwrap().clone();
+        for (slot, _, _, id) in t.migrations() {
+            k.request_commit(slot, id);
+        }
+        let done = k.flush_commits(&members).unwrap();
+        assert_eq!(done.epoch, t.epoch + 1);
+        assert!(k.drained(leaver));
+    }
+}
