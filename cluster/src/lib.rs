@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod keeper;
 pub mod membership;
+pub mod migration;
 pub mod node;
 pub mod partition;
 pub mod planner;
@@ -16,6 +17,10 @@ pub use keeper::{Offer, TableKeeper};
 pub use membership::{
     coordinator, GossipId, Membership, MembershipConfig, MembershipError, MembershipEvent,
     MembershipOutput, SwimMembership,
+};
+pub use migration::{
+    DigestBuilder, MemStore, MigrationConfig, Outgoing, ShardAddr, SlotStore, SourceMigration,
+    SourcePhase, TargetMigration, TargetPhase, WriteGate,
 };
 pub use node::{NodeId, NodeIdError, NodeInfo};
 pub use partition::{

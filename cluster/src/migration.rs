@@ -1,0 +1,786 @@
+//! The per-slot migration state machines, source side and target side (cluster.md, Migration).
+//!
+//! The source streams its slot in bounded batches and tees every write it accepts for the slot
+//! into the same ordered stream (teed writes queued before a batch go first), so the target,
+//! applying ops strictly in sequence, ends with the source's state: every key written during the
+//! migration ends with its last teed op, every other key with its scanned value. At handoff the
+//! source pauses the slot (`-TRYAGAIN`) and sends the stream length and a digest over
+//! (key, version); the target checks both and acks. The source then asks the coordinator to
+//! commit: the coordinator's next table names the target. The target serves only from that
+//! epoch on, the source answers `-MOVED` from it, so there is never a second writer in one epoch.
+//! Until the commit either side may abort; the target then drops what it received.
+//!
+//! Both machines work against [`SlotStore`] (entries as key, value, version, deadline) so they do
+//! not depend on the engine's internals. The driver owns links and timers: these machines only
+//! say what to send.
+
+use crate::node::NodeId;
+use crate::partition::{MigrationId, PartitionTable, SlotState};
+use crate::table::CoreId;
+use crate::wire::{AbortReason, Entry, Message, MigrateBatch, SlotDigest, StreamOp};
+use crate::Slot;
+
+/// A shard named independently of any table's node indices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ShardAddr {
+    /// The node.
+    pub node: NodeId,
+    /// Its core.
+    pub core: CoreId,
+}
+
+/// The storage a migration reads (source) and writes (target): one shard's data, by slot.
+pub trait SlotStore {
+    /// Resumable scan position.
+    type Cursor: Clone + Default + std::fmt::Debug;
+    /// Appends up to `max` entries of `slot` from `cursor` on to `out`; returns the next cursor,
+    /// or `None` when the scan is complete. Every key present in the slot for the whole scan
+    /// must be returned at least once; keys written or deleted during it may or may not be.
+    fn scan(
+        &self,
+        slot: Slot,
+        cursor: &Self::Cursor,
+        max: usize,
+        out: &mut Vec<Entry>,
+    ) -> Option<Self::Cursor>;
+    /// Target side: applies one stream op (ops arrive in stream order; `Put` replaces the key,
+    /// `Delete` removes it, keeping a tombstone if the store keeps them).
+    fn apply(&mut self, slot: Slot, op: &StreamOp);
+    /// Removes everything stored for `slot` (source after commit, target after abort).
+    fn drop_slot(&mut self, slot: Slot);
+    /// Digest of the live entries of `slot` whose deadline is after `cutoff_ms`.
+    fn digest(&self, slot: Slot, cutoff_ms: u64) -> SlotDigest {
+        let mut d = DigestBuilder::default();
+        let mut cursor = Self::Cursor::default();
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let next = self.scan(slot, &cursor, 1024, &mut buf);
+            for e in &buf {
+                if e.deadline_ms.is_none_or_after(cutoff_ms) {
+                    d.add(&e.key, e.version);
+                }
+            }
+            match next {
+                Some(c) => cursor = c,
+                None => return d.finish(),
+            }
+        }
+    }
+}
+
+trait DeadlineExt {
+    fn is_none_or_after(&self, cutoff_ms: u64) -> bool;
+}
+
+impl DeadlineExt for Option<u64> {
+    fn is_none_or_after(&self, cutoff_ms: u64) -> bool {
+        match self {
+            Some(d) => *d > cutoff_ms,
+            None => true,
+        }
+    }
+}
+
+/// Builds a [`SlotDigest`]: order-independent, duplicates counted.
+#[derive(Debug, Default)]
+pub struct DigestBuilder(SlotDigest);
+
+impl DigestBuilder {
+    /// Adds one live entry.
+    pub fn add(&mut self, key: &[u8], version: u64) {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(key);
+        h.update(&version.to_le_bytes());
+        self.0.count += 1;
+        self.0.sum = self.0.sum.wrapping_add(h.digest());
+    }
+
+    /// The digest.
+    pub fn finish(self) -> SlotDigest {
+        self.0
+    }
+}
+
+/// Migration limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationConfig {
+    /// Ops per batch (a batch is one frame and one yield point). Default 256, >= 1.
+    pub batch_ops_max: usize,
+    /// Approximate key+value bytes per batch; a batch is closed once it reaches this. Default
+    /// 256 KiB; keep well under the wire's `frame_bytes_max`.
+    pub batch_bytes_max: usize,
+    /// Ops sent but not yet acked before the source waits. Default 4096, >= `batch_ops_max`.
+    pub window_ops_max: u64,
+    /// Teed writes queued before writes to the slot get `-TRYAGAIN`. Default 65536.
+    pub tee_ops_max: usize,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        MigrationConfig {
+            batch_ops_max: 256,
+            batch_bytes_max: 256 << 10,
+            window_ops_max: 4096,
+            tee_ops_max: 65536,
+        }
+    }
+}
+
+/// How the owner of a migrating slot answers a write right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteGate {
+    /// Execute it, then [`SourceMigration::tee`] the resulting op.
+    Serve,
+    /// Reply `-TRYAGAIN` (handoff in progress or tee queue full).
+    TryAgain,
+    /// Reply `-MOVED` to the target (committed).
+    Moved,
+}
+
+/// Where a message goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// To the other side of the migration.
+    Peer(Message),
+    /// To the coordinator (a commit request).
+    Coordinator(Message),
+}
+
+/// Source-side phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourcePhase {
+    /// Streaming scanned entries and teed writes; writes are served.
+    Streaming,
+    /// End marker sent, slot paused, waiting for the target's verdict.
+    HandingOff,
+    /// Target verified; waiting for the coordinator's table naming it.
+    AwaitingCommit,
+    /// The table names the target: the slot's data here may be dropped.
+    Committed,
+    /// Abandoned: this side still owns the slot.
+    Aborted(AbortReason),
+}
+
+/// Source side of one slot's migration.
+#[derive(Debug)]
+pub struct SourceMigration<C> {
+    /// This migration.
+    pub id: MigrationId,
+    /// The slot.
+    pub slot: Slot,
+    /// Where it goes.
+    pub to: ShardAddr,
+    cursor: Option<C>,
+    tee: std::collections::VecDeque<StreamOp>,
+    next_seq: u64,
+    acked_seq: u64,
+    phase: SourcePhase,
+    cfg: MigrationConfig,
+}
+
+impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
+    /// Starts streaming `slot` to `to`.
+    pub fn new(id: MigrationId, slot: Slot, to: ShardAddr, cfg: MigrationConfig) -> Self {
+        SourceMigration {
+            id,
+            slot,
+            to,
+            cursor: Some(C::default()),
+            tee: std::collections::VecDeque::new(),
+            next_seq: 0,
+            acked_seq: 0,
+            phase: SourcePhase::Streaming,
+            cfg,
+        }
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> SourcePhase {
+        self.phase
+    }
+
+    /// Ops put into the stream so far (the next sequence number).
+    pub fn sent_ops(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// How to answer a write to the slot now.
+    pub fn write_gate(&self) -> WriteGate {
+        match self.phase {
+            SourcePhase::Streaming if self.tee.len() >= self.cfg.tee_ops_max => WriteGate::TryAgain,
+            SourcePhase::Streaming | SourcePhase::Aborted(_) => WriteGate::Serve,
+            SourcePhase::HandingOff | SourcePhase::AwaitingCommit => WriteGate::TryAgain,
+            SourcePhase::Committed => WriteGate::Moved,
+        }
+    }
+
+    /// Records a write the source just applied to the slot (only after `WriteGate::Serve`).
+    pub fn tee(&mut self, op: StreamOp) {
+        if self.phase == SourcePhase::Streaming {
+            self.tee.push_back(op);
+        }
+    }
+
+    /// The next message to send, if any: a batch (teed writes first, then scanned entries),
+    /// or, once everything is out, the handoff (which pauses the slot). Call until `None`, and
+    /// again after every ack or tee.
+    pub fn poll<S: SlotStore<Cursor = C>>(&mut self, store: &S, now_ms: u64) -> Option<Outgoing> {
+        if self.phase != SourcePhase::Streaming {
+            return None;
+        }
+        if self.next_seq - self.acked_seq >= self.cfg.window_ops_max {
+            return None;
+        }
+        let room = self
+            .cfg
+            .batch_ops_max
+            .min((self.cfg.window_ops_max - (self.next_seq - self.acked_seq)) as usize);
+        let mut ops = Vec::new();
+        let mut bytes = 0usize;
+        while ops.len() < room && bytes < self.cfg.batch_bytes_max {
+            let Some(op) = self.tee.pop_front() else {
+                break;
+            };
+            bytes += op_bytes(&op);
+            ops.push(op);
+        }
+        if ops.len() < room && bytes < self.cfg.batch_bytes_max {
+            if let Some(cursor) = self.cursor.take() {
+                let mut entries = Vec::new();
+                self.cursor = store.scan(self.slot, &cursor, room - ops.len(), &mut entries);
+                ops.extend(entries.into_iter().map(StreamOp::Put));
+            }
+        }
+        if !ops.is_empty() {
+            let first_seq = self.next_seq;
+            self.next_seq += ops.len() as u64;
+            return Some(Outgoing::Peer(Message::MigrateBatch(MigrateBatch {
+                id: self.id,
+                slot: self.slot,
+                first_seq,
+                ops,
+            })));
+        }
+        if self.cursor.is_none() && self.tee.is_empty() {
+            self.phase = SourcePhase::HandingOff;
+            return Some(Outgoing::Peer(Message::Handoff {
+                id: self.id,
+                slot: self.slot,
+                end_seq: self.next_seq,
+                digest: store.digest(self.slot, now_ms),
+                cutoff_ms: now_ms,
+            }));
+        }
+        None
+    }
+
+    /// Handles a message from the target. Returns what to send in answer.
+    pub fn on_message(&mut self, msg: &Message) -> Option<Outgoing> {
+        match *msg {
+            Message::MigrateAck { id, next_seq, .. } if id == self.id => {
+                if next_seq <= self.next_seq {
+                    self.acked_seq = self.acked_seq.max(next_seq);
+                }
+                None
+            }
+            Message::HandoffAck { id, ok, .. } if id == self.id => {
+                if self.phase != SourcePhase::HandingOff {
+                    return None;
+                }
+                if ok {
+                    self.phase = SourcePhase::AwaitingCommit;
+                    Some(Outgoing::Coordinator(Message::CommitRequest {
+                        id: self.id,
+                        slot: self.slot,
+                    }))
+                } else {
+                    self.abort(AbortReason::Digest)
+                }
+            }
+            Message::Abort { id, reason, .. } if id == self.id => {
+                if matches!(self.phase, SourcePhase::Committed | SourcePhase::Aborted(_)) {
+                    return None;
+                }
+                self.phase = SourcePhase::Aborted(reason);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Abandons the migration (link lost, replanned): the source keeps the slot. Returns the
+    /// abort to send to the target, if the migration was still live. No-op once committed.
+    pub fn abort(&mut self, reason: AbortReason) -> Option<Outgoing> {
+        if matches!(self.phase, SourcePhase::Committed | SourcePhase::Aborted(_)) {
+            return None;
+        }
+        self.phase = SourcePhase::Aborted(reason);
+        self.tee.clear();
+        Some(Outgoing::Peer(Message::Abort {
+            id: self.id,
+            slot: self.slot,
+            reason,
+        }))
+    }
+
+    /// A new table was installed. Returns the abort to send when the table abandoned this
+    /// migration. After `Committed` the driver drops the slot's data and answers `-MOVED`.
+    pub fn on_table(&mut self, table: &PartitionTable) -> Option<Outgoing> {
+        match judge(table, self.slot, self.id, self.to) {
+            Verdict::StillMigrating => None,
+            Verdict::Committed if self.phase == SourcePhase::AwaitingCommit => {
+                self.phase = SourcePhase::Committed;
+                None
+            }
+            // A table naming the target without our handoff cannot come from this protocol; the
+            // coordinator reassigned the slot (e.g. we were declared down). Stop serving it.
+            Verdict::Committed => {
+                self.phase = SourcePhase::Committed;
+                None
+            }
+            Verdict::Abandoned => self.abort(AbortReason::Replanned),
+        }
+    }
+}
+
+fn op_bytes(op: &StreamOp) -> usize {
+    match op {
+        StreamOp::Put(e) => e.key.len() + e.value.len() + 32,
+        StreamOp::Delete { key, .. } => key.len() + 16,
+    }
+}
+
+enum Verdict {
+    StillMigrating,
+    Committed,
+    Abandoned,
+}
+
+fn judge(table: &PartitionTable, slot: Slot, id: MigrationId, to: ShardAddr) -> Verdict {
+    let e = table.entry(slot);
+    match e.state {
+        SlotState::Migrating { id: cur, .. } if cur == id => Verdict::StillMigrating,
+        SlotState::Stable
+            if table.node(e.primary.node).id == to.node && e.primary.core == to.core =>
+        {
+            Verdict::Committed
+        }
+        _ => Verdict::Abandoned,
+    }
+}
+
+/// Target-side phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetPhase {
+    /// Applying the stream.
+    Receiving,
+    /// Sequence and digest matched; waiting for the table that names us.
+    Verified,
+    /// The table names us: serve the slot.
+    Committed,
+    /// Abandoned: the received data was dropped.
+    Aborted(AbortReason),
+}
+
+/// Target side of one slot's migration.
+#[derive(Debug)]
+pub struct TargetMigration {
+    /// This migration.
+    pub id: MigrationId,
+    /// The slot.
+    pub slot: Slot,
+    /// This shard (the destination).
+    pub me: ShardAddr,
+    expected_seq: u64,
+    phase: TargetPhase,
+}
+
+impl TargetMigration {
+    /// Prepares to receive `slot` as shard `me` (call when a table shows the migration).
+    pub fn new(id: MigrationId, slot: Slot, me: ShardAddr) -> TargetMigration {
+        TargetMigration {
+            id,
+            slot,
+            me,
+            expected_seq: 0,
+            phase: TargetPhase::Receiving,
+        }
+    }
+
+    /// Current phase.
+    pub fn phase(&self) -> TargetPhase {
+        self.phase
+    }
+
+    /// Ops applied so far.
+    pub fn applied_ops(&self) -> u64 {
+        self.expected_seq
+    }
+
+    /// Handles a message from the source; returns the answer to send.
+    pub fn on_message<S: SlotStore>(&mut self, store: &mut S, msg: &Message) -> Option<Outgoing> {
+        match msg {
+            Message::MigrateBatch(b) if b.id == self.id => {
+                if self.phase != TargetPhase::Receiving {
+                    return None;
+                }
+                if b.first_seq != self.expected_seq || b.slot != self.slot {
+                    return self.abort(store, AbortReason::Sequence);
+                }
+                for op in &b.ops {
+                    store.apply(self.slot, op);
+                }
+                self.expected_seq += b.ops.len() as u64;
+                Some(Outgoing::Peer(Message::MigrateAck {
+                    id: self.id,
+                    slot: self.slot,
+                    next_seq: self.expected_seq,
+                }))
+            }
+            Message::Handoff {
+                id,
+                end_seq,
+                digest,
+                cutoff_ms,
+                ..
+            } if *id == self.id => {
+                if self.phase != TargetPhase::Receiving {
+                    return None;
+                }
+                let ok =
+                    *end_seq == self.expected_seq && store.digest(self.slot, *cutoff_ms) == *digest;
+                if ok {
+                    self.phase = TargetPhase::Verified;
+                } else {
+                    let reason = if *end_seq == self.expected_seq {
+                        AbortReason::Digest
+                    } else {
+                        AbortReason::Sequence
+                    };
+                    store.drop_slot(self.slot);
+                    self.phase = TargetPhase::Aborted(reason);
+                }
+                Some(Outgoing::Peer(Message::HandoffAck {
+                    id: self.id,
+                    slot: self.slot,
+                    ok,
+                }))
+            }
+            Message::Abort { id, reason, .. } if *id == self.id => {
+                if matches!(self.phase, TargetPhase::Receiving | TargetPhase::Verified) {
+                    store.drop_slot(self.slot);
+                    self.phase = TargetPhase::Aborted(*reason);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Abandons the migration before commit: drops what was received; returns the abort to send.
+    pub fn abort<S: SlotStore>(&mut self, store: &mut S, reason: AbortReason) -> Option<Outgoing> {
+        if !matches!(self.phase, TargetPhase::Receiving | TargetPhase::Verified) {
+            return None;
+        }
+        store.drop_slot(self.slot);
+        self.phase = TargetPhase::Aborted(reason);
+        Some(Outgoing::Peer(Message::Abort {
+            id: self.id,
+            slot: self.slot,
+            reason,
+        }))
+    }
+
+    /// A new table was installed: commit (serve from now on) or abandon.
+    pub fn on_table<S: SlotStore>(
+        &mut self,
+        store: &mut S,
+        table: &PartitionTable,
+    ) -> Option<Outgoing> {
+        match judge(table, self.slot, self.id, self.me) {
+            Verdict::StillMigrating => None,
+            Verdict::Committed if self.phase == TargetPhase::Verified => {
+                self.phase = TargetPhase::Committed;
+                None
+            }
+            Verdict::Committed | Verdict::Abandoned => self.abort(store, AbortReason::Replanned),
+        }
+    }
+}
+
+/// A `BTreeMap` store for tests and the simulator: per slot, key -> entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemStore {
+    /// The data.
+    pub slots: std::collections::BTreeMap<Slot, std::collections::BTreeMap<Vec<u8>, Entry>>,
+}
+
+impl MemStore {
+    /// Writes `entry` (as a client write would).
+    pub fn put(&mut self, slot: Slot, entry: Entry) {
+        self.slots
+            .entry(slot)
+            .or_default()
+            .insert(entry.key.clone(), entry);
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&mut self, slot: Slot, key: &[u8]) -> bool {
+        self.slots
+            .get_mut(&slot)
+            .is_some_and(|m| m.remove(key).is_some())
+    }
+
+    /// Reads `key`.
+    pub fn get(&self, slot: Slot, key: &[u8]) -> Option<&Entry> {
+        self.slots.get(&slot)?.get(key)
+    }
+}
+
+impl SlotStore for MemStore {
+    /// The last key returned (scans resume after it).
+    type Cursor = Option<Vec<u8>>;
+
+    fn scan(
+        &self,
+        slot: Slot,
+        cursor: &Self::Cursor,
+        max: usize,
+        out: &mut Vec<Entry>,
+    ) -> Option<Self::Cursor> {
+        use std::ops::Bound;
+        let map = self.slots.get(&slot)?;
+        let lower = match cursor {
+            Some(k) => Bound::Excluded(k.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut last = None;
+        for (k, e) in map.range((lower, Bound::Unbounded)).take(max.max(1)) {
+            out.push(e.clone());
+            last = Some(k.clone());
+        }
+        let last = last?;
+        let more = map
+            .range((Bound::Excluded(last.clone()), Bound::Unbounded))
+            .next()
+            .is_some();
+        more.then_some(Some(last))
+    }
+
+    fn apply(&mut self, slot: Slot, op: &StreamOp) {
+        match op {
+            StreamOp::Put(e) => self.put(slot, e.clone()),
+            StreamOp::Delete { key, .. } => {
+                self.delete(slot, key);
+            }
+        }
+    }
+
+    fn drop_slot(&mut self, slot: Slot) {
+        self.slots.remove(&slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::{commit_migrations, plan, test_node, PlannerConfig};
+
+    fn entry(k: &str, v: u64) -> Entry {
+        Entry {
+            key: k.as_bytes().to_vec(),
+            value: v.to_le_bytes().to_vec(),
+            version: v,
+            deadline_ms: (v % 3 == 0).then_some(1_000_000 + v),
+        }
+    }
+
+    /// Runs one migration of `slot` with writes interleaved; returns (source, target) stores.
+    fn migrate(writes_every: usize) -> (MemStore, MemStore, SourcePhase, TargetPhase) {
+        let slot = 5;
+        let mut src = MemStore::default();
+        for i in 0..1000 {
+            src.put(slot, entry(&format!("k{i:04}"), i));
+        }
+        let to = ShardAddr {
+            node: NodeId([2; 20]),
+            core: 0,
+        };
+        let id = MigrationId(1);
+        let cfg = MigrationConfig {
+            batch_ops_max: 64,
+            window_ops_max: 256,
+            ..MigrationConfig::default()
+        };
+        let mut s: SourceMigration<Option<Vec<u8>>> = SourceMigration::new(id, slot, to, cfg);
+        let mut t = TargetMigration::new(id, slot, to);
+        let mut dst = MemStore::default();
+        let mut version = 10_000;
+        let mut step = 0;
+        let mut commit = None;
+        while let Some(out) = s.poll(&src, 0) {
+            let Outgoing::Peer(msg) = out else { panic!() };
+            step += 1;
+            // Client writes, deletes and overwrites between batches, each teed.
+            if writes_every > 0 && step % writes_every == 0 && s.write_gate() == WriteGate::Serve {
+                version += 1;
+                let k = format!("k{:04}", (version * 7) % 1200);
+                if version % 4 == 0 {
+                    if src.delete(slot, k.as_bytes()) {
+                        s.tee(StreamOp::Delete {
+                            key: k.into_bytes(),
+                            version,
+                        });
+                    }
+                } else {
+                    let e = entry(&k, version);
+                    src.put(slot, e.clone());
+                    s.tee(StreamOp::Put(e));
+                }
+            }
+            if let Some(Outgoing::Peer(reply)) = t.on_message(&mut dst, &msg) {
+                if let Some(o) = s.on_message(&reply) {
+                    commit = Some(o);
+                }
+            }
+        }
+        assert!(matches!(
+            commit,
+            Some(Outgoing::Coordinator(Message::CommitRequest { .. }))
+        ));
+        (src, dst, s.phase(), t.phase())
+    }
+
+    #[test]
+    fn stream_with_tee_reproduces_the_source() {
+        for every in [0, 1, 2, 5] {
+            let (src, dst, sp, tp) = migrate(every);
+            assert_eq!(sp, SourcePhase::AwaitingCommit);
+            assert_eq!(tp, TargetPhase::Verified);
+            assert_eq!(src, dst, "writes every {every}");
+        }
+    }
+
+    #[test]
+    fn sequence_gap_and_bad_digest_abort() {
+        let slot = 1;
+        let me = ShardAddr {
+            node: NodeId([2; 20]),
+            core: 0,
+        };
+        let mut dst = MemStore::default();
+        let mut t = TargetMigration::new(MigrationId(9), slot, me);
+        let batch = |first_seq| {
+            Message::MigrateBatch(MigrateBatch {
+                id: MigrationId(9),
+                slot,
+                first_seq,
+                ops: vec![StreamOp::Put(entry("a", 1))],
+            })
+        };
+        assert!(t.on_message(&mut dst, &batch(0)).is_some());
+        let out = t.on_message(&mut dst, &batch(5));
+        assert!(matches!(
+            out,
+            Some(Outgoing::Peer(Message::Abort {
+                reason: AbortReason::Sequence,
+                ..
+            }))
+        ));
+        assert!(dst.slots.is_empty(), "aborted target drops what it got");
+
+        let mut t = TargetMigration::new(MigrationId(9), slot, me);
+        let mut dst = MemStore::default();
+        t.on_message(&mut dst, &batch(0));
+        let handoff = Message::Handoff {
+            id: MigrationId(9),
+            slot,
+            end_seq: 1,
+            digest: SlotDigest { count: 1, sum: 0 },
+            cutoff_ms: 0,
+        };
+        assert_eq!(
+            t.on_message(&mut dst, &handoff),
+            Some(Outgoing::Peer(Message::HandoffAck {
+                id: MigrationId(9),
+                slot,
+                ok: false
+            }))
+        );
+        assert_eq!(t.phase(), TargetPhase::Aborted(AbortReason::Digest));
+    }
+
+    #[test]
+    fn commit_and_abort_follow_the_table() {
+        let members = [test_node(1, 1), test_node(2, 1)];
+        let t0 = plan(
+            None,
+            &members[..1],
+            members[0].id,
+            &PlannerConfig::default(),
+        );
+        let t1 = plan(
+            Some(&t0),
+            &members,
+            members[0].id,
+            &PlannerConfig::default(),
+        );
+        let (slot, _, to, id) = t1.migrations().next().unwrap();
+        let to = ShardAddr {
+            node: t1.node(to.node).id,
+            core: to.core,
+        };
+        let mut src = MemStore::default();
+        src.put(slot, entry("x", 3));
+        let mut s: SourceMigration<Option<Vec<u8>>> =
+            SourceMigration::new(id, slot, to, MigrationConfig::default());
+        let mut t = TargetMigration::new(id, slot, to);
+        let mut dst = MemStore::default();
+        assert!(s.on_table(&t1).is_none());
+        while let Some(Outgoing::Peer(m)) = s.poll(&src, 0) {
+            if let Some(Outgoing::Peer(r)) = t.on_message(&mut dst, &m) {
+                s.on_message(&r);
+            }
+        }
+        assert_eq!(s.write_gate(), WriteGate::TryAgain, "paused during handoff");
+        assert_eq!(s.phase(), SourcePhase::AwaitingCommit);
+        // Before the commit table, the target does not serve.
+        assert_eq!(t.phase(), TargetPhase::Verified);
+        let t2 = commit_migrations(
+            &t1,
+            &[(slot, id)],
+            t1.coordinator,
+            &PlannerConfig::default(),
+        )
+        .unwrap();
+        s.on_table(&t2);
+        t.on_table(&mut dst, &t2);
+        assert_eq!(s.write_gate(), WriteGate::Moved);
+        assert_eq!(t.phase(), TargetPhase::Committed);
+        assert_eq!(dst.get(slot, b"x"), Some(&entry("x", 3)));
+
+        // A replan that cancels the migration aborts both sides; the target drops its copy.
+        let mut s: SourceMigration<Option<Vec<u8>>> =
+            SourceMigration::new(id, slot, to, MigrationConfig::default());
+        let mut t = TargetMigration::new(id, slot, to);
+        let mut dst = MemStore::default();
+        if let Some(Outgoing::Peer(m)) = s.poll(&src, 0) {
+            t.on_message(&mut dst, &m);
+        }
+        assert!(!dst.slots.is_empty());
+        let back = plan(
+            Some(&t1),
+            &members[..1],
+            members[0].id,
+            &PlannerConfig::default(),
+        );
+        assert!(matches!(
+            s.on_table(&back),
+            Some(Outgoing::Peer(Message::Abort { .. }))
+        ));
+        t.on_table(&mut dst, &back);
+        assert_eq!(s.write_gate(), WriteGate::Serve);
+        assert!(dst.slots.is_empty());
+    }
+}
