@@ -8,12 +8,25 @@
 //! `Command::parse(args) -> Command`, `Shard::execute(command, now_ms) -> Reply`.
 #![forbid(unsafe_code)]
 
+pub mod command;
+pub mod config;
 pub mod error;
+pub mod evict;
+pub mod glob;
+pub mod map;
+pub mod number;
 pub mod reply;
+pub mod shard;
 pub mod slot;
 
+#[cfg(test)]
+mod semantics_tests;
+
+pub use command::{Command, Cond, ExpireCond, Expiry, MapOption, SetKind, SCAN_CURSOR_LIMIT};
+pub use config::{ConfigError, EngineConfig, EvictionPolicy, MapConfig};
 pub use error::CommandError;
 pub use reply::Reply;
+pub use shard::{CompactReport, ExpireReport, Shard, ShardStats};
 pub use slot::{hash_tag, key_slot, Slot, SLOT_COUNT};
 
 /// The map that plain Redis commands operate on.

@@ -1,0 +1,606 @@
+//! Unit tests of command semantics through the public seam (`Command::parse` then
+//! `Shard::execute`), with replies and error texts as Redis gives them.
+
+use bytes::Bytes;
+
+use crate::{Command, EngineConfig, EvictionPolicy, Reply, Shard};
+
+const T0: u64 = 1_700_000_000_000;
+
+struct Env {
+    shard: Shard,
+    now: u64,
+}
+
+fn env() -> Env {
+    Env {
+        shard: Shard::new(EngineConfig::default()),
+        now: T0,
+    }
+}
+
+fn args(line: &str) -> Vec<Bytes> {
+    line.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+        .collect()
+}
+
+impl Env {
+    fn run(&mut self, line: &str) -> Reply {
+        self.run_args(&args(line))
+    }
+
+    fn run_args(&mut self, a: &[Bytes]) -> Reply {
+        match Command::parse(a) {
+            Ok(c) => self.shard.execute(c, self.now),
+            Err(e) => Reply::Error(e),
+        }
+    }
+
+    fn err(&mut self, line: &str) -> String {
+        match self.run(line) {
+            Reply::Error(e) => e.to_string(),
+            other => panic!("{line}: expected an error, got {other:?}"),
+        }
+    }
+
+    fn int(&mut self, line: &str) -> i64 {
+        match self.run(line) {
+            Reply::Int(n) => n,
+            other => panic!("{line}: expected an integer, got {other:?}"),
+        }
+    }
+
+    fn bulk(&mut self, line: &str) -> Option<String> {
+        match self.run(line) {
+            Reply::Bulk(b) => Some(String::from_utf8(b.to_vec()).unwrap()),
+            Reply::Nil => None,
+            other => panic!("{line}: expected a bulk, got {other:?}"),
+        }
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += ms;
+    }
+}
+
+#[test]
+fn set_get_and_conditions() {
+    let mut e = env();
+    assert_eq!(e.run("SET k v"), Reply::Ok);
+    assert_eq!(e.bulk("GET k").as_deref(), Some("v"));
+    assert_eq!(e.run("SET k v2 NX"), Reply::Nil);
+    assert_eq!(e.run("SET other v XX"), Reply::Nil);
+    assert_eq!(e.int("EXISTS other"), 0);
+    assert_eq!(e.run("SET k v3 XX"), Reply::Ok);
+    assert_eq!(e.bulk("SET k v4 GET").as_deref(), Some("v3"));
+    assert_eq!(e.bulk("SET new v GET"), None);
+    // NX with GET (Redis 7): returns the old value and does not set.
+    assert_eq!(e.bulk("SET k zz NX GET").as_deref(), Some("v4"));
+    assert_eq!(e.bulk("GET k").as_deref(), Some("v4"));
+    assert_eq!(e.int("SETNX k x"), 0);
+    assert_eq!(e.int("SETNX k2 x"), 1);
+    assert_eq!(e.bulk("GETSET k2 y").as_deref(), Some("x"));
+    assert_eq!(e.bulk("GETDEL k2").as_deref(), Some("y"));
+    assert_eq!(e.bulk("GETDEL k2"), None);
+    assert_eq!(e.run("MSET a 1 b 2"), Reply::Ok);
+    assert_eq!(
+        e.run("MGET a nope b"),
+        Reply::Array(vec![
+            Reply::Bulk(Bytes::from_static(b"1")),
+            Reply::Nil,
+            Reply::Bulk(Bytes::from_static(b"2"))
+        ])
+    );
+    assert_eq!(e.int("MSETNX a 9 c 3"), 0);
+    assert_eq!(e.int("EXISTS c"), 0);
+    assert_eq!(e.int("MSETNX c 3 d 4"), 1);
+    assert_eq!(e.int("DEL a b nope"), 2);
+    assert_eq!(e.int("EXISTS c c d"), 3);
+    assert_eq!(e.run("TYPE c"), Reply::simple("string"));
+    assert_eq!(e.run("TYPE nope"), Reply::simple("none"));
+}
+
+#[test]
+fn set_ttl_options() {
+    let mut e = env();
+    e.run("SET k v EX 10");
+    assert_eq!(e.int("TTL k"), 10);
+    assert_eq!(e.int("PTTL k"), 10_000);
+    e.run("SET k v2 KEEPTTL");
+    assert_eq!(e.int("PTTL k"), 10_000);
+    e.run("SET k v3");
+    assert_eq!(e.int("TTL k"), -1);
+    e.run(&format!("SET k v PXAT {}", T0 + 500));
+    assert_eq!(e.int("PTTL k"), 500);
+    assert_eq!(e.int("EXPIRETIME k"), ((T0 + 500 + 500) / 1000) as i64);
+    assert_eq!(e.int("PEXPIRETIME k"), (T0 + 500) as i64);
+    e.advance(500);
+    // Redis: a key is expired only when now > deadline.
+    assert_eq!(e.int("PTTL k"), 0);
+    e.advance(1);
+    assert_eq!(e.bulk("GET k"), None);
+    assert_eq!(e.int("TTL k"), -2);
+    e.run("SETEX k 5 v");
+    assert_eq!(e.int("TTL k"), 5);
+    e.run("PSETEX k 1500 v");
+    assert_eq!(e.int("PTTL k"), 1500);
+    assert_eq!(e.int("TTL k"), 2); // (1500 + 500) / 1000
+    assert_eq!(
+        e.err("SET k v EX 0"),
+        "ERR invalid expire time in 'set' command"
+    );
+    assert_eq!(
+        e.err("SET k v PX 9223372036854775807"),
+        "ERR invalid expire time in 'set' command"
+    );
+    // Failed SET changed nothing.
+    assert_eq!(e.int("PTTL k"), 1500);
+}
+
+#[test]
+fn getex_variants() {
+    let mut e = env();
+    e.run("SET k v");
+    assert_eq!(e.bulk("GETEX k EX 100").as_deref(), Some("v"));
+    assert_eq!(e.int("TTL k"), 100);
+    assert_eq!(e.bulk("GETEX k").as_deref(), Some("v"));
+    assert_eq!(e.int("TTL k"), 100);
+    assert_eq!(e.bulk("GETEX k PERSIST").as_deref(), Some("v"));
+    assert_eq!(e.int("TTL k"), -1);
+    assert_eq!(e.bulk("GETEX k PXAT 1").as_deref(), Some("v"));
+    assert_eq!(e.int("EXISTS k"), 0);
+    assert_eq!(e.bulk("GETEX nope EX 1"), None);
+}
+
+#[test]
+fn expire_conditions() {
+    let mut e = env();
+    assert_eq!(e.int("EXPIRE nope 10"), 0);
+    e.run("SET k v");
+    assert_eq!(e.int("EXPIRE k 100 XX"), 0);
+    assert_eq!(e.int("EXPIRE k 100 GT"), 0);
+    assert_eq!(e.int("EXPIRE k 100 LT"), 1);
+    assert_eq!(e.int("TTL k"), 100);
+    assert_eq!(e.int("EXPIRE k 50 NX"), 0);
+    assert_eq!(e.int("EXPIRE k 200 GT"), 1);
+    assert_eq!(e.int("EXPIRE k 100 GT"), 0);
+    assert_eq!(e.int("EXPIRE k 300 LT"), 0);
+    assert_eq!(e.int("EXPIRE k 150 LT XX"), 1);
+    assert_eq!(e.int("TTL k"), 150);
+    assert_eq!(e.int("PERSIST k"), 1);
+    assert_eq!(e.int("PERSIST k"), 0);
+    assert_eq!(e.int("EXPIRE k 150 LT XX"), 0);
+    assert_eq!(e.int("PEXPIRE k 1500"), 1);
+    assert_eq!(e.int("PTTL k"), 1500);
+    assert_eq!(e.int(&format!("EXPIREAT k {}", T0 / 1000 + 20)), 1);
+    assert_eq!(e.int("TTL k"), 20);
+    assert_eq!(e.int(&format!("PEXPIREAT k {}", T0 + 20)), 1);
+    assert_eq!(e.int("PTTL k"), 20);
+    // A deadline in the past deletes the key and replies 1.
+    assert_eq!(e.int("EXPIRE k -1"), 1);
+    assert_eq!(e.int("EXISTS k"), 0);
+    e.run("SET k v");
+    assert_eq!(e.int("EXPIRE k 0"), 1);
+    assert_eq!(e.int("EXISTS k"), 0);
+    e.run("SET k v");
+    assert_eq!(
+        e.err("EXPIRE k 9223372036854775807"),
+        "ERR invalid expire time in 'expire' command"
+    );
+    assert_eq!(
+        e.err("PEXPIRE k 9223372036854775807"),
+        "ERR invalid expire time in 'pexpire' command"
+    );
+    assert_eq!(
+        e.err("EXPIRE k 10 NX GT"),
+        "ERR NX and XX, GT or LT options at the same time are not compatible"
+    );
+    assert_eq!(e.int("TTL k"), -1);
+}
+
+#[test]
+fn integers() {
+    let mut e = env();
+    assert_eq!(e.int("INCR n"), 1);
+    assert_eq!(e.int("INCRBY n 10"), 11);
+    assert_eq!(e.int("DECR n"), 10);
+    assert_eq!(e.int("DECRBY n 20"), -10);
+    e.run("SET n 9223372036854775806");
+    assert_eq!(e.int("INCR n"), i64::MAX);
+    assert_eq!(e.err("INCR n"), "ERR increment or decrement would overflow");
+    e.run("SET n -9223372036854775808");
+    assert_eq!(e.err("DECR n"), "ERR increment or decrement would overflow");
+    assert_eq!(
+        e.err("INCRBY n -1"),
+        "ERR increment or decrement would overflow"
+    );
+    e.run("SET s abc");
+    assert_eq!(
+        e.err("INCR s"),
+        "ERR value is not an integer or out of range"
+    );
+    e.run("SET s 01");
+    assert_eq!(
+        e.err("INCR s"),
+        "ERR value is not an integer or out of range"
+    );
+    e.run("SET s  1");
+    // TTL is kept by INCR.
+    e.run("SET t 5 EX 100");
+    assert_eq!(e.int("INCR t"), 6);
+    assert_eq!(e.int("TTL t"), 100);
+}
+
+#[test]
+fn floats() {
+    let mut e = env();
+    e.run("SET f 10.50");
+    assert_eq!(e.bulk("INCRBYFLOAT f 0.1").as_deref(), Some("10.6"));
+    assert_eq!(e.bulk("INCRBYFLOAT f -5").as_deref(), Some("5.6"));
+    e.run("SET f 5.0e3");
+    assert_eq!(e.bulk("INCRBYFLOAT f 2.0e2").as_deref(), Some("5200"));
+    assert_eq!(e.bulk("GET f").as_deref(), Some("5200"));
+    assert_eq!(e.bulk("INCRBYFLOAT g 1.5").as_deref(), Some("1.5"));
+    e.run("SET g abc");
+    assert_eq!(e.err("INCRBYFLOAT g 1"), "ERR value is not a valid float");
+    e.run("SET g 1");
+    assert_eq!(
+        e.err("INCRBYFLOAT g +inf"),
+        "ERR increment would produce NaN or Infinity"
+    );
+    assert_eq!(e.bulk("GET g").as_deref(), Some("1"));
+}
+
+#[test]
+fn ranges_and_append() {
+    let mut e = env();
+    e.run("SET s Hello_World");
+    assert_eq!(e.bulk("GETRANGE s 0 4").as_deref(), Some("Hello"));
+    assert_eq!(e.bulk("GETRANGE s -5 -1").as_deref(), Some("World"));
+    assert_eq!(e.bulk("GETRANGE s -1 -5").as_deref(), Some(""));
+    assert_eq!(e.bulk("GETRANGE s 5 3").as_deref(), Some(""));
+    assert_eq!(e.bulk("GETRANGE s 0 -100").as_deref(), Some("H"));
+    assert_eq!(e.bulk("GETRANGE s -100 2").as_deref(), Some("Hel"));
+    assert_eq!(e.bulk("GETRANGE s 3 1000").as_deref(), Some("lo_World"));
+    assert_eq!(e.bulk("GETRANGE nope 0 -1").as_deref(), Some(""));
+    assert_eq!(
+        e.bulk("GETRANGE s -9223372036854775808 9223372036854775807")
+            .as_deref(),
+        Some("Hello_World")
+    );
+    assert_eq!(e.int("SETRANGE s 6 Redis"), 11);
+    assert_eq!(e.bulk("GET s").as_deref(), Some("Hello_Redis"));
+    assert_eq!(e.int("SETRANGE p 3 ab"), 5);
+    assert_eq!(e.bulk("GET p").as_deref(), Some("\0\0\0ab"));
+    let empty = vec![
+        Bytes::from_static(b"SETRANGE"),
+        Bytes::from_static(b"s"),
+        Bytes::from_static(b"100"),
+        Bytes::new(),
+    ];
+    assert_eq!(e.run_args(&empty), Reply::Int(11));
+    assert_eq!(
+        e.run_args(&[
+            empty[0].clone(),
+            Bytes::from_static(b"q"),
+            empty[2].clone(),
+            Bytes::new()
+        ]),
+        Reply::Int(0)
+    );
+    assert_eq!(e.int("EXISTS q"), 0);
+    assert_eq!(
+        e.err("SETRANGE s 17179869184 x"),
+        "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+    );
+    assert_eq!(e.err("SETRANGE s -1 x"), "ERR offset is out of range");
+    assert_eq!(e.int("APPEND s !"), 12);
+    assert_eq!(e.int("APPEND new abc"), 3);
+    assert_eq!(e.int("STRLEN s"), 12);
+    assert_eq!(e.int("STRLEN nope"), 0);
+    e.run("SET t v EX 100");
+    e.run("APPEND t w");
+    e.run("SETRANGE t 0 x");
+    assert_eq!(e.int("TTL t"), 100);
+}
+
+#[test]
+fn rename_and_keyspace() {
+    let mut e = env();
+    assert_eq!(e.err("RENAME a b"), "ERR no such key");
+    e.run("SET a 1 EX 100");
+    assert_eq!(e.run("RENAME a b"), Reply::Ok);
+    assert_eq!(e.int("EXISTS a"), 0);
+    assert_eq!(e.int("TTL b"), 100);
+    e.run("SET c 3");
+    assert_eq!(e.int("RENAMENX b c"), 0);
+    assert_eq!(e.int("RENAMENX b d"), 1);
+    assert_eq!(e.run("RENAME d d"), Reply::Ok);
+    assert_eq!(e.int("DBSIZE"), 2);
+    assert!(matches!(e.run("RANDOMKEY"), Reply::Bulk(_)));
+    assert!(matches!(e.run("MEMORY USAGE c"), Reply::Int(n) if n > 0));
+    assert_eq!(e.run("MEMORY USAGE nope"), Reply::Nil);
+    let Reply::Array(keys) = e.run("KEYS *") else {
+        panic!()
+    };
+    assert_eq!(keys.len(), 2);
+    assert_eq!(e.run("FLUSHDB"), Reply::Ok);
+    assert_eq!(e.int("DBSIZE"), 0);
+    assert_eq!(e.run("RANDOMKEY"), Reply::Nil);
+}
+
+fn scan_all(e: &mut Env, prefix: &str, extra: &str) -> Vec<String> {
+    let mut cursor = "0".to_owned();
+    let mut out = Vec::new();
+    for _ in 0..100_000 {
+        let Reply::Array(parts) = e.run(&format!("{prefix} {cursor} {extra}")) else {
+            panic!("bad scan reply")
+        };
+        let Reply::Bulk(c) = &parts[0] else { panic!() };
+        let Reply::Array(keys) = &parts[1] else {
+            panic!()
+        };
+        for k in keys {
+            let Reply::Bulk(k) = k else { panic!() };
+            out.push(String::from_utf8(k.to_vec()).unwrap());
+        }
+        cursor = String::from_utf8(c.to_vec()).unwrap();
+        if cursor == "0" {
+            return out;
+        }
+    }
+    panic!("scan did not finish")
+}
+
+#[test]
+fn scan_returns_everything() {
+    let mut e = env();
+    for i in 0..500 {
+        e.run(&format!("SET key:{i} v"));
+    }
+    let mut keys = scan_all(&mut e, "SCAN", "COUNT 7");
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 500);
+    let matched = scan_all(&mut e, "SCAN", "MATCH key:1? COUNT 50");
+    assert_eq!(matched.len(), 10);
+    assert!(scan_all(&mut e, "SCAN", "TYPE hash").is_empty());
+}
+
+#[test]
+fn dmap_commands() {
+    let mut e = env();
+    assert_eq!(e.run("DM.PUT m k v"), Reply::Ok);
+    assert_eq!(e.bulk("DM.GET m k").as_deref(), Some("v"));
+    assert_eq!(e.err("DM.GET m nope"), "KEYNOTFOUND key not found");
+    assert_eq!(e.err("DM.PUT m k v NX"), "KEYFOUND key found");
+    assert_eq!(e.err("DM.PUT m k2 v XX"), "KEYNOTFOUND key not found");
+    assert_eq!(e.run("DM.PUT m k v2 XX PX 1000"), Reply::Ok);
+    // Maps are separate namespaces.
+    assert_eq!(e.bulk("GET k"), None);
+    let Reply::Map(entry) = e.run("DM.GETENTRY m k") else {
+        panic!()
+    };
+    assert_eq!(entry[0].1, Reply::Bulk(Bytes::from_static(b"v2")));
+    assert_eq!(entry[1].1, Reply::Int((T0 + 1000) as i64));
+    assert_eq!(entry[2].1, Reply::Int(T0 as i64));
+    assert_eq!(e.run("DM.EXPIRE m k 10"), Reply::Ok);
+    assert_eq!(e.err("DM.EXPIRE m nope 10"), "KEYNOTFOUND key not found");
+    assert_eq!(e.int("DM.INCR m n 5"), 5);
+    assert_eq!(e.int("DM.DECR m n 7"), -2);
+    assert_eq!(
+        e.err("DM.INCR m k 1"),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(e.bulk("DM.INCRBYFLOAT m f 1.25").as_deref(), Some("1.25"));
+    assert_eq!(e.bulk("DM.GETPUT m g 1"), None);
+    assert_eq!(e.bulk("DM.GETPUT m g 2").as_deref(), Some("1"));
+    assert_eq!(e.int("DM.CAS m g 1 3"), 0);
+    assert_eq!(e.int("DM.CAS m g 2 3"), 1);
+    assert_eq!(e.bulk("DM.GET m g").as_deref(), Some("3"));
+    let cas_absent = vec![
+        Bytes::from_static(b"DM.CAS"),
+        Bytes::from_static(b"m"),
+        Bytes::from_static(b"h"),
+        Bytes::new(),
+        Bytes::from_static(b"x"),
+    ];
+    assert_eq!(e.run_args(&cas_absent), Reply::Int(1));
+    assert_eq!(e.run_args(&cas_absent), Reply::Int(0));
+    assert_eq!(e.int("DM.DEL m g h nope"), 2);
+    // Locks.
+    let Reply::Simple(token) = e.run("DM.LOCK m l 1 PX 100") else {
+        panic!()
+    };
+    let token = String::from_utf8(token.to_vec()).unwrap();
+    assert_eq!(e.err("DM.LOCK m l 1"), "LOCKNOTACQUIRED lock not acquired");
+    assert_eq!(e.err("DM.UNLOCK m l wrong"), "NOSUCHLOCK no such lock");
+    assert_eq!(e.run(&format!("DM.PLOCKLEASE m l {token} 1000")), Reply::Ok);
+    e.advance(500);
+    assert_eq!(e.err("DM.LOCK m l 1"), "LOCKNOTACQUIRED lock not acquired");
+    assert_eq!(e.run(&format!("DM.UNLOCK m l {token}")), Reply::Ok);
+    assert_eq!(
+        e.err(&format!("DM.UNLOCK m l {token}")),
+        "NOSUCHLOCK no such lock"
+    );
+    assert!(matches!(e.run("DM.LOCK m l 1 EX 1"), Reply::Simple(_)));
+    e.advance(1001);
+    assert!(matches!(e.run("DM.LOCK m l 1"), Reply::Simple(_)));
+    // Scan, stats, destroy.
+    let keys = scan_all(&mut e, "DM.SCAN m", "COUNT 2");
+    assert!(keys.contains(&"n".to_owned()));
+    let Reply::Map(stats) = e.run("DM.STATS m") else {
+        panic!()
+    };
+    assert_eq!(stats[0].0, Reply::simple("length"));
+    assert!(matches!(stats[2].1, Reply::Int(h) if h > 0));
+    assert_eq!(e.run("DM.DESTROY m"), Reply::Ok);
+    assert_eq!(e.err("DM.GET m n"), "KEYNOTFOUND key not found");
+}
+
+#[test]
+fn dmap_limits() {
+    let mut e = env();
+    assert_eq!(e.run("DM.CONFIG SET m max_keys 3"), Reply::Ok);
+    for i in 0..10 {
+        assert_eq!(e.run(&format!("DM.PUT m k{i} v")), Reply::Ok);
+    }
+    let Reply::Map(stats) = e.run("DM.STATS m") else {
+        panic!()
+    };
+    assert_eq!(stats[0].1, Reply::Int(3));
+    assert_eq!(stats[4].1, Reply::Int(7));
+    e.run("DM.CONFIG SET m eviction noeviction");
+    assert_eq!(
+        e.err("DM.PUT m new v"),
+        "OOM command not allowed when used memory > 'maxmemory'."
+    );
+    // Overwriting an existing key is not a new key.
+    assert_eq!(e.run("DM.PUT m k9 v2"), Reply::Ok);
+    e.run("DM.CONFIG SET m ttl 1000");
+    e.run("DM.CONFIG SET m max_keys 0");
+    e.run("DM.PUT m t v");
+    e.advance(1001);
+    assert_eq!(e.err("DM.GET m t"), "KEYNOTFOUND key not found");
+    e.run("DM.CONFIG SET m ttl 0");
+    e.run("DM.CONFIG SET m max_idle 5000");
+    e.run("DM.PUT m i v");
+    e.advance(4000);
+    assert_eq!(e.bulk("DM.GET m i").as_deref(), Some("v"));
+    e.advance(4000);
+    assert_eq!(e.bulk("DM.GET m i").as_deref(), Some("v"));
+    e.advance(7000);
+    assert_eq!(e.err("DM.GET m i"), "KEYNOTFOUND key not found");
+}
+
+#[test]
+fn maxmemory_noeviction_and_lru() {
+    let mut e = env();
+    e.shard.set_maxmemory(20_000);
+    let mut n = 0;
+    let oom = loop {
+        match e.run(&format!("SET key{n} {}", "x".repeat(100))) {
+            Reply::Ok => n += 1,
+            Reply::Error(err) => break err.to_string(),
+            other => panic!("{other:?}"),
+        }
+        assert!(n < 10_000);
+    };
+    assert_eq!(
+        oom,
+        "OOM command not allowed when used memory > 'maxmemory'."
+    );
+    let before = e.shard.stats();
+    assert!(before.used_memory_bytes <= 20_000);
+    // A failed write changed nothing.
+    assert_eq!(
+        e.int("EXISTS key{n}".replace("{n}", &n.to_string()).as_str()),
+        0
+    );
+    assert_eq!(e.int("DEL key0"), 1);
+    assert_eq!(e.run(&format!("SET again {}", "x".repeat(100))), Reply::Ok);
+    e.shard.set_eviction_policy(EvictionPolicy::AllkeysLru);
+    e.shard.record_evictions(true);
+    for i in 0..1000 {
+        assert_eq!(
+            e.run(&format!("SET more{i} {}", "y".repeat(100))),
+            Reply::Ok
+        );
+        e.advance(1000);
+    }
+    let s = e.shard.stats();
+    assert!(s.used_memory_bytes <= 20_000, "{s:?}");
+    assert!(s.evicted_keys > 900);
+    assert_eq!(e.shard.take_evicted().len() as u64, s.evicted_keys);
+}
+
+#[test]
+fn volatile_policies_only_touch_keys_with_ttl() {
+    for policy in [EvictionPolicy::VolatileLru, EvictionPolicy::VolatileTtl] {
+        let mut e = env();
+        e.shard.set_maxmemory(20_000);
+        e.shard.set_eviction_policy(policy);
+        for i in 0..50 {
+            e.run(&format!("SET p{i} {}", "x".repeat(100)));
+        }
+        for i in 0..1000 {
+            let r = e.run(&format!("SET v{i} {} EX {}", "x".repeat(100), 1000 + i));
+            if r.is_error() {
+                break;
+            }
+        }
+        for i in 0..50 {
+            assert_eq!(e.int(&format!("EXISTS p{i}")), 1, "{policy:?}");
+        }
+        assert!(e.shard.stats().evicted_keys > 0);
+    }
+}
+
+#[test]
+fn active_expiry_removes_expired_keys() {
+    let mut e = env();
+    for i in 0..200 {
+        e.run(&format!("SET k{i} v PX {}", 100 + i % 2));
+    }
+    for i in 0..50 {
+        e.run(&format!("SET p{i} v"));
+    }
+    e.advance(1000);
+    let mut total = 0;
+    for _ in 0..100 {
+        let r = e.shard.active_expire(e.now, 50);
+        assert!(r.sampled <= 50);
+        total += r.expired;
+        if r.expired == 0 {
+            break;
+        }
+    }
+    assert_eq!(total, 200);
+    let s = e.shard.stats();
+    assert_eq!(s.keys, 50);
+    assert_eq!(s.keys_with_ttl, 0);
+    assert_eq!(s.expired_keys, 200);
+}
+
+#[test]
+fn versions_only_grow() {
+    let mut e = env();
+    e.run("SET k v");
+    let v1 = e.shard.key_version(b"default", b"k", e.now).unwrap();
+    e.run("SET k v2");
+    let v2 = e.shard.key_version(b"default", b"k", e.now).unwrap();
+    assert!(v2 > v1);
+    e.run("EXPIRE k 100");
+    let v3 = e.shard.key_version(b"default", b"k", e.now).unwrap();
+    assert!(v3 > v2);
+    e.run("DEL k");
+    assert_eq!(e.shard.key_version(b"default", b"k", e.now), None);
+    e.run("SET k v");
+    assert!(e.shard.key_version(b"default", b"k", e.now).unwrap() > v3);
+}
+
+#[test]
+fn limits_are_errors() {
+    let mut e = env();
+    e.shard = Shard::new(EngineConfig {
+        key_bytes_max: 4,
+        value_bytes_max: 8,
+        ..EngineConfig::default()
+    });
+    assert_eq!(
+        e.err("SET toolong v"),
+        "ERR key exceeds maximum allowed size"
+    );
+    assert_eq!(
+        e.err("SET k 123456789"),
+        "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+    );
+    e.run("SET k 12345678");
+    assert_eq!(
+        e.err("APPEND k 9"),
+        "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+    );
+    assert_eq!(e.bulk("GET k").as_deref(), Some("12345678"));
+}

@@ -1,0 +1,1228 @@
+//! `Shard`: one core's keyspace (all its maps) and the semantics of every data command:
+//! lazy expiry, versions, the memory budget and eviction, the active expiry cycle, compaction
+//! steps, statistics.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::command::{Command, Cond, ExpireCond, Expiry, SetKind};
+use crate::config::{EngineConfig, EvictionPolicy, MapConfig};
+use crate::error::CommandError;
+use crate::evict::{lfu_decayed, lfu_incremented, score, Rng, LFU_INIT};
+use crate::glob::Glob;
+use crate::map::{Map, MapStats, Meta};
+use crate::number::{incr_by_float, parse_i64};
+use crate::reply::Reply;
+use crate::DEFAULT_MAP;
+
+/// Low bits of a version that hold a counter; the high bits hold the write time in ms.
+pub const VERSION_COUNTER_BITS: u32 = 20;
+
+/// What one call of the active expiry cycle did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpireReport {
+    /// Keys with a deadline that were examined.
+    pub sampled: usize,
+    /// Keys deleted because they had expired.
+    pub expired: usize,
+    /// Sampling rounds run (a new round runs while more than 25% of a sample expired).
+    pub rounds: usize,
+    /// True when the budget ran out while rounds were still finding many expired keys.
+    pub budget_exhausted: bool,
+}
+
+/// What one compaction step did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// Bytes of live entries copied out of tables being compacted.
+    pub bytes_moved: usize,
+    /// Entries copied.
+    pub entries_moved: usize,
+    /// Tables freed.
+    pub tables_freed: usize,
+    /// Bytes returned to the allocator by freed tables.
+    pub bytes_freed: usize,
+    /// True when some table still waits for compaction.
+    pub more: bool,
+}
+
+/// Counters and gauges of one shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Keys in all maps.
+    pub keys: u64,
+    /// Keys with a TTL in all maps.
+    pub keys_with_ttl: u64,
+    /// Keys in the default map (DBSIZE).
+    pub default_map_keys: u64,
+    /// Maps present.
+    pub maps: u64,
+    /// Bytes accounted against `maxmemory`.
+    pub used_memory_bytes: u64,
+    /// Bytes of live entries (keys, values, per-entry metadata and index share).
+    pub live_bytes: u64,
+    /// The budget; 0 = unlimited.
+    pub maxmemory_bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evicted_keys: u64,
+    pub expired_keys: u64,
+}
+
+/// One shard: owned by one core, `Send`, never shared.
+#[derive(Debug)]
+pub struct Shard {
+    config: EngineConfig,
+    maps: BTreeMap<Bytes, Map>,
+    last_version: u64,
+    rng: Rng,
+    evicted_keys: u64,
+    expired_keys: u64,
+    /// When `Some`, evicted `(map, key)` pairs are recorded here (for models and replication).
+    eviction_log: Option<Vec<(Bytes, Bytes)>>,
+    /// Per-map SIEVE hands (scan cursors).
+    sieve_hands: BTreeMap<Bytes, u64>,
+}
+
+fn seconds_floor(ms: u64) -> u64 {
+    ms - ms % 1000
+}
+
+impl Shard {
+    /// A shard with `config` (call `EngineConfig::validate` first; invalid limits are clamped).
+    pub fn new(config: EngineConfig) -> Shard {
+        let rng = Rng::new(config.seed);
+        Shard {
+            config,
+            maps: BTreeMap::new(),
+            last_version: 0,
+            rng,
+            evicted_keys: 0,
+            expired_keys: 0,
+            eviction_log: None,
+            sieve_hands: BTreeMap::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Sets the memory budget in bytes (0 = unlimited).
+    pub fn set_maxmemory(&mut self, bytes: u64) {
+        self.config.maxmemory_bytes = bytes;
+    }
+
+    /// Sets the shard-wide eviction policy.
+    pub fn set_eviction_policy(&mut self, policy: EvictionPolicy) {
+        self.config.maxmemory_policy = policy;
+    }
+
+    /// Starts (`true`) or stops recording evicted keys; see `take_evicted`.
+    pub fn record_evictions(&mut self, on: bool) {
+        self.eviction_log = if on { Some(Vec::new()) } else { None };
+    }
+
+    /// The `(map, key)` pairs evicted since the last call (when recording).
+    pub fn take_evicted(&mut self) -> Vec<(Bytes, Bytes)> {
+        self.eviction_log
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Bytes accounted against `maxmemory`.
+    pub fn used_memory(&self) -> u64 {
+        self.maps.values().map(Map::memory_bytes).sum()
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> ShardStats {
+        let mut s = ShardStats {
+            maps: self.maps.len() as u64,
+            used_memory_bytes: self.used_memory(),
+            maxmemory_bytes: self.config.maxmemory_bytes,
+            evicted_keys: self.evicted_keys,
+            expired_keys: self.expired_keys,
+            ..ShardStats::default()
+        };
+        for (name, m) in &self.maps {
+            s.keys += m.len() as u64;
+            s.keys_with_ttl += m.volatile_len() as u64;
+            s.live_bytes += m.live_bytes();
+            s.hits += m.stats.hits;
+            s.misses += m.stats.misses;
+            if name.as_ref() == DEFAULT_MAP {
+                s.default_map_keys = m.len() as u64;
+            }
+        }
+        s
+    }
+
+    /// Statistics of one map (None when the map does not exist on this shard).
+    pub fn map_stats(&self, map: &[u8]) -> Option<(u64, u64, MapStats)> {
+        self.maps
+            .get(map)
+            .map(|m| (m.len() as u64, m.memory_bytes(), m.stats))
+    }
+
+    /// Version of a key for WATCH (None when absent/expired). Versions only grow.
+    pub fn key_version(&mut self, map: &[u8], key: &[u8], now_ms: u64) -> Option<u64> {
+        self.lookup(map, key, now_ms, false).map(|m| m.version)
+    }
+
+    fn next_version(&mut self, now_ms: u64) -> u64 {
+        let v = (now_ms << VERSION_COUNTER_BITS).max(self.last_version + 1);
+        self.last_version = v;
+        v
+    }
+
+    fn map_config(&self, name: &[u8]) -> MapConfig {
+        self.config.map_config(name)
+    }
+
+    fn map_entry(&mut self, name: &[u8]) -> &mut Map {
+        if !self.maps.contains_key(name) {
+            let cfg = self.map_config(name);
+            self.maps
+                .insert(Bytes::copy_from_slice(name), Map::new(cfg));
+        }
+        self.maps.get_mut(name).expect("inserted above")
+    }
+
+    fn is_expired(meta: &Meta, cfg: &MapConfig, now_ms: u64) -> bool {
+        // Redis: a key is expired when now > deadline.
+        (meta.expire_at_ms != 0 && now_ms > meta.expire_at_ms)
+            || (cfg.max_idle_ms != 0 && now_ms.saturating_sub(meta.access_ms) > cfg.max_idle_ms)
+    }
+
+    /// Finds a live key, deleting it lazily when expired or idle; `touch` updates the access
+    /// time and the LFU counter (reads and writes touch, metadata queries do not).
+    fn lookup(&mut self, map: &[u8], key: &[u8], now_ms: u64, touch: bool) -> Option<Meta> {
+        let log_factor = self.config.lfu_log_factor;
+        let decay = self.config.lfu_decay_minutes;
+        let m = self.maps.get_mut(map)?;
+        let meta = m.meta(key)?;
+        if Self::is_expired(&meta, &m.config, now_ms) {
+            m.remove(key);
+            m.stats.expirations += 1;
+            self.expired_keys += 1;
+            return None;
+        }
+        if touch {
+            let access = seconds_floor(now_ms);
+            let lfu = lfu_incremented(
+                lfu_decayed(meta.lfu, meta.access_ms, now_ms, decay),
+                log_factor,
+                &mut self.rng,
+            );
+            if let Some(mm) = m.meta_mut(key) {
+                mm.access_ms = access;
+                mm.lfu = lfu;
+                mm.visited = true;
+                return Some(*mm);
+            }
+        }
+        Some(meta)
+    }
+
+    fn read(&mut self, map: &[u8], key: &[u8], now_ms: u64) -> Option<(Bytes, Meta)> {
+        let meta = self.lookup(map, key, now_ms, true);
+        let m = self.maps.get_mut(map);
+        match (meta, m) {
+            (Some(meta), Some(m)) => {
+                m.stats.hits += 1;
+                m.value(key).map(|v| (v, meta))
+            }
+            (_, Some(m)) => {
+                m.stats.misses += 1;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Reads without counting a hit or miss (read-modify-write commands).
+    fn read_for_write(&mut self, map: &[u8], key: &[u8], now_ms: u64) -> Option<(Bytes, Meta)> {
+        let meta = self.lookup(map, key, now_ms, true)?;
+        self.maps.get(map)?.value(key).map(|v| (v, meta))
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), CommandError> {
+        if key.len() > self.config.key_bytes_max {
+            return Err(CommandError::KeyTooLong);
+        }
+        Ok(())
+    }
+
+    fn check_value_len(&self, len: u64) -> Result<(), CommandError> {
+        if len > self.config.value_bytes_max as u64 {
+            return Err(CommandError::StringTooLong);
+        }
+        Ok(())
+    }
+
+    /// Resolves a write's expiry to an absolute deadline (0 = none).
+    fn deadline(
+        expiry: Expiry,
+        old: Option<&Meta>,
+        map_cfg: &MapConfig,
+        now_ms: u64,
+        cmd: &str,
+    ) -> Result<u64, CommandError> {
+        Ok(match expiry {
+            Expiry::Default => {
+                if map_cfg.ttl_ms == 0 {
+                    0
+                } else {
+                    now_ms.saturating_add(map_cfg.ttl_ms)
+                }
+            }
+            Expiry::Keep => old.map_or(0, |m| m.expire_at_ms),
+            Expiry::Persist => 0,
+            Expiry::In(ms) => {
+                let at = (now_ms as i64)
+                    .checked_add(ms as i64)
+                    .filter(|&v| v > 0)
+                    .ok_or_else(|| CommandError::InvalidExpireTime(cmd.to_owned()))?;
+                at as u64
+            }
+            Expiry::At(at) => at,
+        })
+    }
+
+    /// Makes room for `key` to hold `new_cost` bytes in `map`: per-map limits first, then the
+    /// shard's budget, evicting by policy. Fails with `-OOM` when nothing can be evicted.
+    fn make_room(
+        &mut self,
+        map: &[u8],
+        key: &[u8],
+        new_cost: u64,
+        now_ms: u64,
+    ) -> Result<(), CommandError> {
+        // Per-map limits.
+        for _ in 0..1_000_000 {
+            let Some(m) = self.maps.get(map) else { break };
+            let old_cost = m.meta(key).map_or(0, |_| {
+                m.value(key)
+                    .map_or(0, |v| Map::entry_cost(key.len(), v.len()))
+            });
+            let is_new = old_cost == 0;
+            let over_keys = m.config.max_keys != 0 && is_new && m.len() as u64 >= m.config.max_keys;
+            let over_bytes = m.config.max_bytes != 0
+                && m.live_bytes() - old_cost + new_cost > m.config.max_bytes;
+            if !over_keys && !over_bytes {
+                break;
+            }
+            let policy = m.config.policy();
+            if policy == EvictionPolicy::NoEviction
+                || !self.evict_one(Some(map), policy, key, now_ms)
+            {
+                return Err(CommandError::OutOfMemory);
+            }
+        }
+        // The shard budget.
+        let max = self.config.maxmemory_bytes;
+        if max == 0 {
+            return Ok(());
+        }
+        for _ in 0..1_000_000 {
+            let old_cost = self.maps.get(map).map_or(0, |m| {
+                m.value(key)
+                    .map_or(0, |v| Map::entry_cost(key.len(), v.len()))
+            });
+            let used = self.used_memory();
+            if new_cost <= old_cost || used - old_cost + new_cost <= max {
+                return Ok(());
+            }
+            let policy = self.config.maxmemory_policy;
+            if policy == EvictionPolicy::NoEviction || !self.evict_one(None, policy, key, now_ms) {
+                return Err(CommandError::OutOfMemory);
+            }
+        }
+        Err(CommandError::OutOfMemory)
+    }
+
+    /// Evicts one key chosen by `policy` from `only` (or any map); never `protect` in `only`.
+    /// Returns false when nothing is evictable.
+    fn evict_one(
+        &mut self,
+        only: Option<&[u8]>,
+        policy: EvictionPolicy,
+        protect: &[u8],
+        now_ms: u64,
+    ) -> bool {
+        let samples = self.config.lru_samples;
+        let decay = self.config.lfu_decay_minutes;
+        let names: Vec<Bytes> = match only {
+            Some(n) => vec![Bytes::copy_from_slice(n)],
+            None => self.maps.keys().cloned().collect(),
+        };
+        let mut best: Option<(u64, Bytes, Bytes)> = None;
+        for name in names {
+            let Some(m) = self.maps.get(&name) else {
+                continue;
+            };
+            let pool = if policy.volatile_only() {
+                m.volatile_len()
+            } else {
+                m.len()
+            };
+            if pool == 0 {
+                continue;
+            }
+            if policy == EvictionPolicy::AllkeysSieve {
+                if let Some(k) = self.sieve_victim(&name) {
+                    let sz = self.maps.get(&name).map_or(0, Map::memory_bytes);
+                    // Largest map's SIEVE victim wins.
+                    if best.as_ref().map_or(true, |b| u64::MAX - sz < b.0) {
+                        best = Some((u64::MAX - sz, name.clone(), k));
+                    }
+                }
+                continue;
+            }
+            let map_samples = if m.config.lru_samples > 0 && only.is_some() {
+                m.config.lru_samples
+            } else {
+                samples
+            };
+            let len = m.len() as u64;
+            let mut tries = 0;
+            let mut got = 0;
+            while got < map_samples && tries < map_samples * 16 {
+                tries += 1;
+                let n = self.rng.below(len) as usize;
+                let Some((k, meta)) = m.nth_key(n) else {
+                    continue;
+                };
+                if policy.volatile_only() && meta.expire_at_ms == 0 {
+                    continue;
+                }
+                got += 1;
+                if only.is_some() && k.as_ref() == protect {
+                    continue;
+                }
+                let s = score(policy, &meta, now_ms, decay);
+                if best.as_ref().map_or(true, |b| s < b.0) {
+                    best = Some((s, name.clone(), k));
+                }
+            }
+        }
+        let Some((_, name, key)) = best else {
+            return false;
+        };
+        if let Some(m) = self.maps.get_mut(&name) {
+            if m.remove(&key) {
+                m.stats.evictions += 1;
+                self.evicted_keys += 1;
+                if let Some(log) = self.eviction_log.as_mut() {
+                    log.push((name, key));
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    /// SIEVE: advance the map's hand over entries in scan order, clearing visited bits, and
+    /// return the first unvisited key.
+    fn sieve_victim(&mut self, name: &Bytes) -> Option<Bytes> {
+        let mut hand = self.sieve_hands.get(name).copied().unwrap_or(0);
+        let m = self.maps.get_mut(name)?;
+        let limit = 2 * m.len() + 2;
+        let mut steps = 0;
+        while steps < limit {
+            let mut found: Option<Bytes> = None;
+            let mut visited: Vec<Bytes> = Vec::new();
+            let next = m.scan(hand, 1, |k, meta| {
+                if meta.visited {
+                    visited.push(Bytes::copy_from_slice(k));
+                } else if found.is_none() {
+                    found = Some(Bytes::copy_from_slice(k));
+                }
+            });
+            steps += 1;
+            for k in &visited {
+                if let Some(mm) = m.meta_mut(k) {
+                    mm.visited = false;
+                }
+            }
+            if let Some(k) = found {
+                self.sieve_hands.insert(name.clone(), hand);
+                return Some(k);
+            }
+            hand = next;
+        }
+        self.sieve_hands.insert(name.clone(), hand);
+        None
+    }
+
+    /// Stores `value` under `key` after making room; `meta_from` gives the deadline.
+    fn store(
+        &mut self,
+        map: &[u8],
+        key: &[u8],
+        value: Bytes,
+        expire_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), CommandError> {
+        self.check_key(key)?;
+        self.check_value_len(value.len() as u64)?;
+        self.make_room(map, key, Map::entry_cost(key.len(), value.len()), now_ms)?;
+        let version = self.next_version(now_ms);
+        let m = self.map_entry(map);
+        let old = m.meta(key);
+        let meta = Meta {
+            expire_at_ms,
+            version,
+            access_ms: seconds_floor(now_ms),
+            lfu: old.map_or(LFU_INIT, |o| o.lfu),
+            visited: old.is_some_and(|o| o.visited),
+        };
+        m.put(key, value, meta);
+        Ok(())
+    }
+
+    fn remove(&mut self, map: &[u8], key: &[u8]) -> bool {
+        let Some(m) = self.maps.get_mut(map) else {
+            return false;
+        };
+        m.remove(key)
+    }
+
+    fn set_expire(&mut self, map: &[u8], key: &[u8], expire_at_ms: u64, now_ms: u64) {
+        let version = self.next_version(now_ms);
+        if let Some(m) = self.maps.get_mut(map) {
+            m.set_expire(key, expire_at_ms, version);
+        }
+    }
+
+    /// Executes one command at time `now_ms`.
+    pub fn execute(&mut self, command: Command, now_ms: u64) -> Reply {
+        match self.run(command, now_ms) {
+            Ok(r) => r,
+            Err(e) => Reply::Error(e),
+        }
+    }
+
+    fn run(&mut self, command: Command, now: u64) -> Result<Reply, CommandError> {
+        let d = DEFAULT_MAP;
+        Ok(match command {
+            Command::Get { key } => match self.read(d, &key, now) {
+                Some((v, _)) => Reply::Bulk(v),
+                None => Reply::Nil,
+            },
+            Command::Set {
+                key,
+                value,
+                cond,
+                get,
+                expiry,
+                kind,
+            } => self.set(d, &key, value, cond, get, expiry, kind, now)?,
+            Command::GetDel { key } => match self.read(d, &key, now) {
+                Some((v, _)) => {
+                    self.remove(d, &key);
+                    Reply::Bulk(v)
+                }
+                None => Reply::Nil,
+            },
+            Command::GetEx { key, expiry } => {
+                let deadline = match expiry {
+                    Expiry::In(_) | Expiry::At(_) => Some(Self::deadline(
+                        expiry,
+                        None,
+                        &MapConfig::default(),
+                        now,
+                        "getex",
+                    )?),
+                    Expiry::Persist => Some(0),
+                    Expiry::Default | Expiry::Keep => None,
+                };
+                match self.read(d, &key, now) {
+                    None => Reply::Nil,
+                    Some((v, meta)) => {
+                        match deadline {
+                            Some(at) if at != 0 && at <= now => {
+                                self.remove(d, &key);
+                            }
+                            Some(at) if at != meta.expire_at_ms => {
+                                self.set_expire(d, &key, at, now);
+                            }
+                            _ => {}
+                        }
+                        Reply::Bulk(v)
+                    }
+                }
+            }
+            Command::MGet { keys } => Reply::Array(
+                keys.iter()
+                    .map(|k| match self.read(d, k, now) {
+                        Some((v, _)) => Reply::Bulk(v),
+                        None => Reply::Nil,
+                    })
+                    .collect(),
+            ),
+            Command::MSet { pairs, nx } => {
+                for (k, v) in &pairs {
+                    self.check_key(k)?;
+                    self.check_value_len(v.len() as u64)?;
+                }
+                if nx
+                    && pairs
+                        .iter()
+                        .any(|(k, _)| self.lookup(d, k, now, false).is_some())
+                {
+                    return Ok(Reply::Int(0));
+                }
+                // Check the budget for the whole batch first so that OOM changes nothing.
+                let total: u64 = pairs
+                    .iter()
+                    .map(|(k, v)| Map::entry_cost(k.len(), v.len()))
+                    .sum();
+                if let Some((k, _)) = pairs.first() {
+                    self.make_room(d, k, total, now)?;
+                }
+                let ttl = Self::deadline(Expiry::Default, None, &self.map_config(d), now, "mset")?;
+                for (k, v) in pairs {
+                    self.store(d, &k, v, ttl, now)?;
+                }
+                if nx {
+                    Reply::Int(1)
+                } else {
+                    Reply::Ok
+                }
+            }
+            Command::Append { key, value } => {
+                let old = self.read_for_write(d, &key, now);
+                let (new, expire) = if let Some((v, meta)) = old {
+                    self.check_value_len(v.len() as u64 + value.len() as u64)?;
+                    let mut n = Vec::with_capacity(v.len() + value.len());
+                    n.extend_from_slice(&v);
+                    n.extend_from_slice(&value);
+                    (Bytes::from(n), meta.expire_at_ms)
+                } else {
+                    {
+                        let ttl = Self::deadline(
+                            Expiry::Default,
+                            None,
+                            &self.map_config(d),
+                            now,
+                            "append",
+                        )?;
+                        (value, ttl)
+                    }
+                };
+                let len = new.len() as i64;
+                self.store(d, &key, new, expire, now)?;
+                Reply::Int(len)
+            }
+            Command::StrLen { key } => {
+                Reply::Int(self.read(d, &key, now).map_or(0, |(v, _)| v.len() as i64))
+            }
+            Command::GetRange { key, start, end } => {
+                let v = self.read(d, &key, now).map(|(v, _)| v).unwrap_or_default();
+                Reply::Bulk(get_range(&v, start, end))
+            }
+            Command::SetRange { key, offset, value } => {
+                let old = self.read_for_write(d, &key, now);
+                let Some((v, meta)) = old else {
+                    if value.is_empty() {
+                        return Ok(Reply::Int(0));
+                    }
+                    self.check_value_len(offset.saturating_add(value.len() as u64))?;
+                    let mut n = vec![0u8; offset as usize + value.len()];
+                    n[offset as usize..].copy_from_slice(&value);
+                    let ttl = Self::deadline(
+                        Expiry::Default,
+                        None,
+                        &self.map_config(d),
+                        now,
+                        "setrange",
+                    )?;
+                    let len = n.len() as i64;
+                    self.store(d, &key, Bytes::from(n), ttl, now)?;
+                    return Ok(Reply::Int(len));
+                };
+                if value.is_empty() {
+                    return Ok(Reply::Int(v.len() as i64));
+                }
+                self.check_value_len(offset.saturating_add(value.len() as u64))?;
+                let end = offset as usize + value.len();
+                let mut n = Vec::with_capacity(end.max(v.len()));
+                n.extend_from_slice(&v);
+                if n.len() < end {
+                    n.resize(end, 0);
+                }
+                n[offset as usize..end].copy_from_slice(&value);
+                let len = n.len() as i64;
+                self.store(d, &key, Bytes::from(n), meta.expire_at_ms, now)?;
+                Reply::Int(len)
+            }
+            Command::IncrBy { key, delta } => Reply::Int(self.incr(d, &key, delta, now)?),
+            Command::IncrByFloat { key, delta } => {
+                Reply::Bulk(self.incr_float(d, &key, &delta, now)?)
+            }
+            Command::Del { keys } => Reply::Int(self.del(d, &keys, now)),
+            Command::Exists { keys } => Reply::Int(
+                keys.iter()
+                    .filter(|k| self.lookup(d, k, now, false).is_some())
+                    .count() as i64,
+            ),
+            Command::Touch { keys } => Reply::Int(
+                keys.iter()
+                    .filter(|k| self.lookup(d, k, now, true).is_some())
+                    .count() as i64,
+            ),
+            Command::Type { key } => {
+                if self.lookup(d, &key, now, false).is_some() {
+                    Reply::simple("string")
+                } else {
+                    Reply::simple("none")
+                }
+            }
+            Command::Expire {
+                key,
+                when,
+                millis,
+                absolute,
+                cond,
+            } => self.expire(&key, when, millis, absolute, cond, now)?,
+            Command::Ttl { key, millis } => match self.lookup(d, &key, now, false) {
+                None => Reply::Int(-2),
+                Some(m) if m.expire_at_ms == 0 => Reply::Int(-1),
+                Some(m) => {
+                    let ttl = m.expire_at_ms.saturating_sub(now) as i64;
+                    Reply::Int(if millis { ttl } else { (ttl + 500) / 1000 })
+                }
+            },
+            Command::ExpireTime { key, millis } => match self.lookup(d, &key, now, false) {
+                None => Reply::Int(-2),
+                Some(m) if m.expire_at_ms == 0 => Reply::Int(-1),
+                Some(m) => {
+                    let at = m.expire_at_ms as i64;
+                    Reply::Int(if millis { at } else { (at + 500) / 1000 })
+                }
+            },
+            Command::Persist { key } => match self.lookup(d, &key, now, false) {
+                Some(m) if m.expire_at_ms != 0 => {
+                    self.set_expire(d, &key, 0, now);
+                    Reply::Int(1)
+                }
+                _ => Reply::Int(0),
+            },
+            Command::Rename { from, to, nx } => {
+                let Some((v, meta)) = self.read_for_write(d, &from, now) else {
+                    return Err(CommandError::NoSuchKey);
+                };
+                if from == to {
+                    return Ok(if nx { Reply::Int(0) } else { Reply::Ok });
+                }
+                if nx && self.lookup(d, &to, now, false).is_some() {
+                    return Ok(Reply::Int(0));
+                }
+                self.check_key(&to)?;
+                self.store(d, &to, v, meta.expire_at_ms, now)?;
+                self.remove(d, &from);
+                if nx {
+                    Reply::Int(1)
+                } else {
+                    Reply::Ok
+                }
+            }
+            Command::MemoryUsage { key } => match self.lookup(d, &key, now, false) {
+                Some(_) => {
+                    let len = self
+                        .maps
+                        .get(d)
+                        .and_then(|m| m.value(&key))
+                        .map_or(0, |v| v.len());
+                    Reply::Int(Map::entry_cost(key.len(), len) as i64)
+                }
+                None => Reply::Nil,
+            },
+            Command::Scan {
+                cursor,
+                pattern,
+                count,
+                type_filter,
+            } => {
+                let only_none = type_filter
+                    .as_ref()
+                    .is_some_and(|t| !t.eq_ignore_ascii_case(b"string"));
+                let (next, mut keys) = self.scan(d, cursor, pattern.as_deref(), count, now);
+                if only_none {
+                    keys.clear();
+                }
+                scan_reply(next, keys)
+            }
+            Command::Keys { pattern } => {
+                let glob = Glob::new(&pattern);
+                let mut out = Vec::new();
+                let mut cursor = 0;
+                loop {
+                    let (next, keys) = self.scan_glob(d, cursor, &glob, 1024, now);
+                    out.extend(keys.into_iter().map(Reply::Bulk));
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                Reply::Array(out)
+            }
+            Command::RandomKey => self.random_key(d, now).map_or(Reply::Nil, Reply::Bulk),
+            Command::DbSize => Reply::Int(self.maps.get(d).map_or(0, Map::len) as i64),
+            Command::Flush { all } => {
+                if all {
+                    self.maps.clear();
+                    self.sieve_hands.clear();
+                } else if let Some(m) = self.maps.get_mut(d) {
+                    m.clear();
+                }
+                Reply::Ok
+            }
+            Command::DmPut {
+                map,
+                key,
+                value,
+                expiry,
+                cond,
+            } => {
+                let exists = self.lookup(&map, &key, now, false);
+                match (cond, exists.is_some()) {
+                    (Cond::Nx, true) => return Err(CommandError::KeyFound),
+                    (Cond::Xx, false) => return Err(CommandError::KeyNotFound),
+                    _ => {}
+                }
+                let cfg = self.map_config(&map);
+                let at = Self::deadline(expiry, exists.as_ref(), &cfg, now, "dm.put")?;
+                self.store(&map, &key, value, at, now)?;
+                Reply::Ok
+            }
+            Command::DmGet { map, key } => match self.read(&map, &key, now) {
+                Some((v, _)) => Reply::Bulk(v),
+                None => return Err(CommandError::KeyNotFound),
+            },
+            Command::DmGetEntry { map, key } => match self.read(&map, &key, now) {
+                Some((v, m)) => Reply::Map(vec![
+                    (Reply::simple("value"), Reply::Bulk(v)),
+                    (Reply::simple("ttl"), Reply::Int(m.expire_at_ms as i64)),
+                    (Reply::simple("timestamp"), Reply::Int(m.write_ms() as i64)),
+                    (Reply::simple("last_access"), Reply::Int(m.access_ms as i64)),
+                ]),
+                None => return Err(CommandError::KeyNotFound),
+            },
+            Command::DmDel { map, keys } => Reply::Int(self.del(&map, &keys, now)),
+            Command::DmExpire { map, key, ttl_ms } => {
+                if self.lookup(&map, &key, now, false).is_none() {
+                    return Err(CommandError::KeyNotFound);
+                }
+                self.set_expire(&map, &key, now.saturating_add(ttl_ms), now);
+                Reply::Ok
+            }
+            Command::DmIncr { map, key, delta } => Reply::Int(self.incr(&map, &key, delta, now)?),
+            Command::DmIncrByFloat { map, key, delta } => {
+                Reply::Bulk(self.incr_float(&map, &key, &delta, now)?)
+            }
+            Command::DmGetPut {
+                map,
+                key,
+                value,
+                expiry,
+            } => {
+                let old = self.read_for_write(&map, &key, now);
+                let cfg = self.map_config(&map);
+                let at = Self::deadline(expiry, None, &cfg, now, "dm.getput")?;
+                self.store(&map, &key, value, at, now)?;
+                old.map_or(Reply::Nil, |(v, _)| Reply::Bulk(v))
+            }
+            Command::DmCas {
+                map,
+                key,
+                expected,
+                new,
+                expiry,
+            } => {
+                let old = self.read_for_write(&map, &key, now);
+                let matches = match &old {
+                    None => expected.is_empty(),
+                    Some((v, _)) => !expected.is_empty() && *v == expected,
+                };
+                if !matches {
+                    return Ok(Reply::Int(0));
+                }
+                let cfg = self.map_config(&map);
+                let at = Self::deadline(expiry, None, &cfg, now, "dm.cas")?;
+                self.store(&map, &key, new, at, now)?;
+                Reply::Int(1)
+            }
+            Command::DmLock {
+                map, key, lease_ms, ..
+            } => {
+                if self.lookup(&map, &key, now, false).is_some() {
+                    return Err(CommandError::LockNotAcquired);
+                }
+                let token = format!("{:016x}", self.rng.next_u64());
+                let at = lease_ms.map_or(0, |l| now.saturating_add(l));
+                self.store(&map, &key, Bytes::from(token.clone().into_bytes()), at, now)?;
+                Reply::Simple(Bytes::from(token.into_bytes()))
+            }
+            Command::DmUnlock { map, key, token } => match self.read_for_write(&map, &key, now) {
+                Some((v, _)) if v == token => {
+                    self.remove(&map, &key);
+                    Reply::Ok
+                }
+                _ => return Err(CommandError::NoSuchLock),
+            },
+            Command::DmLockLease {
+                map,
+                key,
+                token,
+                lease_ms,
+            } => match self.read_for_write(&map, &key, now) {
+                Some((v, _)) if v == token => {
+                    self.set_expire(&map, &key, now.saturating_add(lease_ms), now);
+                    Reply::Ok
+                }
+                _ => return Err(CommandError::NoSuchLock),
+            },
+            Command::DmScan {
+                map,
+                cursor,
+                pattern,
+                count,
+            } => {
+                let (next, keys) = self.scan(&map, cursor, pattern.as_deref(), count, now);
+                scan_reply(next, keys)
+            }
+            Command::DmDestroy { map } => {
+                self.maps.remove(&map);
+                self.sieve_hands.remove(&map);
+                Reply::Ok
+            }
+            Command::DmStats { map: Some(map) } => self.map_stats_reply(&map),
+            Command::DmStats { map: None } => {
+                let names: Vec<Bytes> = self.maps.keys().cloned().collect();
+                Reply::Map(
+                    names
+                        .into_iter()
+                        .map(|n| {
+                            let r = self.map_stats_reply(&n);
+                            (Reply::Bulk(n), r)
+                        })
+                        .collect(),
+                )
+            }
+            Command::DmConfigSet { map, option } => {
+                let m = self.map_entry(&map);
+                option.apply(&mut m.config);
+                let cfg = m.config.clone();
+                let name = String::from_utf8_lossy(&map).into_owned();
+                self.config.maps.insert(name, cfg);
+                Reply::Ok
+            }
+        })
+    }
+
+    fn map_stats_reply(&self, map: &[u8]) -> Reply {
+        let (len, bytes, s) = self.map_stats(map).unwrap_or_default();
+        let f = |name: &'static str, v: u64| (Reply::simple(name), Reply::Int(v as i64));
+        Reply::Map(vec![
+            f("length", len),
+            f("memory", bytes),
+            f("hits", s.hits),
+            f("misses", s.misses),
+            f("evictions", s.evictions),
+            f("expirations", s.expirations),
+        ])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn set(
+        &mut self,
+        map: &[u8],
+        key: &Bytes,
+        value: Bytes,
+        cond: Cond,
+        get: bool,
+        expiry: Expiry,
+        kind: SetKind,
+        now: u64,
+    ) -> Result<Reply, CommandError> {
+        let cfg = self.map_config(map);
+        // The deadline is checked before anything else, as in Redis.
+        let probe = Self::deadline(expiry, None, &cfg, now, kind.name())?;
+        let old = if get {
+            self.read(map, key, now)
+        } else {
+            self.lookup(map, key, now, false).map(|m| (Bytes::new(), m))
+        };
+        let found = old.is_some();
+        let old_reply = || {
+            old.as_ref()
+                .map_or(Reply::Nil, |(v, _)| Reply::Bulk(v.clone()))
+        };
+        if (cond == Cond::Nx && found) || (cond == Cond::Xx && !found) {
+            return Ok(match kind {
+                SetKind::SetNx => Reply::Int(0),
+                _ if get => old_reply(),
+                _ => Reply::Nil,
+            });
+        }
+        let at = match expiry {
+            Expiry::Keep => old.as_ref().map_or(0, |(_, m)| m.expire_at_ms),
+            _ => probe,
+        };
+        self.store(map, key, value, at, now)?;
+        Ok(match kind {
+            SetKind::SetNx => Reply::Int(1),
+            SetKind::GetSet => old_reply(),
+            _ if get => old_reply(),
+            _ => Reply::Ok,
+        })
+    }
+
+    fn incr(&mut self, map: &[u8], key: &[u8], delta: i64, now: u64) -> Result<i64, CommandError> {
+        let old = self.read_for_write(map, key, now);
+        let (cur, expire) = match &old {
+            Some((v, m)) => (
+                parse_i64(v).ok_or(CommandError::NotInteger)?,
+                m.expire_at_ms,
+            ),
+            None => (
+                0,
+                Self::deadline(Expiry::Default, None, &self.map_config(map), now, "incr")?,
+            ),
+        };
+        let new = cur.checked_add(delta).ok_or(CommandError::Overflow)?;
+        self.store(
+            map,
+            key,
+            Bytes::from(new.to_string().into_bytes()),
+            expire,
+            now,
+        )?;
+        Ok(new)
+    }
+
+    fn incr_float(
+        &mut self,
+        map: &[u8],
+        key: &[u8],
+        delta: &[u8],
+        now: u64,
+    ) -> Result<Bytes, CommandError> {
+        let old = self.read_for_write(map, key, now);
+        let (cur, expire) = match &old {
+            Some((v, m)) => (v.clone(), m.expire_at_ms),
+            None => (
+                Bytes::from_static(b"0"),
+                Self::deadline(
+                    Expiry::Default,
+                    None,
+                    &self.map_config(map),
+                    now,
+                    "incrbyfloat",
+                )?,
+            ),
+        };
+        let new = Bytes::from(incr_by_float(&cur, delta)?);
+        self.store(map, key, new.clone(), expire, now)?;
+        Ok(new)
+    }
+
+    fn del(&mut self, map: &[u8], keys: &[Bytes], now: u64) -> i64 {
+        let mut n = 0;
+        for k in keys {
+            if self.lookup(map, k, now, false).is_some() && self.remove(map, k) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn expire(
+        &mut self,
+        key: &[u8],
+        when: i64,
+        millis: bool,
+        absolute: bool,
+        cond: ExpireCond,
+        now: u64,
+    ) -> Result<Reply, CommandError> {
+        let d = DEFAULT_MAP;
+        let name = match (millis, absolute) {
+            (false, false) => "expire",
+            (true, false) => "pexpire",
+            (false, true) => "expireat",
+            (true, true) => "pexpireat",
+        };
+        let bad = || CommandError::InvalidExpireTime(name.to_owned());
+        let mut when = when;
+        if !millis {
+            when = when.checked_mul(1000).ok_or_else(bad)?;
+        }
+        if !absolute {
+            when = when.checked_add(now as i64).ok_or_else(bad)?;
+        }
+        let Some(meta) = self.lookup(d, key, now, false) else {
+            return Ok(Reply::Int(0));
+        };
+        let cur = meta.expire_at_ms;
+        let has = cur != 0;
+        let cur_i = cur as i64;
+        let refuse = match cond {
+            ExpireCond::Always => false,
+            ExpireCond::Nx => has,
+            ExpireCond::Xx => !has,
+            ExpireCond::Gt => !has || when <= cur_i,
+            ExpireCond::Lt => has && when >= cur_i,
+            ExpireCond::LtXx => !has || when >= cur_i,
+        };
+        if refuse {
+            return Ok(Reply::Int(0));
+        }
+        if when <= now as i64 {
+            self.remove(d, key);
+        } else {
+            self.set_expire(d, key, when as u64, now);
+        }
+        Ok(Reply::Int(1))
+    }
+
+    fn scan(
+        &mut self,
+        map: &[u8],
+        cursor: u64,
+        pattern: Option<&[u8]>,
+        count: usize,
+        now: u64,
+    ) -> (u64, Vec<Bytes>) {
+        let glob = Glob::new(pattern.unwrap_or(b"*"));
+        self.scan_glob(map, cursor, &glob, count, now)
+    }
+
+    fn scan_glob(
+        &mut self,
+        map: &[u8],
+        cursor: u64,
+        glob: &Glob,
+        count: usize,
+        now: u64,
+    ) -> (u64, Vec<Bytes>) {
+        let Some(m) = self.maps.get(map) else {
+            return (0, Vec::new());
+        };
+        let cfg = m.config.clone();
+        let mut keys = Vec::new();
+        let mut expired = Vec::new();
+        let next = m.scan(cursor, count.min(self.config.scan_keys_max), |k, meta| {
+            if Self::is_expired(meta, &cfg, now) {
+                expired.push(Bytes::copy_from_slice(k));
+            } else if glob.matches(k) {
+                keys.push(Bytes::copy_from_slice(k));
+            }
+        });
+        for k in expired {
+            self.lookup(map, &k, now, false);
+        }
+        (next, keys)
+    }
+
+    fn random_key(&mut self, map: &[u8], now: u64) -> Option<Bytes> {
+        for _ in 0..100 {
+            let len = self.maps.get(map)?.len() as u64;
+            if len == 0 {
+                return None;
+            }
+            let n = self.rng.below(len) as usize;
+            let (k, _) = self.maps.get(map)?.nth_key(n)?;
+            if self.lookup(map, &k, now, false).is_some() {
+                return Some(k);
+            }
+        }
+        None
+    }
+
+    /// Redis's active expiry cycle, bounded by `work_budget` sampled keys; returns what it did.
+    pub fn active_expire(&mut self, now_ms: u64, work_budget: usize) -> ExpireReport {
+        let mut report = ExpireReport::default();
+        let per_round = self.config.active_expire_samples;
+        let names: Vec<Bytes> = self.maps.keys().cloned().collect();
+        for name in names {
+            while let Some(m) = self.maps.get(&name) {
+                if m.volatile_len() == 0 {
+                    break;
+                }
+                if report.sampled >= work_budget {
+                    report.budget_exhausted = true;
+                    return report;
+                }
+                report.rounds += 1;
+                let len = m.len() as u64;
+                let mut sampled = 0;
+                let mut expired = 0;
+                let mut tries = 0;
+                while sampled < per_round && tries < per_round * 8 && report.sampled < work_budget {
+                    tries += 1;
+                    let n = self.rng.below(len) as usize;
+                    let Some((k, meta)) = self.maps.get(&name).and_then(|m| m.nth_key(n)) else {
+                        break;
+                    };
+                    if meta.expire_at_ms == 0 {
+                        continue;
+                    }
+                    sampled += 1;
+                    report.sampled += 1;
+                    if self.lookup(&name, &k, now_ms, false).is_none() {
+                        expired += 1;
+                        report.expired += 1;
+                    }
+                }
+                // Repeat while more than 25% of the sample had expired (Redis's rule).
+                if sampled == 0 || expired * 4 <= sampled {
+                    break;
+                }
+            }
+        }
+        report
+    }
+
+    /// One bounded step of compaction (moves at most `byte_budget` bytes); returns what it did.
+    pub fn compact_step(&mut self, byte_budget: usize) -> CompactReport {
+        let _ = byte_budget;
+        CompactReport::default()
+    }
+}
+
+fn scan_reply(next: u64, keys: Vec<Bytes>) -> Reply {
+    Reply::Array(vec![
+        Reply::Bulk(Bytes::from(next.to_string().into_bytes())),
+        Reply::Array(keys.into_iter().map(Reply::Bulk).collect()),
+    ])
+}
+
+/// GETRANGE's index arithmetic, exactly as Redis's `getrangeCommand`.
+fn get_range(v: &Bytes, start: i64, end: i64) -> Bytes {
+    let len = v.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        return Bytes::new();
+    }
+    let mut start = if start < 0 { len + start } else { start };
+    let mut end = if end < 0 { len + end } else { end };
+    if start < 0 {
+        start = 0;
+    }
+    if end < 0 {
+        end = 0;
+    }
+    if end >= len {
+        end = len - 1;
+    }
+    if start > end || len == 0 {
+        return Bytes::new();
+    }
+    v.slice(start as usize..=end as usize)
+}
