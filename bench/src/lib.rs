@@ -9,9 +9,13 @@
 //! It depends on no other Tessera crate: it measures servers from the outside only.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod codec;
+pub mod compare;
 pub mod memcache;
+pub mod plot;
 pub mod procfs;
+pub mod report;
 pub mod resp;
 pub mod runner;
 pub mod schedule;

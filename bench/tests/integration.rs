@@ -381,3 +381,139 @@ fn memcached_closed_loop_with_every_command() {
     let get = out.stats.get(OpKind::Get).unwrap();
     assert!(get.ok > get.miss);
 }
+
+#[test]
+fn command_line_run_and_compare_write_every_output() {
+    let a = FakeServer::start(0, Duration::ZERO);
+    let b = FakeServer::start(0, Duration::ZERO);
+    let dir = std::env::temp_dir().join(format!("tessera-bench-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    let common = [
+        "-c",
+        "2",
+        "-P",
+        "2",
+        "--workers",
+        "1",
+        "--no-pin",
+        "-w",
+        "0s",
+        "-d",
+        "5s",
+        "-n",
+        "300",
+        "--keys",
+        "100",
+        "--preload",
+        "100",
+        "--no-progress",
+        "--interval",
+        "100ms",
+    ];
+    let mut args = vec![
+        "tessera-bench".to_string(),
+        "run".into(),
+        "-t".into(),
+        a.addr.clone(),
+    ];
+    args.extend(common.iter().map(|s| (*s).to_string()));
+    args.extend(
+        [
+            "--json",
+            &p("run.json"),
+            "--hdr-log",
+            &p("run.hlog"),
+            "--plot-dir",
+            &p("plots"),
+        ]
+        .iter()
+        .map(|s| (*s).to_string()),
+    );
+    let mut out = Vec::new();
+    tessera_bench::cli::main_with_args(args, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("GET") && text.contains("generator CPU"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("run.json")).unwrap()).unwrap();
+    let rows = json["summary"].as_array().unwrap();
+    assert_eq!(rows.last().unwrap()["command"], "ALL");
+    assert_eq!(rows.last().unwrap()["count"], 300);
+    let log = std::fs::read(p("run.hlog")).unwrap();
+    let logged: u64 = read_interval_log(&log)
+        .unwrap()
+        .iter()
+        .map(|i| i.histogram.len())
+        .sum();
+    assert_eq!(logged, 300);
+    for f in ["plots/latency-percentiles.svg", "plots/timeline.svg"] {
+        assert!(
+            std::fs::read_to_string(p(f)).unwrap().starts_with("<svg"),
+            "{f}"
+        );
+    }
+
+    let mut args = vec![
+        "tessera-bench".to_string(),
+        "compare".into(),
+        "-t".into(),
+        format!("a={}", a.addr),
+        "-t".into(),
+        format!("b={}", b.addr),
+        "--rounds".into(),
+        "2".into(),
+        "--server-pid".into(),
+        format!("{},0", std::process::id()),
+    ];
+    args.extend(common.iter().map(|s| (*s).to_string()));
+    args.extend(["--json", &p("cmp.json")].iter().map(|s| (*s).to_string()));
+    let mut out = Vec::new();
+    tessera_bench::cli::main_with_args(args, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("| a |") && text.contains("| b |"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("cmp.json")).unwrap()).unwrap();
+    let rounds = json["rounds"].as_array().unwrap();
+    // Alternating A B A B.
+    let order: Vec<u64> = rounds
+        .iter()
+        .map(|r| r["target"].as_u64().unwrap())
+        .collect();
+    assert_eq!(order, vec![0, 1, 0, 1]);
+    // Target a was given a pid (this process): CPU/op and RSS are reported; b's are not.
+    assert!(json["targets"][0]["server_cpu_per_op_us"]["median"]
+        .as_f64()
+        .is_some());
+    assert!(json["targets"][0]["server_rss_bytes"].as_u64().unwrap() > 0);
+    assert!(json["targets"][1]["server_cpu_per_op_us"].is_null());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn memory_mode_reports_growth_per_key_of_redis() {
+    let Some(redis) = spawn_server("redis-server", |p| {
+        vec![
+            "--port".into(),
+            p.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+        ]
+    }) else {
+        return;
+    };
+    let mut cfg = config(&format!("127.0.0.1:{}", redis.port), "resp");
+    cfg.workload.value_size = "16".parse().unwrap();
+    let rs = tessera_bench::compare::memory(&cfg, &[Some(redis.child.id())], 50_000).unwrap();
+    // Redis needs well over 16 bytes per 16-byte value and far less than 10 KB.
+    assert!(
+        rs[0].bytes_per_item > 16.0 && rs[0].bytes_per_item < 10_000.0,
+        "{rs:?}"
+    );
+}

@@ -1,0 +1,323 @@
+//! Modes built from runs: compare (the same workload against several targets in alternating
+//! rounds A B A B ..., with medians, spread, ratios, and server CPU per operation and RSS for
+//! local servers) and memory (load N keys, RSS growth / N per target).
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::procfs;
+use crate::runner::{self, IntervalPoint, RunConfig};
+use crate::stats::{new_histogram, Percentiles};
+use crate::BenchError;
+
+/// Median and range of one measure over rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    /// Median (mean of the two middle values for an even count).
+    pub median: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values` (`None` when empty).
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        if values.is_empty() {
+            return None;
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[n - 1],
+        })
+    }
+
+    /// (max - min) / median, the relative spread.
+    pub fn relative(&self) -> f64 {
+        if self.median == 0.0 {
+            0.0
+        } else {
+            (self.max - self.min) / self.median
+        }
+    }
+}
+
+/// One round against one target.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    /// Index of the target in the compare's target list.
+    pub target: usize,
+    /// Round number, from 0.
+    pub round: usize,
+    /// Requests completed per second.
+    pub throughput: f64,
+    /// Latency percentiles, all commands together.
+    pub latency: Percentiles,
+    /// Server CPU per operation, microseconds (when the server's pid is known).
+    pub server_cpu_per_op_us: Option<f64>,
+    /// Server RSS after the round, bytes (when the server's pid is known).
+    pub server_rss_bytes: Option<u64>,
+    /// Generator CPU in cores during the round.
+    pub generator_cores: f64,
+}
+
+/// Medians over the rounds of one target, and ratios to the first target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetSummary {
+    /// Target label.
+    pub label: String,
+    /// Throughput over rounds.
+    pub throughput: Spread,
+    /// p50 latency over rounds, us.
+    pub p50_us: Spread,
+    /// p99 latency over rounds, us.
+    pub p99_us: Spread,
+    /// p99.9 latency over rounds, us.
+    pub p999_us: Spread,
+    /// Server CPU per op over rounds, us.
+    pub server_cpu_per_op_us: Option<Spread>,
+    /// Largest server RSS seen, bytes.
+    pub server_rss_bytes: Option<u64>,
+    /// Median throughput / first target's.
+    pub throughput_ratio: f64,
+    /// Median p99 / first target's.
+    pub p99_ratio: f64,
+    /// Median server CPU per op / first target's.
+    pub cpu_per_op_ratio: Option<f64>,
+}
+
+/// Everything a compare measured.
+#[derive(Debug)]
+pub struct CompareOutcome {
+    /// Every round, in the order run.
+    pub rounds: Vec<Round>,
+    /// One summary per target.
+    pub targets: Vec<TargetSummary>,
+    /// Latency of all rounds merged, per target (for the spectrum plot).
+    pub histograms: Vec<Histogram<u64>>,
+    /// Intervals of the last round, per target (for the timeline plot).
+    pub last_intervals: Vec<Vec<IntervalPoint>>,
+}
+
+/// Runs `base`'s workload against each of its targets in turn, `rounds` times (A B A B ...).
+/// `pids[i]` is target i's server process, if local. Each target is preloaded with `preload`
+/// keys first.
+pub fn compare(
+    base: &RunConfig,
+    rounds: usize,
+    pids: &[Option<u32>],
+    preload: u64,
+) -> Result<CompareOutcome, BenchError> {
+    if rounds == 0 {
+        return Err(BenchError::Config("rounds must be >= 1".into()));
+    }
+    base.validate()?;
+    let n = base.targets.len();
+    let single = |i: usize| {
+        let mut c = base.clone();
+        c.targets = vec![base.targets[i].clone()];
+        c
+    };
+    for i in 0..n {
+        runner::preload(&single(i), preload)?;
+    }
+    let mut out = CompareOutcome {
+        rounds: Vec::new(),
+        targets: Vec::new(),
+        histograms: vec![new_histogram(); n],
+        last_intervals: vec![Vec::new(); n],
+    };
+    for round in 0..rounds {
+        for i in 0..n {
+            let cfg = single(i);
+            let pid = pids.get(i).copied().flatten();
+            let cpu_before = pid.map(procfs::cpu_seconds).transpose()?;
+            let run = runner::run(&cfg, None)?;
+            let cpu_after = pid.map(procfs::cpu_seconds).transpose()?;
+            let rss = pid.map(procfs::rss_bytes).transpose()?;
+            let total = run.stats.total();
+            let count = total.as_ref().map_or(0, crate::stats::KindStats::count);
+            let h = total.map_or_else(new_histogram, |t| t.latency);
+            out.histograms[i].add(&h).expect("same bounds");
+            let server_cpu_per_op_us = match (cpu_before, cpu_after) {
+                (Some(a), Some(b)) if count > 0 => Some((b - a) * 1e6 / count as f64),
+                _ => None,
+            };
+            out.rounds.push(Round {
+                target: i,
+                round,
+                throughput: if run.measured_s > 0.0 {
+                    count as f64 / run.measured_s
+                } else {
+                    0.0
+                },
+                latency: Percentiles::of(&h),
+                server_cpu_per_op_us,
+                server_rss_bytes: rss,
+                generator_cores: run.generator_cores(),
+            });
+            out.last_intervals[i] = run.intervals;
+        }
+    }
+    for i in 0..n {
+        let rs: Vec<&Round> = out.rounds.iter().filter(|r| r.target == i).collect();
+        let col = |f: &dyn Fn(&Round) -> f64| {
+            Spread::of(&rs.iter().map(|r| f(r)).collect::<Vec<_>>()).expect("rounds >= 1")
+        };
+        let cpu: Vec<f64> = rs.iter().filter_map(|r| r.server_cpu_per_op_us).collect();
+        out.targets.push(TargetSummary {
+            label: base.targets[i].label.clone(),
+            throughput: col(&|r| r.throughput),
+            p50_us: col(&|r| r.latency.p50_us),
+            p99_us: col(&|r| r.latency.p99_us),
+            p999_us: col(&|r| r.latency.p999_us),
+            server_cpu_per_op_us: Spread::of(&cpu),
+            server_rss_bytes: rs.iter().filter_map(|r| r.server_rss_bytes).max(),
+            throughput_ratio: 1.0,
+            p99_ratio: 1.0,
+            cpu_per_op_ratio: None,
+        });
+    }
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let first = out.targets[0].clone();
+    for t in &mut out.targets {
+        t.throughput_ratio = ratio(t.throughput.median, first.throughput.median);
+        t.p99_ratio = ratio(t.p99_us.median, first.p99_us.median);
+        t.cpu_per_op_ratio = match (t.server_cpu_per_op_us, first.server_cpu_per_op_us) {
+            (Some(a), Some(b)) => Some(ratio(a.median, b.median)),
+            _ => None,
+        };
+    }
+    Ok(out)
+}
+
+/// Formats the compare summary as a Markdown table.
+pub fn format_compare(out: &CompareOutcome) -> String {
+    let mut s = String::from(
+        "| target | ops/s median (min-max) | ratio | p50 us | p99 us | p99 ratio | p99.9 us | server CPU/op us | CPU/op ratio | server RSS MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for t in &out.targets {
+        let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} ({:.0}-{:.0}) | {:.2} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {} | {} |",
+            t.label,
+            t.throughput.median,
+            t.throughput.min,
+            t.throughput.max,
+            t.throughput_ratio,
+            t.p50_us.median,
+            t.p99_us.median,
+            t.p99_ratio,
+            t.p999_us.median,
+            opt(t.server_cpu_per_op_us.map(|c| c.median), 2),
+            opt(t.cpu_per_op_ratio, 2),
+            opt(t.server_rss_bytes.map(|b| b as f64 / 1_048_576.0), 1),
+        );
+    }
+    s
+}
+
+/// RSS growth of one target when loading keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryResult {
+    /// Target label.
+    pub label: String,
+    /// Keys loaded.
+    pub keys: u64,
+    /// Value size, bytes.
+    pub value_bytes: usize,
+    /// RSS before loading, bytes.
+    pub rss_before: u64,
+    /// RSS after loading, bytes.
+    pub rss_after: u64,
+    /// (after - before) / keys.
+    pub bytes_per_item: f64,
+}
+
+/// Loads `keys` keys (`{prefix}N`, values of the workload's minimum size) into each target and
+/// reports RSS growth per key. `pids[i]` is required for every target.
+pub fn memory(
+    base: &RunConfig,
+    pids: &[Option<u32>],
+    keys: u64,
+) -> Result<Vec<MemoryResult>, BenchError> {
+    if keys == 0 {
+        return Err(BenchError::Config("memory mode needs keys >= 1".into()));
+    }
+    let mut results = Vec::new();
+    for (i, t) in base.targets.iter().enumerate() {
+        let pid = pids.get(i).copied().flatten().ok_or_else(|| {
+            BenchError::Config(format!("memory mode needs --server-pid for {}", t.label))
+        })?;
+        let mut cfg = base.clone();
+        cfg.targets = vec![t.clone()];
+        cfg.workload.value_size.max = cfg.workload.value_size.min;
+        let before = procfs::rss_bytes(pid)?;
+        runner::preload(&cfg, keys)?;
+        let after = procfs::rss_bytes(pid)?;
+        results.push(MemoryResult {
+            label: t.label.clone(),
+            keys,
+            value_bytes: cfg.workload.value_size.min,
+            rss_before: before,
+            rss_after: after,
+            bytes_per_item: after.saturating_sub(before) as f64 / keys as f64,
+        });
+    }
+    Ok(results)
+}
+
+/// Formats memory results as a Markdown table, with ratios to the first target.
+pub fn format_memory(rs: &[MemoryResult]) -> String {
+    let mut s = String::from(
+        "| target | keys | value B | RSS before MiB | RSS after MiB | bytes/item | ratio |\n|---|---|---|---|---|---|---|\n",
+    );
+    let first = rs.first().map_or(0.0, |r| r.bytes_per_item);
+    for r in rs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            r.label,
+            r.keys,
+            r.value_bytes,
+            r.rss_before as f64 / 1_048_576.0,
+            r.rss_after as f64 / 1_048_576.0,
+            r.bytes_per_item,
+            if first > 0.0 {
+                r.bytes_per_item / first
+            } else {
+                0.0
+            }
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_median_and_range() {
+        let s = Spread::of(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (2.0, 1.0, 3.0));
+        let s = Spread::of(&[4.0, 1.0, 2.0, 3.0]).unwrap();
+        assert!((s.median - 2.5).abs() < 1e-12);
+        assert!((s.relative() - 1.2).abs() < 1e-12);
+        assert!(Spread::of(&[]).is_none());
+    }
+}
