@@ -1,5 +1,16 @@
 //! `tessera`: the embedding API of the Tessera cache.
+//!
+//! - [`DMap`] is the typed DMap API (Olric's operations) over any [`Execute`] backend: an
+//!   embedded node's handle or a remote connection. Switching modes is a constructor change.
+//! - The crates below are re-exported for users who need the lower layers.
 #![forbid(unsafe_code)]
+
+pub mod dmap;
+pub mod error;
+
+pub use dmap::{DMap, Entry, Execute, LockGuard, PutOptions};
+pub use error::Error;
+pub use tessera_engine::{CommandError, Reply};
 
 pub use tessera_cluster as cluster;
 pub use tessera_engine as engine;
