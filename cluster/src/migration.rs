@@ -309,6 +309,16 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
         }
     }
 
+    /// The link to the target broke. Before the handoff verdict the migration is abandoned (the
+    /// driver starts it again from sequence 0 while the table still plans it); once the target
+    /// verified, only a table decides, since the commit request may already be on its way.
+    pub fn on_link_lost(&mut self) {
+        if matches!(self.phase, SourcePhase::Streaming | SourcePhase::HandingOff) {
+            self.phase = SourcePhase::Aborted(AbortReason::LinkLost);
+            self.tee.clear();
+        }
+    }
+
     /// Abandons the migration (link lost, replanned): the source keeps the slot. Returns the
     /// abort to send to the target, if the migration was still live. No-op once committed.
     pub fn abort(&mut self, reason: AbortReason) -> Option<Outgoing> {
@@ -422,6 +432,12 @@ impl TargetMigration {
     pub fn on_message<S: SlotStore>(&mut self, store: &mut S, msg: &Message) -> Option<Outgoing> {
         match msg {
             Message::MigrateBatch(b) if b.id == self.id => {
+                if b.first_seq == 0 && self.phase != TargetPhase::Committed {
+                    // The source started this migration again (after a broken link): so do we.
+                    store.drop_slot(self.slot);
+                    self.expected_seq = 0;
+                    self.phase = TargetPhase::Receiving;
+                }
                 if self.phase != TargetPhase::Receiving {
                     return None;
                 }
@@ -478,6 +494,15 @@ impl TargetMigration {
         }
     }
 
+    /// The link to the source broke: abandon while receiving; once verified keep the data, since
+    /// the commit may already be decided (a table settles it either way).
+    pub fn on_link_lost<S: SlotStore>(&mut self, store: &mut S) {
+        if self.phase == TargetPhase::Receiving {
+            store.drop_slot(self.slot);
+            self.phase = TargetPhase::Aborted(AbortReason::LinkLost);
+        }
+    }
+
     /// Abandons the migration before commit: drops what was received; returns the abort to send.
     pub fn abort<S: SlotStore>(&mut self, store: &mut S, reason: AbortReason) -> Option<Outgoing> {
         if !matches!(self.phase, TargetPhase::Receiving | TargetPhase::Verified) {
@@ -527,9 +552,15 @@ impl MemStore {
 
     /// Deletes `key`.
     pub fn delete(&mut self, slot: Slot, key: &[u8]) -> bool {
-        self.slots
-            .get_mut(&slot)
-            .is_some_and(|m| m.remove(key).is_some())
+        let Some(m) = self.slots.get_mut(&slot) else {
+            return false;
+        };
+        let found = m.remove(key).is_some();
+        if m.is_empty() {
+            // An empty slot is stored as no slot, so equal contents compare equal.
+            self.slots.remove(&slot);
+        }
+        found
     }
 
     /// Reads `key`.

@@ -156,6 +156,11 @@ pub enum Message {
     },
     /// A full table.
     TablePush(PartitionTable),
+    /// "I leave gracefully: plan my slots away" (leaving node -> coordinator).
+    Drain {
+        /// The leaving node.
+        node: NodeId,
+    },
     /// Migration stream data (source -> target).
     MigrateBatch(MigrateBatch),
     /// Flow control: the target applied everything below `next_seq` (target -> source).
@@ -250,6 +255,8 @@ pub enum FrameKind {
     TableFetch = 11,
     /// [`Message::TablePush`]
     TablePush = 12,
+    /// [`Message::Drain`]
+    Drain = 13,
     /// [`Message::MigrateBatch`]
     MigrateBatch = 20,
     /// [`Message::MigrateAck`]
@@ -281,6 +288,7 @@ impl FrameKind {
             10 => FrameKind::TableEpoch,
             11 => FrameKind::TableFetch,
             12 => FrameKind::TablePush,
+            13 => FrameKind::Drain,
             20 => FrameKind::MigrateBatch,
             21 => FrameKind::MigrateAck,
             22 => FrameKind::Handoff,
@@ -305,6 +313,7 @@ impl Message {
             Message::TableEpoch { .. } => FrameKind::TableEpoch,
             Message::TableFetch { .. } => FrameKind::TableFetch,
             Message::TablePush(_) => FrameKind::TablePush,
+            Message::Drain { .. } => FrameKind::Drain,
             Message::MigrateBatch(_) => FrameKind::MigrateBatch,
             Message::MigrateAck { .. } => FrameKind::MigrateAck,
             Message::Handoff { .. } => FrameKind::Handoff,
@@ -328,6 +337,7 @@ impl ArchivedMessage {
             ArchivedMessage::TableEpoch { .. } => FrameKind::TableEpoch,
             ArchivedMessage::TableFetch { .. } => FrameKind::TableFetch,
             ArchivedMessage::TablePush(_) => FrameKind::TablePush,
+            ArchivedMessage::Drain { .. } => FrameKind::Drain,
             ArchivedMessage::MigrateBatch(_) => FrameKind::MigrateBatch,
             ArchivedMessage::MigrateAck { .. } => FrameKind::MigrateAck,
             ArchivedMessage::Handoff { .. } => FrameKind::Handoff,
@@ -622,6 +632,9 @@ mod tests {
             },
             Message::TableFetch { have_epoch: 4 },
             Message::TablePush(table),
+            Message::Drain {
+                node: NodeId([4; 20]),
+            },
             Message::MigrateBatch(MigrateBatch {
                 id: MigrationId(77),
                 slot: 12,
