@@ -114,6 +114,9 @@ pub struct LoadArgs {
     /// Open loop: busy-poll (yielding) when the next send is closer than this many us.
     #[arg(long, default_value_t = 1000)]
     pub spin_us: u64,
+    /// After the deadline, keep reading replies to requests already sent for up to this long.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub drain: Duration,
     /// Connect timeout.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
@@ -248,6 +251,7 @@ impl LoadArgs {
             seed: self.seed,
             connect_timeout: self.connect_timeout,
             spin: Duration::from_micros(self.spin_us),
+            drain: self.drain,
             progress: !self.no_progress,
         };
         cfg.validate()?;
@@ -329,13 +333,14 @@ fn run_cmd(a: &RunArgs, out_w: &mut dyn Write) -> Result<(), BenchError> {
     ignore_broken_pipe(write!(
         out_w,
         "{:?}, {} connections x pipeline {}, {} workers, {:.2} s measured\n{}\
-         generator CPU: {:.2} s over {:.2} s wall = {:.2} cores\n",
+         unanswered at the end: {}; generator CPU: {:.2} s over {:.2} s wall = {:.2} cores\n",
         cfg.load,
         cfg.connections,
         cfg.pipeline,
         out.workers,
         out.measured_s,
         format_table(&rows),
+        out.unfinished,
         out.generator_cpu_s,
         out.wall_s,
         out.generator_cores()

@@ -63,6 +63,8 @@ pub struct RunReport<'a> {
     pub wall_s: f64,
     /// Worker threads used.
     pub workers: usize,
+    /// Measured requests still unanswered at the end of the drain period.
+    pub unfinished: u64,
     /// Generator CPU (user + system) over the run, seconds.
     pub generator_cpu_s: f64,
     /// Generator CPU in cores (cpu seconds / wall seconds).
@@ -84,6 +86,7 @@ impl<'a> RunReport<'a> {
             measured_s: out.measured_s,
             wall_s: out.wall_s,
             workers: out.workers,
+            unfinished: out.unfinished,
             generator_cpu_s: out.generator_cpu_s,
             generator_cores: out.generator_cores(),
             summary: summarize(&out.stats, out.measured_s),
@@ -119,6 +122,7 @@ mod tests {
             generator_cpu_s: 0.5,
             wall_s: 2.0,
             workers: 1,
+            unfinished: 0,
         };
         let cfg = RunConfig::default();
         let v = serde_json::to_value(RunReport::new(&cfg, &out)).unwrap();

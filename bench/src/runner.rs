@@ -124,6 +124,9 @@ pub struct RunConfig {
     /// Open loop: when the next send is closer than this, the worker busy-polls (yielding the
     /// CPU between polls) instead of sleeping in epoll, whose timeout has 1 ms granularity.
     pub spin: Duration,
+    /// After the deadline, how long to keep reading replies to requests already sent (their
+    /// latencies count, so a slow tail is not cut off); still unanswered then: `unfinished`.
+    pub drain: Duration,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -154,6 +157,7 @@ impl Default for RunConfig {
             seed: 1,
             connect_timeout: Duration::from_secs(5),
             spin: Duration::from_millis(1),
+            drain: Duration::from_secs(1),
             progress: false,
         }
     }
@@ -229,6 +233,8 @@ pub struct RunOutcome {
     pub wall_s: f64,
     /// Workers actually started.
     pub workers: usize,
+    /// Measured requests sent but not answered by the end of the drain period.
+    pub unfinished: u64,
 }
 
 impl RunOutcome {
@@ -391,11 +397,13 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
     let mut stats = Stats::default();
     let mut first_err = None;
     let mut end_ns = 0;
+    let mut unfinished = 0;
     for h in handles {
         match h.join() {
-            Ok(Ok((s, e))) => {
+            Ok(Ok((s, e, u))) => {
                 stats.merge(&s);
                 end_ns = end_ns.max(e);
+                unfinished += u;
             }
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
@@ -431,6 +439,7 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
         },
         wall_s,
         workers,
+        unfinished,
     })
 }
 
@@ -588,7 +597,7 @@ fn setup(ctx: &WorkerCtx, poll: &Poll) -> Result<Vec<Conn>, BenchError> {
 }
 
 /// One worker: returns its statistics and the time (ns since start) it stopped.
-fn worker(ctx: &WorkerCtx) -> Result<(Stats, u64), BenchError> {
+fn worker(ctx: &WorkerCtx) -> Result<(Stats, u64, u64), BenchError> {
     if let Some(core) = ctx.core {
         // Pinning is best effort: a failure (e.g. a restricted cpuset) only costs locality.
         let _ = core_affinity::set_for_current(core);
@@ -620,7 +629,7 @@ fn drive(
     mut poll: Poll,
     mut conns: Vec<Conn>,
     start: Instant,
-) -> Result<(Stats, u64), BenchError> {
+) -> Result<(Stats, u64, u64), BenchError> {
     let cfg = &ctx.cfg;
     let now_ns = || start.elapsed().as_nanos() as u64;
     let warmup_ns = cfg.warmup.as_nanos() as u64;
@@ -649,12 +658,16 @@ fn drive(
     let mut interval_index = 0u64;
     let mut events = Events::with_capacity(1024);
     let mut done_local = 0u64;
+    let drain_end_ns = end_ns.saturating_add(cfg.drain.as_nanos() as u64);
     loop {
         let now = now_ns();
-        let sending = now < end_ns && !ctx.stop.load(Ordering::Relaxed);
-        // Report intervals this worker has left.
-        if now >= warmup_ns {
-            let idx = (now - warmup_ns) / interval_ns;
+        let stopped = ctx.stop.load(Ordering::Relaxed);
+        let sending = now < end_ns && !stopped;
+        // Report intervals this worker has left (replies drained after the deadline belong to
+        // the last interval).
+        let t = now.min(end_ns.saturating_sub(1));
+        if t >= warmup_ns {
+            let idx = (t - warmup_ns) / interval_ns;
             while interval_index < idx {
                 let end = warmup_ns + (interval_index + 1) * interval_ns;
                 send_interval(ctx, interval_index, end, &mut interval);
@@ -680,14 +693,22 @@ fn drive(
                 active |= !conn.inflight.is_empty() || (conn.budget > 0 && conn.sched.is_some());
             }
         } else {
-            break;
+            // Draining: nothing new is sent; wait for replies already owed, up to a deadline.
+            if stopped || now >= drain_end_ns {
+                break;
+            }
+            for conn in &mut conns {
+                flush(conn)?;
+                active |= !conn.inflight.is_empty();
+            }
         }
         if !active {
             break;
         }
         let now = now_ns();
+        let deadline = if sending { end_ns } else { drain_end_ns };
         let mut timeout = Duration::from_nanos(
-            end_ns
+            deadline
                 .saturating_sub(now)
                 .min(IDLE_TICK.as_nanos() as u64)
                 .min((warmup_ns + (interval_index + 1) * interval_ns).saturating_sub(now)),
@@ -727,7 +748,12 @@ fn drive(
     }
     let stop_ns = now_ns().min(end_ns);
     send_interval(ctx, interval_index, stop_ns, &mut interval);
-    Ok((stats, stop_ns))
+    let unfinished = conns
+        .iter()
+        .flat_map(|c| c.inflight.iter())
+        .filter(|p| p.measured)
+        .count() as u64;
+    Ok((stats, stop_ns, unfinished))
 }
 
 fn send_interval(ctx: &WorkerCtx, index: u64, end_ns: u64, interval: &mut Stats) {

@@ -235,6 +235,35 @@ fn warmup_is_excluded_and_the_deadline_bounds_the_run() {
 }
 
 #[test]
+fn replies_after_the_deadline_are_drained_not_dropped() {
+    let ms = |n: u64| n * 1_000_000;
+    let mut results = Vec::new();
+    for drain in [Duration::from_secs(2), Duration::ZERO] {
+        // The 20th command is answered after 500 ms, long after the 200 ms deadline.
+        let server = FakeServer::start(20, Duration::from_millis(500));
+        let mut cfg = config(&server.addr, "resp");
+        cfg.connections = 1;
+        cfg.workers = 1;
+        cfg.pipeline = 1;
+        cfg.requests = None;
+        cfg.duration = Duration::from_millis(200);
+        cfg.drain = drain;
+        let out = runner::run(&cfg, None).unwrap();
+        let slow = out
+            .stats
+            .get(OpKind::Get)
+            .map_or(0, |g| g.latency.count_between(ms(400), u64::MAX))
+            + out
+                .stats
+                .get(OpKind::Set)
+                .map_or(0, |s| s.latency.count_between(ms(400), u64::MAX));
+        results.push((slow, out.unfinished));
+    }
+    assert_eq!(results[0], (1, 0), "drained: the slow reply is recorded");
+    assert_eq!(results[1], (0, 1), "no drain: it is reported unanswered");
+}
+
+#[test]
 fn a_dead_target_is_a_connect_error() {
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# The standard benchmark suite (docs/benchmarks.md, performance.md): installs redis-server and
+# memcached if missing, builds tesserad and tessera-bench in release mode, starts tesserad,
+# redis-server (--save '' --appendonly no) and memcached on loopback ports, runs every
+# measurement of performance.md the current build supports, writes the results (Markdown
+# tables with the exact commands, JSON, SVG plots) to $OUT, and stops the servers it started
+# by their pids (also on error or Ctrl-C).
+#
+# If tesserad does not start, Tessera is reported as unavailable and the peers are still
+# measured. Every run is bounded by a duration; the whole suite takes about
+# ROUNDS x (WARMUP + DURATION) x 3 targets x 8 measurements (about 10 minutes by default).
+#
+# Environment (defaults):
+#   OUT=target/bench-suite/<UTC date>   where results go
+#   ROUNDS=5        alternating rounds per target (performance.md: at least 5)
+#   DURATION=3s     measured time per round;  WARMUP=1s  warm-up per round
+#   KEYS=100000     key space (preloaded) for throughput/latency runs
+#   MEMORY_KEYS=1000000   keys loaded for bytes-per-item (performance.md uses 10M)
+#   RATE=20000      open-loop rate for the latency run (below Redis's saturation here)
+#   SKIP_BUILD=1    use existing release binaries
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+OUT=${OUT:-$ROOT/target/bench-suite/$(date -u +%Y%m%dT%H%M%SZ)}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-3s}
+WARMUP=${WARMUP:-1s}
+KEYS=${KEYS:-100000}
+MEMORY_KEYS=${MEMORY_KEYS:-1000000}
+RATE=${RATE:-20000}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BENCH=$TARGET_DIR/release/tessera-bench
+TESSERAD=$TARGET_DIR/release/tesserad
+mkdir -p "$OUT"
+RESULTS=$OUT/results.md
+
+log() { printf '%s\n' "$*" >&2; }
+
+# --- 1. install peers -------------------------------------------------------------------
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-benchmark >/dev/null 2>&1 || need+=(redis-tools)
+command -v memcached >/dev/null 2>&1 || need+=(memcached)
+if [ ${#need[@]} -gt 0 ]; then
+  log "installing ${need[*]}"
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# --- 2. build ---------------------------------------------------------------------------
+if [ -z "${SKIP_BUILD:-}" ]; then
+  log "building release binaries"
+  cargo build --release -p tessera-tools --bin tessera-bench
+  cargo build --release -p tessera-tools --bin tesserad || log "tesserad did not build"
+fi
+
+# --- 3. servers (stopped by pid on exit) --------------------------------------------------
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do
+    kill "$p" 2>/dev/null || true
+  done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { # port pid -> 0 when listening
+  for _ in $(seq 100); do
+    kill -0 "$2" 2>/dev/null || return 1
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+# Servers run on core 0 and the client on core 1 where the machine has 2+ cores (P1).
+PIN_SERVER=(); PIN_CLIENT=()
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+  PIN_SERVER=(taskset -c 0); PIN_CLIENT=(--pin-cores 1)
+fi
+
+start() { # name port cmd... ; sets $STARTED_PID or returns 1
+  local name=$1 port=$2; shift 2
+  "$@" >"$OUT/$name.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  if wait_port "$port" "$pid"; then STARTED_PID=$pid; return 0; fi
+  log "$name did not start (see $OUT/$name.log)"; return 1
+}
+
+REDIS_PORT=$(free_port)
+start redis "$REDIS_PORT" "${PIN_SERVER[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+  --save '' --appendonly no
+REDIS_PID=$STARTED_PID
+MC_PORT=$(free_port)
+start memcached "$MC_PORT" "${PIN_SERVER[@]}" memcached -p "$MC_PORT" -l 127.0.0.1 -U 0 -m 4096 -u "$(id -un)"
+MC_PID=$STARTED_PID
+T1_PORT=$(free_port)
+TESSERA=0
+if [ -x "$TESSERAD" ] && start tesserad-1 "$T1_PORT" "${PIN_SERVER[@]}" "$TESSERAD" --port "$T1_PORT" --cores 1; then
+  T1_PID=$STARTED_PID; TESSERA=1
+else
+  log "Tessera is unavailable: measuring the peers only"
+fi
+
+# --- 4. measurements ----------------------------------------------------------------------
+{
+  echo "# Tessera standard suite, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)."
+  echo "Load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine: figures are noisy)."
+  echo "Peers: $(redis-server --version | cut -d' ' -f3), memcached $(memcached -V | cut -d' ' -f2)."
+  echo "Tessera: $([ $TESSERA = 1 ] && echo "tesserad --cores 1 on port $T1_PORT" || echo unavailable)."
+  echo "Every table: $ROUNDS alternating rounds per target (A B A B ...), medians (min-max); ratios are to the first row."
+  echo
+} >"$RESULTS"
+
+COMMON=(-w "$WARMUP" -d "$DURATION" --keys "$KEYS" --preload "$KEYS" -v 32 --no-progress)
+targets() { # which: resp | all -> -t ... and --server-pid list
+  local which=$1; T=(); P=()
+  if [ $TESSERA = 1 ]; then T+=(-t "tessera=127.0.0.1:$T1_PORT"); P+=("$T1_PID"); fi
+  T+=(-t "redis=127.0.0.1:$REDIS_PORT"); P+=("$REDIS_PID")
+  if [ "$which" = all ]; then T+=(-t "memcached=memcache://127.0.0.1:$MC_PORT"); P+=("$MC_PID"); fi
+}
+
+measure() { # id title which args...
+  local id=$1 title=$2 which=$3; shift 3
+  targets "$which"
+  local pids; pids=$(IFS=,; echo "${P[*]}")
+  local cmd=("$BENCH" compare "${T[@]}" --server-pid "$pids" --rounds "$ROUNDS" "${COMMON[@]}" "$@"
+             --json "$OUT/$id.json" --plot-dir "$OUT/$id")
+  log "[$id] $title"
+  {
+    echo "## $id: $title"
+    echo
+    echo '```'
+    echo "${cmd[*]}" | sed "s|$ROOT/||g"
+    echo '```'
+    echo
+    if "${cmd[@]}" >"$OUT/$id.txt" 2>"$OUT/$id.err"; then
+      tail -n +2 "$OUT/$id.txt"
+      echo
+      echo "Plots: [$id/latency-percentiles.svg]($id/latency-percentiles.svg), [$id/timeline.svg]($id/timeline.svg)"
+    else
+      echo "FAILED: $(tail -3 "$OUT/$id.err")"
+    fi
+    echo
+  } >>"$RESULTS"
+}
+
+measure P1 "server CPU per op, GET/SET 90/10, pipeline 1, client on core 1" all \
+  -c 50 -P 1 --mix get=9,set=1 "${PIN_CLIENT[@]}"
+measure P2-16 "server CPU per op, GET/SET 90/10, pipeline 16" all -c 50 -P 16 --mix get=9,set=1 "${PIN_CLIENT[@]}"
+measure P2-64 "server CPU per op, GET/SET 90/10, pipeline 64" all -c 50 -P 64 --mix get=9,set=1 "${PIN_CLIENT[@]}"
+measure P3 "GET throughput, pipeline 64" all -c 50 -P 64 --mix get=1 "${PIN_CLIENT[@]}"
+measure P6 "open loop at $RATE req/s, 50 connections, GET/SET 90/10 (latency from intended send time)" all \
+  -c 50 -P 1 --mix get=9,set=1 --rate "$RATE" --arrival poisson "${PIN_CLIENT[@]}"
+measure P11 "single connection round trip, GET, pipeline 1" all -c 1 -P 1 --mix get=1 --workers 1 "${PIN_CLIENT[@]}"
+measure YCSB-A "YCSB A (50/50 read/update, Zipf 0.99), pipeline 1" all -c 50 -P 1 --ycsb a "${PIN_CLIENT[@]}"
+
+# P4: redis-benchmark --threads 2 against each RESP server, alternating rounds.
+log "[P4] redis-benchmark --threads 2, pipeline 1"
+{
+  echo "## P4: redis-benchmark --threads 2, GET and SET, pipeline 1 (ops/s, median (min-max))"
+  echo
+  echo '```'
+  echo "redis-benchmark -p PORT -t get,set -n 200000 -r $KEYS -d 32 -c 50 -P 1 --threads 2 -q --csv"
+  echo '```'
+  echo
+  echo "| target | SET | GET |"
+  echo "|---|---|---|"
+} >>"$RESULTS"
+targets resp
+declare -A RB
+for r in $(seq "$ROUNDS"); do
+  i=0
+  while [ $i -lt ${#T[@]} ]; do
+    label=${T[$((i+1))]%%=*}; port=${T[$((i+1))]##*:}
+    out=$(redis-benchmark -p "$port" -t get,set -n 200000 -r "$KEYS" -d 32 -c 50 -P 1 --threads 2 -q --csv 2>/dev/null || true)
+    RB[$label,SET]+="$(echo "$out" | grep '^"SET"' | cut -d'"' -f4) "
+    RB[$label,GET]+="$(echo "$out" | grep '^"GET"' | cut -d'"' -f4) "
+    i=$((i+2))
+  done
+done
+med() { printf '%s\n' $1 | sort -g | awk '{a[NR]=$1} END {if (NR==0) {print "-"; exit} m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.0f (%.0f-%.0f)", m, a[1], a[NR]}'; }
+i=0
+while [ $i -lt ${#T[@]} ]; do
+  label=${T[$((i+1))]%%=*}
+  echo "| $label | $(med "${RB[$label,SET]}") | $(med "${RB[$label,GET]}") |" >>"$RESULTS"
+  i=$((i+2))
+done
+echo >>"$RESULTS"
+
+# P8/P9: bytes per item. Fresh servers so RSS growth is only the loaded keys.
+log "[P8] memory, $MEMORY_KEYS keys with 16-byte values"
+MR_PORT=$(free_port)
+start redis-mem "$MR_PORT" redis-server --port "$MR_PORT" --bind 127.0.0.1 --save '' --appendonly no
+MR_PID=$STARTED_PID
+MM_PORT=$(free_port)
+start memcached-mem "$MM_PORT" memcached -p "$MM_PORT" -l 127.0.0.1 -U 0 -m 8192 -u "$(id -un)"
+MM_PID=$STARTED_PID
+T=(); P=()
+if [ $TESSERA = 1 ]; then
+  TM_PORT=$(free_port)
+  if start tesserad-mem "$TM_PORT" "$TESSERAD" --port "$TM_PORT" --cores 1; then
+    T+=(-t "tessera=127.0.0.1:$TM_PORT"); P+=("$STARTED_PID")
+  fi
+fi
+T+=(-t "redis=127.0.0.1:$MR_PORT" -t "memcached=memcache://127.0.0.1:$MM_PORT"); P+=("$MR_PID" "$MM_PID")
+pids=$(IFS=,; echo "${P[*]}")
+cmd=("$BENCH" memory "${T[@]}" --server-pid "$pids" --keys "$MEMORY_KEYS" -v 16 --key-prefix key: \
+     -c 8 -P 64 --no-progress --json "$OUT/P8.json")
+{
+  echo "## P8/P9: RSS bytes per item, $MEMORY_KEYS keys \`key:N\` with 16-byte values"
+  echo
+  echo '```'
+  echo "${cmd[*]}" | sed "s|$ROOT/||g"
+  echo '```'
+  echo
+  if "${cmd[@]}" >"$OUT/P8.txt" 2>"$OUT/P8.err"; then cat "$OUT/P8.txt"; else echo "FAILED: $(tail -3 "$OUT/P8.err")"; fi
+  echo
+} >>"$RESULTS"
+
+log "results: $RESULTS"
+cat "$RESULTS"
