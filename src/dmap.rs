@@ -11,8 +11,10 @@ use tessera_engine::Reply;
 
 use crate::Error;
 
-/// Runs one command and returns its reply. Error replies come back as `Ok(Reply::Error(..))`;
-/// `Err` is for a backend that cannot run commands at all (shut down, disconnected).
+/// Runs one command and returns its reply. An error reply may come back either as
+/// `Ok(Reply::Error(..))` (the embedded node) or as `Err(Error::Reply(..))` (a remote server);
+/// the typed API treats both alike. Other `Err`s mean the backend cannot run commands at all
+/// (shut down, disconnected).
 pub trait Execute {
     fn execute(&self, args: Vec<Bytes>) -> Result<Reply, Error>;
 }

@@ -7,9 +7,11 @@
 
 pub mod dmap;
 pub mod error;
+pub mod remote;
 
 pub use dmap::{DMap, Entry, Execute, LockGuard, PutOptions};
 pub use error::Error;
+pub use remote::{Client, ClientConfig};
 pub use tessera_engine::{CommandError, Reply};
 
 pub use tessera_cluster as cluster;
