@@ -121,8 +121,8 @@ pub struct EngineConfig {
     /// Size of the first arena table of a map in bytes; each new table doubles up to
     /// `table_bytes_max`. Default 4 KiB.
     pub table_bytes_min: usize,
-    /// Largest arena table in bytes. Entries bigger than `table_bytes_max / 4` store their value
-    /// out of line. Default 1 MiB. Must be at least `table_bytes_min` and at most 1 GiB.
+    /// Largest arena table in bytes. Values of at least `table_bytes_max / 4` bytes are stored
+    /// out of line. Default 1 MiB. Must be at least `table_bytes_min` and at most 16 MiB.
     pub table_bytes_max: usize,
     /// A table whose garbage is at least this fraction of its used bytes is compacted.
     /// Default 0.5. Must be in (0, 1].
@@ -142,6 +142,9 @@ pub struct EngineConfig {
     /// Keys a single SCAN/KEYS/DM.SCAN call may examine beyond COUNT; bounds the work of one
     /// call (KEYS returns an error past it). Default 10 000 000.
     pub scan_keys_max: usize,
+    /// Testing knob: every key of every map gets the same hash, so each lookup must tell
+    /// colliding keys apart by comparing stored keys. Never set it in production. Default false.
+    pub colliding_hash_for_tests: bool,
     /// Per-map settings applied to all maps without an entry in `maps`.
     pub map_defaults: MapConfig,
     /// Per-map settings by map name.
@@ -164,6 +167,7 @@ impl Default for EngineConfig {
             active_expire_samples: 20,
             seed: 0x07e5_5e7a,
             scan_keys_max: 10_000_000,
+            colliding_hash_for_tests: false,
             map_defaults: MapConfig::default(),
             maps: BTreeMap::new(),
         }
@@ -202,8 +206,8 @@ impl EngineConfig {
         if self.table_bytes_max < self.table_bytes_min {
             return invalid("table_bytes_max", "must be at least table_bytes_min");
         }
-        if self.table_bytes_max > 1 << 30 {
-            return invalid("table_bytes_max", "must be at most 1 GiB");
+        if self.table_bytes_max > 1 << 24 {
+            return invalid("table_bytes_max", "must be at most 16 MiB");
         }
         if !(self.compaction_garbage_ratio > 0.0 && self.compaction_garbage_ratio <= 1.0) {
             return invalid("compaction_garbage_ratio", "must be in (0, 1]");

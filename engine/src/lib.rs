@@ -8,6 +8,7 @@
 //! `Command::parse(args) -> Command`, `Shard::execute(command, now_ms) -> Reply`.
 #![forbid(unsafe_code)]
 
+pub mod arena;
 pub mod command;
 pub mod config;
 pub mod error;

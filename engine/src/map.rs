@@ -1,16 +1,32 @@
-//! `Map`: the entries of one map (DMap) on one shard, and their metadata.
+//! `Map`: one map (DMap) on one shard: its arena tables, its u64 index partitioned by slot, its
+//! out-of-line value slab, and the cursors that walk it (SCAN, compaction, the active expiry
+//! sweep, the SIEVE hand).
 //!
-//! Storage interface used by the shard's command semantics: find by key (hash + stored-key
-//! comparison), read value, write a new version, change metadata, remove, ordered scan with a
-//! stable cursor. Time and versions are parameters.
-
-use std::collections::BTreeMap;
+//! - Writes append a new version to the head table of one of two chains (entries with a TTL and
+//!   entries without); the old version's bytes become garbage of their table.
+//! - The index maps `xxh3_64(key, seed(map))` to a location `(table id << 32) | offset`; every
+//!   lookup compares the stored key, so colliding hashes never alias two keys. The index is
+//!   split per slot (one `HashTable` per slot that has keys), which gives per-slot key counts
+//!   and bounded per-slot enumeration for free.
+//! - A table whose last live entry goes away is freed at once; compaction copies the live
+//!   entries of a table with enough garbage to the head of their chain and frees it. A head is
+//!   never compacted.
+//! - SCAN walks the index, slot by slot and bucket by bucket, like Redis walks its dict:
+//!   compaction only rewrites locations in place, inserts and deletes never move other index
+//!   entries, and a rehash of a slot's table bumps that slot's generation, which makes a scan
+//!   restart that slot from its first bucket. So a key present for the whole scan is returned
+//!   at least once whatever is written or compacted meanwhile, and the cursor only moves
+//!   forward (slot, then bucket), so a scan ends.
 
 use bytes::Bytes;
+use hashbrown::HashTable;
 
+use crate::arena::{entry_len, parse, Header, Parsed, Table, F_OUTLINE, F_TTL, F_VISITED};
 use crate::config::MapConfig;
+use crate::evict::Rng;
+use crate::slot::{key_slot, Slot};
 
-/// Metadata of one entry.
+/// Metadata of one entry, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Meta {
     /// Absolute expiry deadline in ms since the epoch; 0 = none.
@@ -30,16 +46,17 @@ impl Meta {
     pub fn write_ms(&self) -> u64 {
         self.version >> crate::shard::VERSION_COUNTER_BITS
     }
-}
 
-#[derive(Clone, Debug)]
-struct Entry {
-    value: Bytes,
-    meta: Meta,
+    fn from_header(h: &Header) -> Meta {
+        Meta {
+            expire_at_ms: h.expire_at_ms,
+            version: h.version,
+            access_ms: u64::from(h.access_s) * 1000,
+            lfu: h.lfu,
+            visited: h.flags & F_VISITED != 0,
+        }
+    }
 }
-
-/// Bytes an entry is charged beyond its key and value.
-pub const ENTRY_OVERHEAD_BYTES: u64 = 64;
 
 /// Per-map statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,137 +67,1105 @@ pub struct MapStats {
     pub expirations: u64,
 }
 
+/// Table sizing and hashing of a map (from `EngineConfig`).
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub table_bytes_min: usize,
+    pub table_bytes_max: usize,
+    /// Values of at least this many bytes are stored out of line.
+    pub outline_bytes_min: usize,
+    /// Test mode: every key hashes to the same value.
+    pub colliding_hash: bool,
+}
+
+/// SCAN cursor layout (56 bits): slot (14) | slot generation mod 1024 (10) | bucket (32).
+const CURSOR_GEN_BITS: u32 = 10;
+const CURSOR_BUCKET_BITS: u32 = 32;
+
+/// Bytes charged per entry for its index slot (hashbrown: 8-byte location + 1 control byte, at
+/// the load factor after growth); used only for estimates, the real allocation is measured.
+pub const INDEX_ESTIMATE_BYTES: u64 = 16;
+
+#[derive(Debug)]
+struct SlotIndex {
+    slot: Slot,
+    table: HashTable<u64>,
+    /// Bumped whenever `table` may rehash (grow or rehash in place).
+    generation: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    seq: u64,
+    off: usize,
+}
+
+/// A position where a live entry was found by a walk.
+struct Found {
+    id: u32,
+    off: usize,
+    parsed: Parsed,
+}
+
 /// One map's entries on one shard.
 #[derive(Debug)]
 pub struct Map {
-    entries: BTreeMap<(u64, Bytes), Entry>,
+    tables: Vec<Option<Table>>,
+    free_ids: Vec<u32>,
+    /// Table ids in increasing `seq`.
+    order: Vec<u32>,
+    next_seq: u64,
+    /// Head table id per chain: 0 = without TTL, 1 = with TTL.
+    heads: [Option<u32>; 2],
+    next_size: [usize; 2],
+    slab: Vec<Option<Bytes>>,
+    slab_free: Vec<u32>,
+    slab_bytes: u64,
+    slots: Vec<SlotIndex>,
+    slot_pos: hashbrown::HashMap<Slot, u32, SlotHasher>,
+    len: usize,
     volatile: usize,
     live_bytes: u64,
+    table_bytes: u64,
+    index_bytes: u64,
+    layout: Layout,
+    seed: u64,
+    compacting: Option<(u32, usize)>,
+    /// Largest new table right now (the layout's maximum, lowered under a small budget).
+    table_cap: usize,
+    sweep: Cursor,
+    hand: Cursor,
     pub config: MapConfig,
     pub stats: MapStats,
 }
 
-fn hash(key: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(key) >> 8
+/// Hasher for the slot -> position map: a multiply (slots are already uniform).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SlotHasher;
+
+impl std::hash::BuildHasher for SlotHasher {
+    type Hasher = SlotHasherState;
+    fn build_hasher(&self) -> SlotHasherState {
+        SlotHasherState(0)
+    }
+}
+
+/// State of `SlotHasher`.
+#[derive(Debug)]
+pub struct SlotHasherState(u64);
+
+impl std::hash::Hasher for SlotHasherState {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.0 = u64::from(v);
+    }
+}
+
+fn loc(id: u32, off: usize) -> u64 {
+    (u64::from(id) << 32) | off as u64
+}
+
+fn loc_parts(l: u64) -> (u32, usize) {
+    ((l >> 32) as u32, (l & 0xFFFF_FFFF) as usize)
+}
+
+fn table(tables: &[Option<Table>], id: u32) -> &Table {
+    tables[id as usize]
+        .as_ref()
+        .expect("index points at a live table")
+}
+
+fn key_at(tables: &[Option<Table>], l: u64) -> &[u8] {
+    let (id, off) = loc_parts(l);
+    let t = table(tables, id);
+    let p = parse(&t.data, off).expect("index points at an entry");
+    p.key(&t.data)
 }
 
 impl Map {
-    pub fn new(config: MapConfig) -> Map {
+    pub fn new(name: &[u8], config: MapConfig, layout: Layout) -> Map {
         Map {
-            entries: BTreeMap::new(),
+            tables: Vec::new(),
+            free_ids: Vec::new(),
+            order: Vec::new(),
+            next_seq: 1,
+            heads: [None, None],
+            next_size: [layout.table_bytes_min; 2],
+            slab: Vec::new(),
+            slab_free: Vec::new(),
+            slab_bytes: 0,
+            slots: Vec::new(),
+            slot_pos: hashbrown::HashMap::with_hasher(SlotHasher),
+            len: 0,
             volatile: 0,
             live_bytes: 0,
+            table_bytes: 0,
+            index_bytes: 0,
+            layout,
+            seed: xxhash_rust::xxh3::xxh3_64(name),
+            compacting: None,
+            table_cap: layout.table_bytes_max,
+            sweep: Cursor::default(),
+            hand: Cursor::default(),
             config,
             stats: MapStats::default(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     pub fn volatile_len(&self) -> usize {
         self.volatile
     }
 
-    /// Bytes of live entries (keys, values, per-entry overhead).
+    /// Bytes of live entries in tables (keys, values or slab ids, headers) plus out-of-line
+    /// values.
     pub fn live_bytes(&self) -> u64 {
-        self.live_bytes
+        self.live_bytes + self.slab_bytes
     }
 
-    /// Bytes this map holds allocated.
+    /// Bytes of garbage in tables.
+    pub fn garbage_bytes(&self) -> u64 {
+        self.tables
+            .iter()
+            .flatten()
+            .map(|t| t.garbage() as u64)
+            .sum()
+    }
+
+    /// Allocated bytes of arena tables.
+    pub fn table_bytes(&self) -> u64 {
+        self.table_bytes
+    }
+
+    /// Allocated bytes of the index.
+    pub fn index_bytes(&self) -> u64 {
+        self.index_bytes
+    }
+
+    /// Every byte this map holds: tables as allocated, index, slab, bookkeeping vectors.
     pub fn memory_bytes(&self) -> u64 {
-        self.live_bytes
+        let vecs = self.tables.capacity() * std::mem::size_of::<Option<Table>>()
+            + (self.free_ids.capacity() + self.order.capacity() + self.slab_free.capacity()) * 4
+            + self.slab.capacity() * std::mem::size_of::<Option<Bytes>>()
+            + self.slots.capacity() * std::mem::size_of::<SlotIndex>()
+            + self.slot_pos.allocation_size();
+        self.table_bytes + self.index_bytes + self.slab_bytes + vecs as u64 + 256
     }
 
-    /// Bytes one entry of these sizes is charged.
-    pub fn entry_cost(key_len: usize, value_len: usize) -> u64 {
-        (key_len + value_len) as u64 + ENTRY_OVERHEAD_BYTES
+    /// Bytes an entry of these sizes occupies (table bytes plus an index estimate).
+    pub fn entry_cost(&self, key_len: usize, value_len: usize, ttl: bool) -> u64 {
+        let outline = value_len >= self.layout.outline_bytes_min;
+        entry_len(key_len, value_len, ttl, outline) as u64
+            + if outline { value_len as u64 } else { 0 }
+            + INDEX_ESTIMATE_BYTES
     }
 
-    fn k(key: &[u8]) -> (u64, Bytes) {
-        (hash(key), Bytes::copy_from_slice(key))
+    /// Bytes of memory a write of this size would add now: a new table if the head lacks room,
+    /// an out-of-line value, an index estimate.
+    pub fn write_growth(&self, key: &[u8], value_len: usize, ttl: bool) -> u64 {
+        let key_len = key.len();
+        let outline = value_len >= self.layout.outline_bytes_min;
+        let total = entry_len(key_len, value_len, ttl, outline);
+        let chain = usize::from(ttl);
+        let room = self.heads[chain].map_or(0, |id| table(&self.tables, id).room());
+        let head_empty = self.heads[chain].is_some_and(|id| table(&self.tables, id).live == 0);
+        let table_growth = if room >= total {
+            0
+        } else {
+            let new = self.next_size[chain].max(total) as u64;
+            // A full head with nothing live is freed when the new table comes.
+            let freed = if head_empty {
+                self.heads[chain].map_or(0, |id| table(&self.tables, id).allocated() as u64)
+            } else {
+                0
+            };
+            new.saturating_sub(freed)
+        };
+        table_growth + if outline { value_len as u64 } else { 0 } + self.index_growth(key)
+    }
+
+    /// Bytes the index would grow by when `key` is inserted (exact for a slot table that
+    /// doubles, an upper estimate for a new slot).
+    fn index_growth(&self, key: &[u8]) -> u64 {
+        let slot = key_slot(key);
+        if let Some(&p) = self.slot_pos.get(&slot) {
+            let t = &self.slots[p as usize].table;
+            if t.len() < t.capacity() || self.locate(key).is_some() {
+                0
+            } else {
+                (t.allocation_size() as u64).max(64) + 64
+            }
+        } else {
+            let vec_growth = if self.slots.len() == self.slots.capacity() {
+                (self.slots.capacity().max(4) * std::mem::size_of::<SlotIndex>()) as u64
+            } else {
+                0
+            };
+            let pos_growth = if self.slot_pos.len() == self.slot_pos.capacity() {
+                (self.slot_pos.allocation_size() as u64).max(64) + 64
+            } else {
+                0
+            };
+            128 + vec_growth + pos_growth
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        if self.layout.colliding_hash {
+            0x5EED
+        } else {
+            xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed)
+        }
+    }
+
+    /// Location of the current version of `key`.
+    fn locate(&self, key: &[u8]) -> Option<u64> {
+        let pos = *self.slot_pos.get(&key_slot(key))?;
+        let tables = &self.tables;
+        self.slots[pos as usize]
+            .table
+            .find(self.hash(key), |&l| key_at(tables, l) == key)
+            .copied()
+    }
+
+    fn parsed(&self, l: u64) -> (&Table, Parsed) {
+        let (id, off) = loc_parts(l);
+        let t = table(&self.tables, id);
+        (t, parse(&t.data, off).expect("index points at an entry"))
+    }
+
+    fn value_of(&self, t: &Table, p: &Parsed) -> Bytes {
+        if p.outline() {
+            self.slab[p.slab_id(&t.data) as usize]
+                .clone()
+                .expect("slab entry of a live value")
+        } else {
+            Bytes::copy_from_slice(p.inline_value(&t.data))
+        }
     }
 
     pub fn meta(&self, key: &[u8]) -> Option<Meta> {
-        self.entries.get(&Self::k(key)).map(|e| e.meta)
+        let l = self.locate(key)?;
+        let (_, p) = self.parsed(l);
+        Some(Meta::from_header(&p.header))
     }
 
     pub fn value(&self, key: &[u8]) -> Option<Bytes> {
-        self.entries.get(&Self::k(key)).map(|e| e.value.clone())
+        let l = self.locate(key)?;
+        let (t, p) = self.parsed(l);
+        Some(self.value_of(t, &p))
     }
 
-    pub fn meta_mut(&mut self, key: &[u8]) -> Option<&mut Meta> {
-        self.entries.get_mut(&Self::k(key)).map(|e| &mut e.meta)
+    /// Value length of `key`.
+    pub fn value_len(&self, key: &[u8]) -> Option<usize> {
+        let l = self.locate(key)?;
+        Some(self.parsed(l).1.value_len)
     }
 
-    /// Writes a new version of `key`.
+    /// Borrowing read of the value and metadata (no copy for inline values).
+    pub fn with_value<R>(&self, key: &[u8], visit: impl FnOnce(&[u8], &Meta) -> R) -> Option<R> {
+        let at = self.locate(key)?;
+        let (t, p) = self.parsed(at);
+        let meta = Meta::from_header(&p.header);
+        if p.outline() {
+            let v = self.slab[p.slab_id(&t.data) as usize].as_ref()?;
+            Some(visit(v, &meta))
+        } else {
+            Some(visit(p.inline_value(&t.data), &meta))
+        }
+    }
+
+    /// Updates access time, LFU counter and the visited bit in place.
+    pub fn touch(&mut self, key: &[u8], access_ms: u64, lfu: u8) {
+        if let Some(l) = self.locate(key) {
+            let (id, off) = loc_parts(l);
+            if let Some(t) = self.tables[id as usize].as_mut() {
+                t.set_access(off, (access_ms / 1000) as u32);
+                t.set_lfu(off, lfu);
+                t.set_visited(off, true);
+            }
+        }
+    }
+
+    /// Caps the size of new tables (the shard lowers it when its memory budget is small, so
+    /// that one table is never a large part of the budget).
+    pub fn set_table_cap(&mut self, cap: usize) {
+        self.table_cap = cap.clamp(self.layout.table_bytes_min, self.layout.table_bytes_max);
+        for s in &mut self.next_size {
+            *s = (*s).min(self.table_cap);
+        }
+    }
+
+    fn alloc_table(&mut self, chain: usize, min: usize) -> u32 {
+        // The old head stops being written; free it if nothing in it is live any more.
+        if let Some(old) = self.heads[chain].take() {
+            if table(&self.tables, old).live == 0 {
+                self.free_table(old);
+            }
+        }
+        let size = self.next_size[chain].max(min);
+        self.next_size[chain] = (self.next_size[chain] * 2).min(self.table_cap);
+        let t = Table::new(self.next_seq, size, chain == 1);
+        self.next_seq += 1;
+        self.table_bytes += t.allocated() as u64;
+        let id = if let Some(id) = self.free_ids.pop() {
+            self.tables[id as usize] = Some(t);
+            id
+        } else {
+            self.tables.push(Some(t));
+            (self.tables.len() - 1) as u32
+        };
+        self.order.push(id);
+        self.heads[chain] = Some(id);
+        id
+    }
+
+    fn free_table(&mut self, id: u32) {
+        if let Some(t) = self.tables[id as usize].take() {
+            self.table_bytes -= t.allocated() as u64;
+            if let Some(p) = self.order.iter().position(|&x| x == id) {
+                self.order.remove(p);
+            }
+            self.free_ids.push(id);
+            for h in &mut self.heads {
+                if *h == Some(id) {
+                    *h = None;
+                }
+            }
+            if self.compacting.is_some_and(|(c, _)| c == id) {
+                self.compacting = None;
+            }
+        }
+    }
+
+    /// Appends an entry to the head of its chain; returns its location.
+    fn append(
+        &mut self,
+        header: &Header,
+        key: &[u8],
+        value: &[u8],
+        value_len: usize,
+        slab: Option<u32>,
+    ) -> u64 {
+        let chain = usize::from(header.flags & F_TTL != 0);
+        let total = entry_len(key.len(), value_len, chain == 1, slab.is_some());
+        let id = match self.heads[chain] {
+            Some(id) if table(&self.tables, id).room() >= total => id,
+            _ => self.alloc_table(chain, total),
+        };
+        let t = self.tables[id as usize].as_mut().expect("head exists");
+        let off = t.append(header, key, value, value_len, slab);
+        self.live_bytes += total as u64;
+        loc(id, off)
+    }
+
+    /// Marks the entry at `l` garbage and releases its slab value; frees its table when it
+    /// holds nothing live and is not a head.
+    fn retire(&mut self, l: u64) {
+        let (id, off) = loc_parts(l);
+        let (p, slab) = {
+            let t = table(&self.tables, id);
+            let p = parse(&t.data, off).expect("index points at an entry");
+            let slab = p.outline().then(|| p.slab_id(&t.data));
+            (p, slab)
+        };
+        if let Some(s) = slab {
+            if let Some(b) = self.slab[s as usize].take() {
+                self.slab_bytes -= b.len() as u64;
+            }
+            self.slab_free.push(s);
+        }
+        self.live_bytes -= p.total as u64;
+        self.len -= 1;
+        if p.header.flags & F_TTL != 0 {
+            self.volatile -= 1;
+        }
+        let t = self.tables[id as usize].as_mut().expect("live table");
+        t.live -= p.total;
+        if t.live == 0 && !self.heads.contains(&Some(id)) {
+            self.free_table(id);
+        }
+    }
+
+    fn slot_index_mut(&mut self, slot: Slot) -> usize {
+        if let Some(&p) = self.slot_pos.get(&slot) {
+            return p as usize;
+        }
+        self.slots.push(SlotIndex {
+            slot,
+            table: HashTable::new(),
+            generation: 0,
+        });
+        let p = self.slots.len() - 1;
+        self.slot_pos.insert(slot, p as u32);
+        p
+    }
+
+    /// Writes a new version of `key` with `meta` (its `visited` and `lfu` are stored as given).
     pub fn put(&mut self, key: &[u8], value: Bytes, meta: Meta) {
-        self.remove(key);
-        self.live_bytes += Self::entry_cost(key.len(), value.len());
+        let old = self.locate(key);
+        if let Some(o) = old {
+            self.retire(o);
+        }
+        let outline = value.len() >= self.layout.outline_bytes_min;
+        let mut flags = 0;
+        if meta.expire_at_ms != 0 {
+            flags |= F_TTL;
+        }
+        if meta.visited {
+            flags |= F_VISITED;
+        }
+        if outline {
+            flags |= F_OUTLINE;
+        }
+        let header = Header {
+            flags,
+            lfu: meta.lfu,
+            access_s: (meta.access_ms / 1000) as u32,
+            version: meta.version,
+            expire_at_ms: meta.expire_at_ms,
+        };
+        let value_len = value.len();
+        let new_loc = if outline {
+            self.slab_bytes += value_len as u64;
+            let id = if let Some(id) = self.slab_free.pop() {
+                self.slab[id as usize] = Some(value);
+                id
+            } else {
+                self.slab.push(Some(value));
+                (self.slab.len() - 1) as u32
+            };
+            self.append(&header, key, &[], value_len, Some(id))
+        } else {
+            self.append(&header, key, &value, value_len, None)
+        };
+        self.len += 1;
         if meta.expire_at_ms != 0 {
             self.volatile += 1;
         }
-        self.entries.insert(Self::k(key), Entry { value, meta });
+        let hash = self.hash(key);
+        let seed = self.seed;
+        let colliding = self.layout.colliding_hash;
+        let pos = self.slot_index_mut(key_slot(key));
+        let tables = &self.tables;
+        let si = &mut self.slots[pos];
+        if old.is_none() && si.table.len() == si.table.capacity() {
+            // This insert will grow or rehash the table: scans restart the slot.
+            si.generation = si.generation.wrapping_add(1);
+        }
+        let idx = &mut si.table;
+        let before = idx.allocation_size() as u64;
+        if let Some(old_loc) = old {
+            // The old location's table may have been freed by `retire`: match by location.
+            if let Some(slot) = idx.find_mut(hash, |&l| l == old_loc) {
+                *slot = new_loc;
+            }
+        } else {
+            idx.insert_unique(hash, new_loc, |&l| {
+                if colliding {
+                    0x5EED
+                } else {
+                    xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, l), seed)
+                }
+            });
+        }
+        let after = idx.allocation_size() as u64;
+        self.index_bytes = self.index_bytes + after - before;
     }
 
-    /// Changes the deadline (and version) of an existing key; false when absent.
+    /// Changes the deadline and version of an existing key (in place when both the old and
+    /// the new deadline exist, otherwise by writing a new version). False when absent.
     pub fn set_expire(&mut self, key: &[u8], expire_at_ms: u64, version: u64) -> bool {
-        let Some(e) = self.entries.get_mut(&Self::k(key)) else {
+        let Some(l) = self.locate(key) else {
             return false;
         };
-        match (e.meta.expire_at_ms != 0, expire_at_ms != 0) {
-            (false, true) => self.volatile += 1,
-            (true, false) => self.volatile -= 1,
-            _ => {}
+        let (t, p) = self.parsed(l);
+        let has = p.header.flags & F_TTL != 0;
+        if has && expire_at_ms != 0 {
+            let (id, off) = loc_parts(l);
+            let t = self.tables[id as usize].as_mut().expect("live table");
+            t.set_expire(off, expire_at_ms);
+            t.set_version(off, version);
+            return true;
         }
-        e.meta.expire_at_ms = expire_at_ms;
-        e.meta.version = version;
+        let value = self.value_of(t, &p);
+        let mut meta = Meta::from_header(&p.header);
+        meta.expire_at_ms = expire_at_ms;
+        meta.version = version;
+        self.put(key, value, meta);
         true
     }
 
     pub fn remove(&mut self, key: &[u8]) -> bool {
-        match self.entries.remove(&Self::k(key)) {
-            Some(e) => {
-                self.live_bytes -= Self::entry_cost(key.len(), e.value.len());
-                if e.meta.expire_at_ms != 0 {
-                    self.volatile -= 1;
-                }
-                true
+        let slot = key_slot(key);
+        let Some(&pos) = self.slot_pos.get(&slot) else {
+            return false;
+        };
+        let hash = self.hash(key);
+        let tables = &self.tables;
+        let idx = &mut self.slots[pos as usize].table;
+        let before = idx.allocation_size() as u64;
+        let Ok(entry) = idx.find_entry(hash, |&l| key_at(tables, l) == key) else {
+            return false;
+        };
+        let (l, _) = entry.remove();
+        let empty = idx.is_empty();
+        let after = if empty {
+            0
+        } else {
+            idx.allocation_size() as u64
+        };
+        self.index_bytes = self.index_bytes + after - before;
+        if empty {
+            let pos = pos as usize;
+            self.slots.swap_remove(pos);
+            self.slot_pos.remove(&slot);
+            if let Some(moved) = self.slots.get(pos) {
+                self.slot_pos.insert(moved.slot, pos as u32);
             }
-            None => false,
         }
+        self.retire(l);
+        true
     }
 
+    /// Drops everything (FLUSHDB); settings and statistics stay.
     pub fn clear(&mut self) {
-        self.entries.clear();
-        self.volatile = 0;
-        self.live_bytes = 0;
+        let (config, stats, layout, seed, cap) = (
+            self.config.clone(),
+            self.stats,
+            self.layout,
+            self.seed,
+            self.table_cap,
+        );
+        *self = Map::new(b"", config, layout);
+        self.seed = seed;
+        self.stats = stats;
+        self.set_table_cap(cap);
     }
 
-    /// Visits entries from `cursor` in cursor order until `count` were visited; returns the
-    /// next cursor (0 when done). Every key present for the whole scan is visited once at least.
-    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &Meta)) -> u64 {
-        let mut last = None;
-        for (seen, ((h, k), e)) in self.entries.range((cursor, Bytes::new())..).enumerate() {
-            if seen >= count && Some(*h) != last {
-                return *h;
+    /// Number of keys of `slot` in this map.
+    pub fn slot_len(&self, slot: Slot) -> usize {
+        self.slot_pos
+            .get(&slot)
+            .map_or(0, |&p| self.slots[p as usize].table.len())
+    }
+
+    /// Up to `count` keys of `slot` from bucket `cursor`; returns the next cursor (0 = done).
+    /// Bounded work: at most `count * 4 + 64` buckets are examined. Keys present throughout
+    /// are all returned when the slot's index does not grow between calls.
+    pub fn slot_keys(&self, slot: Slot, cursor: usize, count: usize) -> (usize, Vec<Bytes>) {
+        let Some(&p) = self.slot_pos.get(&slot) else {
+            return (0, Vec::new());
+        };
+        let idx = &self.slots[p as usize].table;
+        let n = idx.num_buckets();
+        let mut out = Vec::new();
+        let mut b = cursor;
+        let limit = count.saturating_mul(4).saturating_add(64);
+        let mut examined = 0;
+        while b < n && out.len() < count && examined < limit {
+            if let Some(&l) = idx.get_bucket(b) {
+                out.push(Bytes::copy_from_slice(key_at(&self.tables, l)));
             }
-            f(k, &e.meta);
-            last = Some(*h);
+            b += 1;
+            examined += 1;
+        }
+        (if b >= n { 0 } else { b }, out)
+    }
+
+    fn is_live(&self, id: u32, off: usize, key: &[u8]) -> bool {
+        self.locate(key) == Some(loc(id, off))
+    }
+
+    /// Walks tables in scan order from `from`, calling `f` on each live entry until it returns
+    /// false or `max_examined` entries were parsed; only tables accepted by `want`. Returns the
+    /// position after the last examined entry, or `None` at the end.
+    fn walk(
+        &self,
+        from: Cursor,
+        max_examined: usize,
+        want: impl Fn(&Table) -> bool,
+        mut f: impl FnMut(&Self, Found) -> bool,
+    ) -> Option<Cursor> {
+        let start = self
+            .order
+            .partition_point(|&id| table(&self.tables, id).seq < from.seq);
+        let mut examined = 0;
+        for &id in &self.order[start..] {
+            let t = table(&self.tables, id);
+            if !want(t) {
+                continue;
+            }
+            let mut off = if t.seq == from.seq { from.off } else { 0 };
+            while off < t.used() {
+                if examined >= max_examined {
+                    return Some(Cursor { seq: t.seq, off });
+                }
+                // A forged cursor may point inside an entry: parsing is checked, and a bogus
+                // entry is never live (no index slot points at it).
+                let Some(p) = parse(&t.data, off) else {
+                    break;
+                };
+                examined += 1;
+                let next = off + p.total;
+                if self.is_live(id, off, p.key(&t.data)) && !f(self, Found { id, off, parsed: p }) {
+                    return Some(Cursor {
+                        seq: t.seq,
+                        off: next,
+                    });
+                }
+                off = next;
+            }
+        }
+        None
+    }
+
+    /// Visits live entries from `cursor` (0 to start) until `count` were visited or about
+    /// `count * 4 + 64` index buckets were examined; returns the next cursor, 0 when done.
+    /// Cursors are below 2^56.
+    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &Meta)) -> u64 {
+        let gen_mask = (1u32 << CURSOR_GEN_BITS) - 1;
+        let mut slot = (cursor >> (CURSOR_GEN_BITS + CURSOR_BUCKET_BITS)) as usize;
+        let cursor_gen = ((cursor >> CURSOR_BUCKET_BITS) as u32) & gen_mask;
+        let mut bucket = (cursor & ((1 << CURSOR_BUCKET_BITS) - 1)) as usize;
+        let mut first = true;
+        let mut visited = 0;
+        let mut examined = 0;
+        let budget = count.saturating_mul(4).saturating_add(64);
+        while slot < crate::slot::SLOT_COUNT {
+            if let Some(&p) = self.slot_pos.get(&(slot as Slot)) {
+                let si = &self.slots[p as usize];
+                if first && si.generation & gen_mask != cursor_gen {
+                    // The slot's table rehashed since the cursor was made: start it over.
+                    bucket = 0;
+                }
+                let n = si.table.num_buckets();
+                while bucket < n {
+                    if visited >= count || examined >= budget {
+                        return ((slot as u64) << (CURSOR_GEN_BITS + CURSOR_BUCKET_BITS))
+                            | (u64::from(si.generation & gen_mask) << CURSOR_BUCKET_BITS)
+                            | bucket as u64;
+                    }
+                    if let Some(&l) = si.table.get_bucket(bucket) {
+                        let (t, pe) = self.parsed(l);
+                        f(pe.key(&t.data), &Meta::from_header(&pe.header));
+                        visited += 1;
+                    }
+                    bucket += 1;
+                    examined += 1;
+                }
+            }
+            first = false;
+            slot += 1;
+            bucket = 0;
         }
         0
     }
 
-    /// The `n`-th key in cursor order (for RANDOMKEY and sampling).
-    pub fn nth_key(&self, n: usize) -> Option<(Bytes, Meta)> {
-        self.entries
+    /// A random live key (Redis's dictGetRandomKey: random slot, random bucket, probe on).
+    pub fn random_entry(&self, rng: &mut Rng) -> Option<(Bytes, Meta)> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let s = &self.slots[rng.below(self.slots.len() as u64) as usize];
+        let n = s.table.num_buckets();
+        let start = rng.below(n as u64) as usize;
+        for i in 0..n {
+            if let Some(&l) = s.table.get_bucket((start + i) % n) {
+                let (t, p) = self.parsed(l);
+                return Some((
+                    Bytes::copy_from_slice(p.key(&t.data)),
+                    Meta::from_header(&p.header),
+                ));
+            }
+        }
+        None
+    }
+
+    /// The next `n` live entries with a TTL from the sweep cursor, wrapping around once
+    /// (Redis's active expiry walks its expires dictionary with a cursor the same way).
+    pub fn sample_volatile(&mut self, n: usize) -> Vec<(Bytes, Meta)> {
+        let mut out = Vec::with_capacity(n);
+        if self.volatile == 0 || n == 0 {
+            return out;
+        }
+        let limit = n.saturating_mul(16).saturating_add(64);
+        let mut from = self.sweep;
+        for _ in 0..2 {
+            let end = self.walk(
+                from,
+                limit,
+                |t| t.volatile,
+                |m, e| {
+                    let t = table(&m.tables, e.id);
+                    out.push((
+                        Bytes::copy_from_slice(e.parsed.key(&t.data)),
+                        Meta::from_header(&e.parsed.header),
+                    ));
+                    out.len() < n
+                },
+            );
+            if let Some(c) = end {
+                self.sweep = c;
+                break;
+            }
+            self.sweep = Cursor::default();
+            if out.len() >= n {
+                break;
+            }
+            from = Cursor::default();
+        }
+        out
+    }
+
+    /// SIEVE: move the hand over entries in insertion order, clearing visited bits, and return
+    /// the first unvisited key (at most two passes).
+    pub fn sieve_victim(&mut self) -> Option<Bytes> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut cleared: Vec<(u32, usize)> = Vec::new();
+        let mut victim: Option<(Bytes, Cursor)> = None;
+        let max = 2 * self.len + 2;
+        let mut from = self.hand;
+        for _ in 0..3 {
+            let end = self.walk(
+                from,
+                max,
+                |_| true,
+                |m, e| {
+                    let t = table(&m.tables, e.id);
+                    if e.parsed.header.flags & F_VISITED != 0 {
+                        cleared.push((e.id, e.off));
+                        true
+                    } else {
+                        victim = Some((
+                            Bytes::copy_from_slice(e.parsed.key(&t.data)),
+                            Cursor {
+                                seq: t.seq,
+                                off: e.off,
+                            },
+                        ));
+                        false
+                    }
+                },
+            );
+            for &(id, off) in &cleared {
+                if let Some(t) = self.tables[id as usize].as_mut() {
+                    t.set_visited(off, false);
+                }
+            }
+            cleared.clear();
+            if let Some((k, c)) = victim.take() {
+                self.hand = c;
+                return Some(k);
+            }
+            if end.is_some() {
+                // The walk budget ran out; continue from there next time.
+                self.hand = end.unwrap_or_default();
+                from = self.hand;
+            } else {
+                from = Cursor::default();
+            }
+        }
+        None
+    }
+
+    /// The table that compaction should work on next: not a head, garbage at least `ratio`
+    /// of its used bytes; the one with the most garbage.
+    fn compaction_candidate(&self, ratio: f64) -> Option<u32> {
+        self.order
             .iter()
-            .nth(n)
-            .map(|((_, k), e)| (k.clone(), e.meta))
+            .copied()
+            .filter(|id| !self.heads.contains(&Some(*id)))
+            .filter(|&id| {
+                let t = table(&self.tables, id);
+                t.used() > 0 && t.garbage() as f64 >= ratio * t.used() as f64
+            })
+            .max_by_key(|&id| table(&self.tables, id).garbage())
+    }
+
+    /// True when some table qualifies for compaction at `ratio`.
+    pub fn needs_compaction(&self, ratio: f64) -> bool {
+        self.compacting.is_some() || self.compaction_candidate(ratio).is_some()
+    }
+
+    /// Moves at most about `budget` bytes of live entries out of the table being compacted
+    /// into the heads; frees the table when done. Returns (bytes moved, entries moved,
+    /// tables freed, bytes freed).
+    pub fn compact_step(&mut self, budget: usize, ratio: f64) -> (usize, usize, usize, usize) {
+        let (id, mut off) = match self.compacting {
+            Some(c) => c,
+            None => match self.compaction_candidate(ratio) {
+                Some(id) => (id, 0),
+                None => return (0, 0, 0, 0),
+            },
+        };
+        let mut moved = 0;
+        let mut entries = 0;
+        loop {
+            let Some(t) = self.tables[id as usize].as_ref() else {
+                self.compacting = None;
+                return (moved, entries, 0, 0);
+            };
+            if off >= t.used() {
+                let freed = t.allocated();
+                self.free_table(id);
+                self.compacting = None;
+                return (moved, entries, 1, freed);
+            }
+            if moved >= budget {
+                self.compacting = Some((id, off));
+                return (moved, entries, 0, 0);
+            }
+            let p = parse(&t.data, off).expect("compaction walks entry boundaries");
+            let key = p.key(&t.data).to_vec();
+            let next = off + p.total;
+            if self.is_live(id, off, &key) {
+                let t = table(&self.tables, id);
+                let slab = p.outline().then(|| p.slab_id(&t.data));
+                let value: Vec<u8> = if slab.is_some() {
+                    Vec::new()
+                } else {
+                    p.inline_value(&t.data).to_vec()
+                };
+                let old_loc = loc(id, off);
+                let new_loc = self.append(&p.header, &key, &value, p.value_len, slab);
+                // The entry moved; the copy is not a new version.
+                self.live_bytes -= p.total as u64;
+                if let Some(t) = self.tables[id as usize].as_mut() {
+                    t.live -= p.total;
+                }
+                let hash = self.hash(&key);
+                if let Some(&pos) = self.slot_pos.get(&key_slot(&key)) {
+                    if let Some(s) = self.slots[pos as usize]
+                        .table
+                        .find_mut(hash, |&l| l == old_loc)
+                    {
+                        *s = new_loc;
+                    }
+                }
+                moved += p.total;
+                entries += 1;
+            }
+            off = next;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(colliding: bool) -> Layout {
+        Layout {
+            table_bytes_min: 256,
+            table_bytes_max: 1024,
+            outline_bytes_min: 200,
+            colliding_hash: colliding,
+        }
+    }
+
+    fn meta(v: u64, ttl: u64) -> Meta {
+        Meta {
+            expire_at_ms: ttl,
+            version: v,
+            access_ms: 5000,
+            lfu: 5,
+            visited: false,
+        }
+    }
+
+    #[test]
+    fn colliding_hashes_never_alias() {
+        let mut m = Map::new(b"m", MapConfig::default(), layout(true));
+        for i in 0..300u32 {
+            m.put(
+                format!("k{i}").as_bytes(),
+                Bytes::from(i.to_string()),
+                meta(1, 0),
+            );
+        }
+        for i in 0..300u32 {
+            assert_eq!(
+                m.value(format!("k{i}").as_bytes()).unwrap(),
+                Bytes::from(i.to_string())
+            );
+        }
+        assert!(m.remove(b"k7"));
+        assert!(m.value(b"k7").is_none());
+        assert_eq!(m.value(b"k8").unwrap(), Bytes::from("8"));
+        assert_eq!(m.len(), 299);
+    }
+
+    #[test]
+    fn updates_make_garbage_and_compaction_reclaims_it() {
+        let mut m = Map::new(b"m", MapConfig::default(), layout(false));
+        for round in 0..20u64 {
+            for i in 0..50u32 {
+                m.put(
+                    format!("k{i}").as_bytes(),
+                    Bytes::from(format!("v{round}")),
+                    meta(round + 1, 0),
+                );
+            }
+        }
+        let before = m.table_bytes();
+        assert!(m.garbage_bytes() > 0);
+        let mut steps = 0;
+        while m.needs_compaction(0.5) {
+            m.compact_step(100, 0.5);
+            steps += 1;
+            assert!(steps < 10_000);
+        }
+        assert!(m.table_bytes() <= before);
+        for i in 0..50u32 {
+            assert_eq!(
+                m.value(format!("k{i}").as_bytes()).unwrap(),
+                Bytes::from("v19")
+            );
+            assert_eq!(m.meta(format!("k{i}").as_bytes()).unwrap().version, 20);
+        }
+        assert_eq!(m.len(), 50);
+    }
+
+    #[test]
+    fn large_values_go_out_of_line() {
+        let mut m = Map::new(b"m", MapConfig::default(), layout(false));
+        let big = Bytes::from(vec![9u8; 5000]);
+        m.put(b"big", big.clone(), meta(1, 0));
+        assert_eq!(m.value(b"big").unwrap(), big);
+        assert!(m.memory_bytes() >= 5000);
+        m.remove(b"big");
+        assert_eq!(m.live_bytes(), 0);
+    }
+
+    #[test]
+    fn empty_map_is_small_and_tables_grow() {
+        let m = Map::new(b"m", MapConfig::default(), layout(false));
+        assert!(m.memory_bytes() < 1024, "{}", m.memory_bytes());
+        let mut m = Map::new(
+            b"m",
+            MapConfig::default(),
+            Layout {
+                table_bytes_min: 4096,
+                table_bytes_max: 1 << 20,
+                outline_bytes_min: 1 << 18,
+                colliding_hash: false,
+            },
+        );
+        for i in 0..200u32 {
+            m.put(
+                format!("key{i}").as_bytes(),
+                Bytes::from_static(b"value"),
+                meta(1, 0),
+            );
+        }
+        assert!(m.memory_bytes() < 64 * 1024, "{}", m.memory_bytes());
+    }
+
+    #[test]
+    fn scan_meets_every_stable_key_despite_writes_and_compaction() {
+        let mut m = Map::new(b"m", MapConfig::default(), layout(false));
+        for i in 0..200u32 {
+            m.put(
+                format!("stable{i}").as_bytes(),
+                Bytes::from_static(b"v"),
+                meta(1, 0),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0;
+        let mut round = 0u32;
+        loop {
+            cursor = m.scan(cursor, 5, |k, _| {
+                seen.insert(k.to_vec());
+            });
+            // Churn: rewrite other keys, delete some, compact.
+            for j in 0..20u32 {
+                m.put(
+                    format!("churn{}", (round * 7 + j) % 60).as_bytes(),
+                    Bytes::from_static(b"x"),
+                    meta(2, 0),
+                );
+            }
+            m.remove(format!("churn{}", round % 60).as_bytes());
+            m.compact_step(300, 0.3);
+            round += 1;
+            if cursor == 0 {
+                break;
+            }
+            assert!(round < 100_000);
+        }
+        for i in 0..200u32 {
+            assert!(
+                seen.contains(format!("stable{i}").as_bytes()),
+                "stable{i} missed"
+            );
+        }
+    }
+
+    #[test]
+    fn slots_are_counted_and_enumerated() {
+        let mut m = Map::new(b"m", MapConfig::default(), layout(false));
+        for i in 0..100u32 {
+            m.put(
+                format!("{{tag}}:{i}").as_bytes(),
+                Bytes::from_static(b"v"),
+                meta(1, 0),
+            );
+        }
+        m.put(b"other", Bytes::from_static(b"v"), meta(1, 0));
+        let slot = key_slot(b"tag");
+        assert_eq!(m.slot_len(slot), 100);
+        let mut keys = Vec::new();
+        let mut c = 0;
+        loop {
+            let (next, mut k) = m.slot_keys(slot, c, 7);
+            assert!(k.len() <= 7);
+            keys.append(&mut k);
+            if next == 0 {
+                break;
+            }
+            c = next;
+        }
+        assert_eq!(keys.len(), 100);
+    }
+
+    #[test]
+    fn forged_scan_cursors_do_not_panic() {
+        let mut m = Map::new(b"m", MapConfig::default(), layout(false));
+        for i in 0..100u32 {
+            m.put(
+                format!("k{i}").as_bytes(),
+                Bytes::from_static(b"value"),
+                meta(1, 7),
+            );
+        }
+        for c in [
+            1u64,
+            2,
+            3,
+            (1 << 24) + 1,
+            (1 << 24) + 3,
+            (3 << 24) + 17,
+            u64::MAX >> 8,
+        ] {
+            let _ = m.scan(c, 10, |_, _| {});
+        }
     }
 }

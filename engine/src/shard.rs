@@ -11,9 +11,10 @@ use crate::config::{EngineConfig, EvictionPolicy, MapConfig};
 use crate::error::CommandError;
 use crate::evict::{lfu_decayed, lfu_incremented, score, Rng, LFU_INIT};
 use crate::glob::Glob;
-use crate::map::{Map, MapStats, Meta};
+use crate::map::{Layout, Map, MapStats, Meta};
 use crate::number::{incr_by_float, parse_i64};
 use crate::reply::Reply;
+use crate::slot::Slot;
 use crate::DEFAULT_MAP;
 
 /// Low bits of a version that hold a counter; the high bits hold the write time in ms.
@@ -81,8 +82,6 @@ pub struct Shard {
     expired_keys: u64,
     /// When `Some`, evicted `(map, key)` pairs are recorded here (for models and replication).
     eviction_log: Option<Vec<(Bytes, Bytes)>>,
-    /// Per-map SIEVE hands (scan cursors).
-    sieve_hands: BTreeMap<Bytes, u64>,
 }
 
 fn seconds_floor(ms: u64) -> u64 {
@@ -101,7 +100,6 @@ impl Shard {
             evicted_keys: 0,
             expired_keys: 0,
             eviction_log: None,
-            sieve_hands: BTreeMap::new(),
         }
     }
 
@@ -113,6 +111,18 @@ impl Shard {
     /// Sets the memory budget in bytes (0 = unlimited).
     pub fn set_maxmemory(&mut self, bytes: u64) {
         self.config.maxmemory_bytes = bytes;
+        let cap = self.table_cap();
+        for m in self.maps.values_mut() {
+            m.set_table_cap(cap);
+        }
+    }
+
+    /// Largest new table: `table_bytes_max`, or a sixteenth of a small memory budget.
+    fn table_cap(&self) -> usize {
+        match self.config.maxmemory_bytes {
+            0 => self.config.table_bytes_max,
+            max => usize::try_from(max / 16).unwrap_or(usize::MAX),
+        }
     }
 
     /// Sets the shard-wide eviction policy.
@@ -179,6 +189,39 @@ impl Shard {
         v
     }
 
+    fn layout(&self) -> Layout {
+        Layout {
+            table_bytes_min: self.config.table_bytes_min,
+            table_bytes_max: self.config.table_bytes_max,
+            outline_bytes_min: (self.config.table_bytes_max / 4).max(64),
+            colliding_hash: self.config.colliding_hash_for_tests,
+        }
+    }
+
+    /// Keys of `slot` in all maps of this shard.
+    pub fn slot_key_count(&self, slot: Slot) -> u64 {
+        self.maps.values().map(|m| m.slot_len(slot) as u64).sum()
+    }
+
+    /// Up to `count` keys of `slot` in `map`, from `cursor` (0 to start); returns the next
+    /// cursor (0 when done). Bounded work per call; never scans other slots.
+    pub fn slot_keys(
+        &self,
+        map: &[u8],
+        slot: Slot,
+        cursor: usize,
+        count: usize,
+    ) -> (usize, Vec<Bytes>) {
+        self.maps
+            .get(map)
+            .map_or((0, Vec::new()), |m| m.slot_keys(slot, cursor, count))
+    }
+
+    /// Names of the maps present on this shard.
+    pub fn map_names(&self) -> Vec<Bytes> {
+        self.maps.keys().cloned().collect()
+    }
+
     fn map_config(&self, name: &[u8]) -> MapConfig {
         self.config.map_config(name)
     }
@@ -186,8 +229,14 @@ impl Shard {
     fn map_entry(&mut self, name: &[u8]) -> &mut Map {
         if !self.maps.contains_key(name) {
             let cfg = self.map_config(name);
-            self.maps
-                .insert(Bytes::copy_from_slice(name), Map::new(cfg));
+            self.maps.insert(
+                Bytes::copy_from_slice(name),
+                Map::new(name, cfg, self.layout()),
+            );
+            let cap = self.table_cap();
+            if let Some(m) = self.maps.get_mut(name) {
+                m.set_table_cap(cap);
+            }
         }
         self.maps.get_mut(name).expect("inserted above")
     }
@@ -218,12 +267,13 @@ impl Shard {
                 log_factor,
                 &mut self.rng,
             );
-            if let Some(mm) = m.meta_mut(key) {
-                mm.access_ms = access;
-                mm.lfu = lfu;
-                mm.visited = true;
-                return Some(*mm);
-            }
+            m.touch(key, access, lfu);
+            return Some(Meta {
+                access_ms: access,
+                lfu,
+                visited: true,
+                ..meta
+            });
         }
         Some(meta)
     }
@@ -293,26 +343,35 @@ impl Shard {
         })
     }
 
-    /// Makes room for `key` to hold `new_cost` bytes in `map`: per-map limits first, then the
-    /// shard's budget, evicting by policy. Fails with `-OOM` when nothing can be evicted.
+    /// Makes room for a write of `key` (`value_len` bytes, with or without TTL) in `map`:
+    /// per-map limits first, then the shard's budget, reclaiming garbage and evicting by
+    /// policy. Fails with `-OOM` (having changed no data, though keys may have been evicted)
+    /// when nothing more can be evicted.
     fn make_room(
         &mut self,
         map: &[u8],
         key: &[u8],
-        new_cost: u64,
+        value_len: usize,
+        ttl: bool,
         now_ms: u64,
     ) -> Result<(), CommandError> {
-        // Per-map limits.
+        // Per-map limits (live bytes and key count).
         for _ in 0..1_000_000 {
             let Some(m) = self.maps.get(map) else { break };
-            let old_cost = m.meta(key).map_or(0, |_| {
-                m.value(key)
-                    .map_or(0, |v| Map::entry_cost(key.len(), v.len()))
+            let new_cost = m.entry_cost(key.len(), value_len, ttl);
+            let old = m.meta(key);
+            let old_cost = old.map_or(0, |o| {
+                m.entry_cost(
+                    key.len(),
+                    m.value_len(key).unwrap_or(0),
+                    o.expire_at_ms != 0,
+                )
             });
-            let is_new = old_cost == 0;
-            let over_keys = m.config.max_keys != 0 && is_new && m.len() as u64 >= m.config.max_keys;
+            let over_keys =
+                m.config.max_keys != 0 && old.is_none() && m.len() as u64 >= m.config.max_keys;
+            let live = m.live_bytes() + m.len() as u64 * crate::map::INDEX_ESTIMATE_BYTES;
             let over_bytes = m.config.max_bytes != 0
-                && m.live_bytes() - old_cost + new_cost > m.config.max_bytes;
+                && live.saturating_sub(old_cost) + new_cost > m.config.max_bytes;
             if !over_keys && !over_bytes {
                 break;
             }
@@ -328,21 +387,43 @@ impl Shard {
         if max == 0 {
             return Ok(());
         }
+        let ratio = self.config.compaction_garbage_ratio;
         for _ in 0..1_000_000 {
-            let old_cost = self.maps.get(map).map_or(0, |m| {
-                m.value(key)
-                    .map_or(0, |v| Map::entry_cost(key.len(), v.len()))
-            });
-            let used = self.used_memory();
-            if new_cost <= old_cost || used - old_cost + new_cost <= max {
+            let growth = self.maps.get(map).map_or_else(
+                || (self.config.table_bytes_min + value_len + key.len()) as u64 + 2048,
+                |m| m.write_growth(key, value_len, ttl),
+            );
+            if self.used_memory() + growth <= max {
                 return Ok(());
             }
+            // Reclaim garbage first, with a lower bar under pressure than in the background.
+            if self.reclaim(ratio / 2.0) {
+                continue;
+            }
             let policy = self.config.maxmemory_policy;
-            if policy == EvictionPolicy::NoEviction || !self.evict_one(None, policy, key, now_ms) {
+            if policy == EvictionPolicy::NoEviction || !self.evict_one(None, policy, b"", now_ms) {
                 return Err(CommandError::OutOfMemory);
             }
         }
         Err(CommandError::OutOfMemory)
+    }
+
+    /// Compacts one whole table somewhere if one has at least `ratio` garbage; true if memory
+    /// was freed.
+    fn reclaim(&mut self, ratio: f64) -> bool {
+        let before = self.used_memory();
+        for m in self.maps.values_mut() {
+            if m.needs_compaction(ratio) {
+                for _ in 0..1_000_000 {
+                    let (_, _, freed, _) = m.compact_step(usize::MAX, ratio);
+                    if freed > 0 || !m.needs_compaction(ratio) {
+                        break;
+                    }
+                }
+                return self.used_memory() < before;
+            }
+        }
+        false
     }
 
     /// Evicts one key chosen by `policy` from `only` (or any map); never `protect` in `only`.
@@ -362,7 +443,7 @@ impl Shard {
         };
         let mut best: Option<(u64, Bytes, Bytes)> = None;
         for name in names {
-            let Some(m) = self.maps.get(&name) else {
+            let Some(m) = self.maps.get_mut(&name) else {
                 continue;
             };
             let pool = if policy.volatile_only() {
@@ -374,33 +455,29 @@ impl Shard {
                 continue;
             }
             if policy == EvictionPolicy::AllkeysSieve {
-                if let Some(k) = self.sieve_victim(&name) {
-                    let sz = self.maps.get(&name).map_or(0, Map::memory_bytes);
-                    // Largest map's SIEVE victim wins.
-                    if best.as_ref().map_or(true, |b| u64::MAX - sz < b.0) {
-                        best = Some((u64::MAX - sz, name.clone(), k));
+                let sz = m.memory_bytes();
+                if let Some(k) = m.sieve_victim() {
+                    // The largest map's SIEVE victim goes.
+                    let s = u64::MAX - sz;
+                    if k.as_ref() != protect && best.as_ref().map_or(true, |b| s < b.0) {
+                        best = Some((s, name.clone(), k));
                     }
                 }
                 continue;
             }
-            let map_samples = if m.config.lru_samples > 0 && only.is_some() {
+            let n = if m.config.lru_samples > 0 && only.is_some() {
                 m.config.lru_samples
             } else {
                 samples
             };
-            let len = m.len() as u64;
-            let mut tries = 0;
-            let mut got = 0;
-            while got < map_samples && tries < map_samples * 16 {
-                tries += 1;
-                let n = self.rng.below(len) as usize;
-                let Some((k, meta)) = m.nth_key(n) else {
-                    continue;
-                };
-                if policy.volatile_only() && meta.expire_at_ms == 0 {
-                    continue;
-                }
-                got += 1;
+            let candidates: Vec<(Bytes, Meta)> = if policy.volatile_only() {
+                m.sample_volatile(n)
+            } else {
+                (0..n)
+                    .filter_map(|_| m.random_entry(&mut self.rng))
+                    .collect()
+            };
+            for (k, meta) in candidates {
                 if only.is_some() && k.as_ref() == protect {
                     continue;
                 }
@@ -426,39 +503,6 @@ impl Shard {
         false
     }
 
-    /// SIEVE: advance the map's hand over entries in scan order, clearing visited bits, and
-    /// return the first unvisited key.
-    fn sieve_victim(&mut self, name: &Bytes) -> Option<Bytes> {
-        let mut hand = self.sieve_hands.get(name).copied().unwrap_or(0);
-        let m = self.maps.get_mut(name)?;
-        let limit = 2 * m.len() + 2;
-        let mut steps = 0;
-        while steps < limit {
-            let mut found: Option<Bytes> = None;
-            let mut visited: Vec<Bytes> = Vec::new();
-            let next = m.scan(hand, 1, |k, meta| {
-                if meta.visited {
-                    visited.push(Bytes::copy_from_slice(k));
-                } else if found.is_none() {
-                    found = Some(Bytes::copy_from_slice(k));
-                }
-            });
-            steps += 1;
-            for k in &visited {
-                if let Some(mm) = m.meta_mut(k) {
-                    mm.visited = false;
-                }
-            }
-            if let Some(k) = found {
-                self.sieve_hands.insert(name.clone(), hand);
-                return Some(k);
-            }
-            hand = next;
-        }
-        self.sieve_hands.insert(name.clone(), hand);
-        None
-    }
-
     /// Stores `value` under `key` after making room; `meta_from` gives the deadline.
     fn store(
         &mut self,
@@ -470,7 +514,7 @@ impl Shard {
     ) -> Result<(), CommandError> {
         self.check_key(key)?;
         self.check_value_len(value.len() as u64)?;
-        self.make_room(map, key, Map::entry_cost(key.len(), value.len()), now_ms)?;
+        self.make_room(map, key, value.len(), expire_at_ms != 0, now_ms)?;
         let version = self.next_version(now_ms);
         let m = self.map_entry(map);
         let old = m.meta(key);
@@ -578,12 +622,9 @@ impl Shard {
                     return Ok(Reply::Int(0));
                 }
                 // Check the budget for the whole batch first so that OOM changes nothing.
-                let total: u64 = pairs
-                    .iter()
-                    .map(|(k, v)| Map::entry_cost(k.len(), v.len()))
-                    .sum();
+                let total: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 32).sum();
                 if let Some((k, _)) = pairs.first() {
-                    self.make_room(d, k, total, now)?;
+                    self.make_room(d, k, total, false, now)?;
                 }
                 let ttl = Self::deadline(Expiry::Default, None, &self.map_config(d), now, "mset")?;
                 for (k, v) in pairs {
@@ -733,13 +774,15 @@ impl Shard {
                 }
             }
             Command::MemoryUsage { key } => match self.lookup(d, &key, now, false) {
-                Some(_) => {
-                    let len = self
-                        .maps
-                        .get(d)
-                        .and_then(|m| m.value(&key))
-                        .map_or(0, |v| v.len());
-                    Reply::Int(Map::entry_cost(key.len(), len) as i64)
+                Some(meta) => {
+                    let cost = self.maps.get(d).map_or(0, |m| {
+                        m.entry_cost(
+                            key.len(),
+                            m.value_len(&key).unwrap_or(0),
+                            meta.expire_at_ms != 0,
+                        )
+                    });
+                    Reply::Int(cost as i64)
                 }
                 None => Reply::Nil,
             },
@@ -777,7 +820,6 @@ impl Shard {
             Command::Flush { all } => {
                 if all {
                     self.maps.clear();
-                    self.sieve_hands.clear();
                 } else if let Some(m) = self.maps.get_mut(d) {
                     m.clear();
                 }
@@ -899,7 +941,6 @@ impl Shard {
             }
             Command::DmDestroy { map } => {
                 self.maps.remove(&map);
-                self.sieve_hands.remove(&map);
                 Reply::Ok
             }
             Command::DmStats { map: Some(map) } => self.map_stats_reply(&map),
@@ -1137,8 +1178,7 @@ impl Shard {
             if len == 0 {
                 return None;
             }
-            let n = self.rng.below(len) as usize;
-            let (k, _) = self.maps.get(map)?.nth_key(n)?;
+            let (k, _) = self.maps.get(map)?.random_entry(&mut self.rng)?;
             if self.lookup(map, &k, now, false).is_some() {
                 return Some(k);
             }
@@ -1147,34 +1187,29 @@ impl Shard {
     }
 
     /// Redis's active expiry cycle, bounded by `work_budget` sampled keys; returns what it did.
+    ///
+    /// Per map with keys that have a TTL: take `active_expire_samples` of them (walking the
+    /// TTL chain with a cursor, as Redis walks its expires dictionary), delete the expired,
+    /// and repeat while more than 25% of the sample had expired.
     pub fn active_expire(&mut self, now_ms: u64, work_budget: usize) -> ExpireReport {
         let mut report = ExpireReport::default();
         let per_round = self.config.active_expire_samples;
         let names: Vec<Bytes> = self.maps.keys().cloned().collect();
         for name in names {
-            while let Some(m) = self.maps.get(&name) {
+            while let Some(m) = self.maps.get_mut(&name) {
                 if m.volatile_len() == 0 {
                     break;
                 }
-                if report.sampled >= work_budget {
+                let room = work_budget - report.sampled;
+                if room == 0 {
                     report.budget_exhausted = true;
                     return report;
                 }
                 report.rounds += 1;
-                let len = m.len() as u64;
-                let mut sampled = 0;
+                let sample = m.sample_volatile(per_round.min(room));
+                let sampled = sample.len();
                 let mut expired = 0;
-                let mut tries = 0;
-                while sampled < per_round && tries < per_round * 8 && report.sampled < work_budget {
-                    tries += 1;
-                    let n = self.rng.below(len) as usize;
-                    let Some((k, meta)) = self.maps.get(&name).and_then(|m| m.nth_key(n)) else {
-                        break;
-                    };
-                    if meta.expire_at_ms == 0 {
-                        continue;
-                    }
-                    sampled += 1;
+                for (k, _) in sample {
                     report.sampled += 1;
                     if self.lookup(&name, &k, now_ms, false).is_none() {
                         expired += 1;
@@ -1190,10 +1225,28 @@ impl Shard {
         report
     }
 
-    /// One bounded step of compaction (moves at most `byte_budget` bytes); returns what it did.
+    /// One bounded step of compaction (moves at most about `byte_budget` bytes); returns what
+    /// it did. Works on tables whose garbage is at least `compaction_garbage_ratio` of their
+    /// used bytes, never on a head table.
     pub fn compact_step(&mut self, byte_budget: usize) -> CompactReport {
-        let _ = byte_budget;
-        CompactReport::default()
+        let ratio = self.config.compaction_garbage_ratio;
+        let mut report = CompactReport::default();
+        let mut budget = byte_budget;
+        for m in self.maps.values_mut() {
+            while budget > 0 && m.needs_compaction(ratio) {
+                let (moved, entries, freed, freed_bytes) = m.compact_step(budget, ratio);
+                report.bytes_moved += moved;
+                report.entries_moved += entries;
+                report.tables_freed += freed;
+                report.bytes_freed += freed_bytes;
+                budget = budget.saturating_sub(moved.max(1));
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+        report.more = self.maps.values().any(|m| m.needs_compaction(ratio));
+        report
     }
 }
 

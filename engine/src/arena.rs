@@ -1,0 +1,315 @@
+//! Arena tables and the byte layout of an entry inside them.
+//!
+//! A table is an append-only byte arena of fixed capacity. An entry is written once and never
+//! resized; a new version is appended elsewhere and the old bytes become garbage. Metadata that
+//! changes on reads (access time, LFU counter, SIEVE bit) is patched in place.
+//!
+//! Entry layout (little-endian, no padding):
+//!
+//! ```text
+//! +-------+-----+-----------+-----------+----------------+--------+--------+-----+---------------+
+//! | flags | lfu | access_s  | version   | expire_at_ms   | klen   | vlen   | key | value         |
+//! | u8    | u8  | u32       | u64       | u64, if TTL    | varint | varint |     | or u32 slab id|
+//! +-------+-----+-----------+-----------+----------------+--------+--------+-----+---------------+
+//! ```
+//!
+//! `flags`: bit 0 the entry has a TTL, bit 1 the value is out of line (the value field is a
+//! 4-byte index into the map's slab of `Bytes`), bit 2 SIEVE's visited bit.
+
+/// Flag: `expire_at_ms` is present.
+pub const F_TTL: u8 = 1;
+/// Flag: the value is stored out of line.
+pub const F_OUTLINE: u8 = 2;
+/// Flag: SIEVE visited bit.
+pub const F_VISITED: u8 = 4;
+
+/// Fixed header bytes before the optional deadline.
+pub const FIXED_HEADER: usize = 1 + 1 + 4 + 8;
+const OFF_LFU: usize = 1;
+const OFF_ACCESS: usize = 2;
+const OFF_VERSION: usize = 6;
+const OFF_EXPIRE: usize = 14;
+
+/// Bytes of a LEB128 varint of `v`.
+pub fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], mut at: usize) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(at)?;
+        at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some((v, at));
+        }
+    }
+    None
+}
+
+/// Bytes an entry occupies in a table.
+pub fn entry_len(key_len: usize, value_len: usize, ttl: bool, outline: bool) -> usize {
+    FIXED_HEADER
+        + if ttl { 8 } else { 0 }
+        + varint_len(key_len as u64)
+        + varint_len(value_len as u64)
+        + key_len
+        + if outline { 4 } else { value_len }
+}
+
+/// The metadata fields of an entry as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Header {
+    pub flags: u8,
+    pub lfu: u8,
+    pub access_s: u32,
+    pub version: u64,
+    pub expire_at_ms: u64,
+}
+
+/// A parsed view of an entry at some offset.
+#[derive(Clone, Copy, Debug)]
+pub struct Parsed {
+    pub header: Header,
+    pub key_start: usize,
+    pub key_len: usize,
+    pub value_start: usize,
+    /// Real value length (also for out-of-line values).
+    pub value_len: usize,
+    /// Total bytes of the entry in the table.
+    pub total: usize,
+}
+
+impl Parsed {
+    pub fn key<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        &data[self.key_start..self.key_start + self.key_len]
+    }
+
+    pub fn outline(&self) -> bool {
+        self.header.flags & F_OUTLINE != 0
+    }
+
+    /// The slab index of an out-of-line value.
+    pub fn slab_id(&self, data: &[u8]) -> u32 {
+        u32::from_le_bytes(
+            data[self.value_start..self.value_start + 4]
+                .try_into()
+                .expect("4 bytes"),
+        )
+    }
+
+    /// The inline value bytes.
+    pub fn inline_value<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        &data[self.value_start..self.value_start + self.value_len]
+    }
+}
+
+/// One append-only arena table.
+#[derive(Debug)]
+pub struct Table {
+    /// Position in the map's scan order; only grows across the tables of a map.
+    pub seq: u64,
+    pub data: Vec<u8>,
+    /// Bytes of entries that are the current version of their key.
+    pub live: usize,
+    /// True for the chain of entries with a TTL.
+    pub volatile: bool,
+}
+
+impl Table {
+    pub fn new(seq: u64, capacity: usize, volatile: bool) -> Table {
+        Table {
+            seq,
+            data: Vec::with_capacity(capacity),
+            live: 0,
+            volatile,
+        }
+    }
+
+    /// Allocated bytes (what the memory budget counts).
+    pub fn allocated(&self) -> usize {
+        self.data.capacity()
+    }
+
+    pub fn used(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn garbage(&self) -> usize {
+        self.data.len() - self.live
+    }
+
+    pub fn room(&self) -> usize {
+        self.data.capacity() - self.data.len()
+    }
+
+    /// Appends an entry; the caller checked `room()`. Returns its offset.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &mut self,
+        header: &Header,
+        key: &[u8],
+        value: &[u8],
+        value_len: usize,
+        slab_id: Option<u32>,
+    ) -> usize {
+        let off = self.data.len();
+        let d = &mut self.data;
+        d.push(header.flags);
+        d.push(header.lfu);
+        d.extend_from_slice(&header.access_s.to_le_bytes());
+        d.extend_from_slice(&header.version.to_le_bytes());
+        if header.flags & F_TTL != 0 {
+            d.extend_from_slice(&header.expire_at_ms.to_le_bytes());
+        }
+        put_varint(d, key.len() as u64);
+        put_varint(d, value_len as u64);
+        d.extend_from_slice(key);
+        match slab_id {
+            Some(id) => d.extend_from_slice(&id.to_le_bytes()),
+            None => d.extend_from_slice(value),
+        }
+        let total = d.len() - off;
+        self.live += total;
+        off
+    }
+
+    pub fn set_lfu(&mut self, off: usize, lfu: u8) {
+        self.data[off + OFF_LFU] = lfu;
+    }
+
+    pub fn set_access(&mut self, off: usize, access_s: u32) {
+        self.data[off + OFF_ACCESS..off + OFF_ACCESS + 4].copy_from_slice(&access_s.to_le_bytes());
+    }
+
+    pub fn set_visited(&mut self, off: usize, on: bool) {
+        if on {
+            self.data[off] |= F_VISITED;
+        } else {
+            self.data[off] &= !F_VISITED;
+        }
+    }
+
+    pub fn set_version(&mut self, off: usize, version: u64) {
+        self.data[off + OFF_VERSION..off + OFF_VERSION + 8].copy_from_slice(&version.to_le_bytes());
+    }
+
+    /// Changes an existing deadline in place (the entry must have `F_TTL`).
+    pub fn set_expire(&mut self, off: usize, at: u64) {
+        debug_assert!(self.data[off] & F_TTL != 0);
+        self.data[off + OFF_EXPIRE..off + OFF_EXPIRE + 8].copy_from_slice(&at.to_le_bytes());
+    }
+}
+
+fn read_u32(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn read_u64(data: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Parses the entry at `off` of `data`; `None` when the bytes there are not a complete entry
+/// (only possible for offsets that did not come from the index, e.g. a forged SCAN cursor).
+pub fn parse(data: &[u8], off: usize) -> Option<Parsed> {
+    let flags = *data.get(off)?;
+    let lfu = *data.get(off + OFF_LFU)?;
+    let access_s = read_u32(data, off + OFF_ACCESS)?;
+    let version = read_u64(data, off + OFF_VERSION)?;
+    let (expire_at_ms, at) = if flags & F_TTL != 0 {
+        (read_u64(data, off + OFF_EXPIRE)?, off + OFF_EXPIRE + 8)
+    } else {
+        (0, off + FIXED_HEADER)
+    };
+    let (klen, at) = get_varint(data, at)?;
+    let (vlen, at) = get_varint(data, at)?;
+    let key_start = at;
+    let key_len = usize::try_from(klen).ok()?;
+    let value_len = usize::try_from(vlen).ok()?;
+    let value_start = key_start.checked_add(key_len)?;
+    let stored_value = if flags & F_OUTLINE != 0 { 4 } else { value_len };
+    let end = value_start.checked_add(stored_value)?;
+    if end > data.len() {
+        return None;
+    }
+    Some(Parsed {
+        header: Header {
+            flags,
+            lfu,
+            access_s,
+            version,
+            expire_at_ms,
+        },
+        key_start,
+        key_len,
+        value_start,
+        value_len,
+        total: end - off,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip() {
+        let mut t = Table::new(1, 4096, false);
+        let h = Header {
+            flags: F_TTL,
+            lfu: 5,
+            access_s: 77,
+            version: 99,
+            expire_at_ms: 12345,
+        };
+        let a = t.append(&h, b"key", b"value", 5, None);
+        let big = vec![7u8; 300];
+        let h2 = Header {
+            flags: F_OUTLINE,
+            ..Header::default()
+        };
+        let b = t.append(&h2, &big, b"", 1 << 20, Some(3));
+        let pa = parse(&t.data, a).unwrap();
+        assert_eq!(pa.header, h);
+        assert_eq!(pa.key(&t.data), b"key");
+        assert_eq!(pa.inline_value(&t.data), b"value");
+        assert_eq!(pa.total, entry_len(3, 5, true, false));
+        assert_eq!(b, pa.total);
+        let pb = parse(&t.data, b).unwrap();
+        assert_eq!(pb.key(&t.data), &big[..]);
+        assert_eq!(pb.value_len, 1 << 20);
+        assert_eq!(pb.slab_id(&t.data), 3);
+        assert_eq!(pb.total, entry_len(300, 1 << 20, false, true));
+        assert_eq!(t.live, t.used());
+        t.set_access(a, 1000);
+        t.set_lfu(a, 9);
+        t.set_visited(a, true);
+        t.set_expire(a, 5);
+        t.set_version(a, 100);
+        let pa = parse(&t.data, a).unwrap();
+        assert_eq!(
+            (
+                pa.header.access_s,
+                pa.header.lfu,
+                pa.header.expire_at_ms,
+                pa.header.version
+            ),
+            (1000, 9, 5, 100)
+        );
+        assert!(pa.header.flags & F_VISITED != 0);
+    }
+}
