@@ -34,6 +34,10 @@ pub struct TableKeeper {
     cfg: PlannerConfig,
     draining: Vec<NodeId>,
     commits: Vec<(Slot, MigrationId)>,
+    /// The newest valid table seen from a coordinator we did not follow (partial views at
+    /// start-up, a healed partition): planning starts from it when it is newer than ours, so
+    /// the owners that served under it keep their slots (and their data) by stickiness.
+    foreign: Option<PartitionTable>,
 }
 
 impl TableKeeper {
@@ -46,6 +50,7 @@ impl TableKeeper {
             cfg,
             draining: Vec::new(),
             commits: Vec::new(),
+            foreign: None,
         }
     }
 
@@ -66,6 +71,12 @@ impl TableKeeper {
         }
         self.max_epoch_seen = self.max_epoch_seen.max(table.epoch);
         if table.coordinator != coordinator_seen {
+            let newest = self
+                .epoch()
+                .max(self.foreign.as_ref().map_or(0, |t| t.epoch));
+            if table.epoch > newest {
+                self.foreign = Some(table);
+            }
             return Offer::WrongCoordinator;
         }
         if table.epoch <= self.epoch() {
@@ -113,7 +124,13 @@ impl TableKeeper {
         if members.iter().all(|m| draining.contains(&m.id)) {
             return None;
         }
-        let mut next = plan_draining(self.table.as_ref(), members, &draining, self.me, &self.cfg);
+        let base = match (&self.table, &self.foreign) {
+            (Some(own), Some(f)) if f.epoch > own.epoch => Some(f),
+            (None, Some(f)) => Some(f),
+            (own, _) => own.as_ref(),
+        };
+        let mut next = plan_draining(base, members, &draining, self.me, &self.cfg);
+        self.foreign = None;
         if let Some(cur) = &self.table {
             if cur.nodes == next.nodes && cur.slots == next.slots {
                 return None;
@@ -180,6 +197,34 @@ mod tests {
         let alone = vec![members.iter().find(|m| m.id == other).unwrap().clone()];
         let t2 = o.replan(&alone, true).unwrap();
         assert_eq!(t2.epoch, 41);
+    }
+
+    #[test]
+    fn a_new_coordinator_plans_from_the_newest_table_it_saw() {
+        let members = vec![test_node(1, 2), test_node(2, 2), test_node(3, 2)];
+        // Node 2 coordinated a partial view {2, 3} and published its table.
+        let partial = vec![test_node(2, 2), test_node(3, 2)];
+        let mut two = TableKeeper::new(test_node(2, 2).id, PlannerConfig::default());
+        let theirs = two.replan(&partial, true).unwrap().clone();
+        // Node 1 (older) sees everyone; it refused node 2's table but plans from it.
+        let mut one = TableKeeper::new(test_node(1, 2).id, PlannerConfig::default());
+        assert_eq!(
+            one.offer(theirs.clone(), test_node(1, 2).id),
+            Offer::WrongCoordinator
+        );
+        let next = one.replan(&members, true).unwrap();
+        assert!(next.epoch > theirs.epoch);
+        // Slots node 2 and 3 served stay with them or migrate from them: none is reassigned
+        // without a migration.
+        let moved_without_migration = (0..crate::SLOT_COUNT)
+            .filter(|&s| {
+                let old = theirs.node(theirs.slots[s].primary.node).id;
+                let e = &next.slots[s];
+                next.node(e.primary.node).id != old
+            })
+            .count();
+        assert_eq!(moved_without_migration, 0);
+        assert!(next.migrations().count() > 0);
     }
 
     #[test]
