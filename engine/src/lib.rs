@@ -15,6 +15,8 @@ pub mod error;
 pub mod evict;
 pub mod glob;
 pub mod map;
+#[cfg(any(test, feature = "model"))]
+pub mod model;
 pub mod number;
 pub mod reply;
 pub mod shard;

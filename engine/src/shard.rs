@@ -377,7 +377,7 @@ impl Shard {
             }
             let policy = m.config.policy();
             if policy == EvictionPolicy::NoEviction
-                || !self.evict_one(Some(map), policy, key, now_ms)
+                || !self.evict_one(Some(map), policy, map, key, now_ms)
             {
                 return Err(CommandError::OutOfMemory);
             }
@@ -401,7 +401,9 @@ impl Shard {
                 continue;
             }
             let policy = self.config.maxmemory_policy;
-            if policy == EvictionPolicy::NoEviction || !self.evict_one(None, policy, b"", now_ms) {
+            if policy == EvictionPolicy::NoEviction
+                || !self.evict_one(None, policy, map, key, now_ms)
+            {
                 return Err(CommandError::OutOfMemory);
             }
         }
@@ -426,12 +428,13 @@ impl Shard {
         false
     }
 
-    /// Evicts one key chosen by `policy` from `only` (or any map); never `protect` in `only`.
-    /// Returns false when nothing is evictable.
+    /// Evicts one key chosen by `policy` from `only` (or any map); never the key being
+    /// written (`protect_map`, `protect`). Returns false when nothing is evictable.
     fn evict_one(
         &mut self,
         only: Option<&[u8]>,
         policy: EvictionPolicy,
+        protect_map: &[u8],
         protect: &[u8],
         now_ms: u64,
     ) -> bool {
@@ -459,7 +462,8 @@ impl Shard {
                 if let Some(k) = m.sieve_victim() {
                     // The largest map's SIEVE victim goes.
                     let s = u64::MAX - sz;
-                    if k.as_ref() != protect && best.as_ref().map_or(true, |b| s < b.0) {
+                    let guarded = name.as_ref() == protect_map && k.as_ref() == protect;
+                    if !guarded && best.as_ref().map_or(true, |b| s < b.0) {
                         best = Some((s, name.clone(), k));
                     }
                 }
@@ -478,7 +482,7 @@ impl Shard {
                     .collect()
             };
             for (k, meta) in candidates {
-                if only.is_some() && k.as_ref() == protect {
+                if name.as_ref() == protect_map && k.as_ref() == protect {
                     continue;
                 }
                 let s = score(policy, &meta, now_ms, decay);

@@ -1,0 +1,578 @@
+//! The reference model of the engine: a plain `HashMap` with deadlines on a simulated clock,
+//! a list of operations, and `check`, which runs the operations against a real `Shard` and the
+//! model and requires identical replies. Used by the property test below and by the cargo-fuzz
+//! target in `engine/fuzz` (feature `model`).
+//!
+//! What the model checks: every reply of the listed commands; that compaction and active
+//! expiry never change what a client sees; that a deleted key never comes back; that SCAN
+//! returns every live key; that evicted keys (which the shard reports) are the only keys that
+//! disappear without a command; that with `noeviction` a write either succeeds or fails with
+//! `-OOM` and changes nothing; that used memory stays within `maxmemory`.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+
+use crate::{Command, CommandError, EngineConfig, EvictionPolicy, Reply, Shard};
+
+/// One step of a test case.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// `SET k v [PX ttl] [NX|XX] [GET]` (`cond`: 0 none, 1 NX, 2 XX).
+    Set {
+        key: u8,
+        value: u8,
+        len: u8,
+        ttl_ms: Option<u16>,
+        cond: u8,
+        get: bool,
+    },
+    Get {
+        key: u8,
+    },
+    Del {
+        key: u8,
+    },
+    /// `PEXPIRE k ms` (negative: delete).
+    Expire {
+        key: u8,
+        ms: i16,
+    },
+    Persist {
+        key: u8,
+    },
+    Pttl {
+        key: u8,
+    },
+    Incr {
+        key: u8,
+    },
+    Append {
+        key: u8,
+        value: u8,
+    },
+    GetDel {
+        key: u8,
+    },
+    Exists {
+        key: u8,
+    },
+    DmPut {
+        key: u8,
+        value: u8,
+    },
+    DmGet {
+        key: u8,
+    },
+    DmDel {
+        key: u8,
+    },
+    Advance {
+        ms: u16,
+    },
+    Compact {
+        budget: u16,
+    },
+    ActiveExpire {
+        budget: u8,
+    },
+    ScanAll {
+        count: u8,
+    },
+}
+
+impl Op {
+    /// Decodes a sequence of operations from arbitrary bytes (for fuzzing); never fails.
+    pub fn decode(data: &[u8]) -> Vec<Op> {
+        let mut ops = Vec::new();
+        let mut it = data.chunks_exact(4);
+        for c in &mut it {
+            let (a, b, x) = (c[1] % 24, c[2], c[3]);
+            ops.push(match c[0] % 17 {
+                0 => Op::Set {
+                    key: a,
+                    value: b,
+                    len: x % 48,
+                    ttl_ms: (x & 1 == 1).then_some(u16::from(b) * 8),
+                    cond: (x >> 1) % 3,
+                    get: x & 0x80 != 0,
+                },
+                1 => Op::Get { key: a },
+                2 => Op::Del { key: a },
+                3 => Op::Expire {
+                    key: a,
+                    ms: i16::from(b as i8) * 16,
+                },
+                4 => Op::Persist { key: a },
+                5 => Op::Pttl { key: a },
+                6 => Op::Incr { key: a },
+                7 => Op::Append { key: a, value: b },
+                8 => Op::GetDel { key: a },
+                9 => Op::Exists { key: a },
+                10 => Op::DmPut { key: a, value: b },
+                11 => Op::DmGet { key: a },
+                12 => Op::DmDel { key: a },
+                13 => Op::Advance {
+                    ms: u16::from(b) * 4,
+                },
+                14 => Op::Compact {
+                    budget: u16::from(b) * 16,
+                },
+                15 => Op::ActiveExpire { budget: b },
+                _ => Op::ScanAll { count: b % 16 + 1 },
+            });
+        }
+        ops
+    }
+}
+
+/// Engine settings of a test case.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    pub policy: EvictionPolicy,
+    /// 0 = unlimited.
+    pub maxmemory_bytes: u64,
+    pub colliding_hash: bool,
+}
+
+fn key(k: u8) -> Bytes {
+    Bytes::from(format!("key:{k}").into_bytes())
+}
+
+fn value(v: u8, len: u8) -> Bytes {
+    let mut s = format!("{v}");
+    while s.len() < usize::from(len) {
+        s.push('x');
+    }
+    Bytes::from(s.into_bytes())
+}
+
+fn args(parts: &[&[u8]]) -> Vec<Bytes> {
+    parts.iter().map(|p| Bytes::copy_from_slice(p)).collect()
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Item {
+    value: Bytes,
+    /// 0 = none.
+    deadline: u64,
+}
+
+/// The model: two namespaces (`default` and the DMap `m`).
+#[derive(Default)]
+struct Model {
+    data: HashMap<(bool, Bytes), Item>,
+}
+
+impl Model {
+    fn live(&mut self, dm: bool, k: &Bytes, now: u64) -> Option<&mut Item> {
+        let id = (dm, k.clone());
+        if let Some(it) = self.data.get(&id) {
+            if it.deadline != 0 && now > it.deadline {
+                self.data.remove(&id);
+                return None;
+            }
+        }
+        self.data.get_mut(&id)
+    }
+}
+
+/// Runs `ops` against a shard and the model; `Err` describes the first difference.
+pub fn check(ops: &[Op], setup: Setup) -> Result<(), String> {
+    let config = EngineConfig {
+        maxmemory_bytes: setup.maxmemory_bytes,
+        maxmemory_policy: setup.policy,
+        table_bytes_min: 256,
+        table_bytes_max: 4096,
+        colliding_hash_for_tests: setup.colliding_hash,
+        ..EngineConfig::default()
+    };
+    let mut shard = Shard::new(config);
+    shard.record_evictions(true);
+    let mut model = Model::default();
+    let mut now: u64 = 1_700_000_000_000;
+    let may_oom = setup.maxmemory_bytes != 0;
+    for (step, op) in ops.iter().enumerate() {
+        let fail = |what: String| Err(format!("step {step} {op:?}: {what}"));
+        let (cmd_args, expected): (Vec<Bytes>, Option<Reply>) = match op {
+            Op::Set {
+                key: k,
+                value: v,
+                len,
+                ttl_ms,
+                cond,
+                get,
+            } => {
+                let k = key(*k);
+                let v = value(*v, *len);
+                let mut a = vec![Bytes::from_static(b"SET"), k.clone(), v.clone()];
+                if let Some(t) = ttl_ms {
+                    a.push(Bytes::from_static(b"PX"));
+                    a.push(Bytes::from((u64::from(*t) + 1).to_string().into_bytes()));
+                }
+                match cond {
+                    1 => a.push(Bytes::from_static(b"NX")),
+                    2 => a.push(Bytes::from_static(b"XX")),
+                    _ => {}
+                }
+                if *get {
+                    a.push(Bytes::from_static(b"GET"));
+                }
+                let old = model.live(false, &k, now).map(|i| i.value.clone());
+                let skip = (*cond == 1 && old.is_some()) || (*cond == 2 && old.is_none());
+                let reply = if *get {
+                    old.clone().map_or(Reply::Nil, Reply::Bulk)
+                } else if skip {
+                    Reply::Nil
+                } else {
+                    Reply::Ok
+                };
+                (a, Some(reply))
+            }
+            Op::Get { key: k } => {
+                let k = key(*k);
+                let r = model
+                    .live(false, &k, now)
+                    .map_or(Reply::Nil, |i| Reply::Bulk(i.value.clone()));
+                (args(&[b"GET", &k]), Some(r))
+            }
+            Op::Del { key: k } => {
+                let k = key(*k);
+                let n = i64::from(model.live(false, &k, now).is_some());
+                (args(&[b"DEL", &k]), Some(Reply::Int(n)))
+            }
+            Op::Expire { key: k, ms } => {
+                let k = key(*k);
+                let n = i64::from(model.live(false, &k, now).is_some());
+                (
+                    args(&[b"PEXPIRE", &k, ms.to_string().as_bytes()]),
+                    Some(Reply::Int(n)),
+                )
+            }
+            Op::Persist { key: k } => {
+                let k = key(*k);
+                let n = i64::from(model.live(false, &k, now).is_some_and(|i| i.deadline != 0));
+                (args(&[b"PERSIST", &k]), Some(Reply::Int(n)))
+            }
+            Op::Pttl { key: k } => {
+                let k = key(*k);
+                let r = match model.live(false, &k, now) {
+                    None => -2,
+                    Some(i) if i.deadline == 0 => -1,
+                    Some(i) => (i.deadline - now) as i64,
+                };
+                (args(&[b"PTTL", &k]), Some(Reply::Int(r)))
+            }
+            Op::Incr { key: k } => {
+                let k = key(*k);
+                let r = match model.live(false, &k, now) {
+                    None => Reply::Int(1),
+                    Some(i) => match crate::number::parse_i64(&i.value) {
+                        Some(n) => n
+                            .checked_add(1)
+                            .map_or(Reply::Error(CommandError::Overflow), Reply::Int),
+                        None => Reply::Error(CommandError::NotInteger),
+                    },
+                };
+                (args(&[b"INCR", &k]), Some(r))
+            }
+            Op::Append { key: k, value: v } => {
+                let k = key(*k);
+                let v = value(*v, 0);
+                let len = model.live(false, &k, now).map_or(0, |i| i.value.len()) + v.len();
+                (args(&[b"APPEND", &k, &v]), Some(Reply::Int(len as i64)))
+            }
+            Op::GetDel { key: k } => {
+                let k = key(*k);
+                let r = model
+                    .live(false, &k, now)
+                    .map_or(Reply::Nil, |i| Reply::Bulk(i.value.clone()));
+                (args(&[b"GETDEL", &k]), Some(r))
+            }
+            Op::Exists { key: k } => {
+                let k = key(*k);
+                let n = i64::from(model.live(false, &k, now).is_some());
+                (args(&[b"EXISTS", &k]), Some(Reply::Int(n)))
+            }
+            Op::DmPut { key: k, value: v } => {
+                let k = key(*k);
+                let v = value(*v, 0);
+                (args(&[b"DM.PUT", b"m", &k, &v]), Some(Reply::Ok))
+            }
+            Op::DmGet { key: k } => {
+                let k = key(*k);
+                let r = model
+                    .live(true, &k, now)
+                    .map_or(Reply::Error(CommandError::KeyNotFound), |i| {
+                        Reply::Bulk(i.value.clone())
+                    });
+                (args(&[b"DM.GET", b"m", &k]), Some(r))
+            }
+            Op::DmDel { key: k } => {
+                let k = key(*k);
+                let n = i64::from(model.live(true, &k, now).is_some());
+                (args(&[b"DM.DEL", b"m", &k]), Some(Reply::Int(n)))
+            }
+            Op::Advance { ms } => {
+                now += u64::from(*ms);
+                (Vec::new(), None)
+            }
+            Op::Compact { budget } => {
+                shard.compact_step(usize::from(*budget));
+                (Vec::new(), None)
+            }
+            Op::ActiveExpire { budget } => {
+                let r = shard.active_expire(now, usize::from(*budget));
+                if r.sampled > usize::from(*budget) {
+                    return fail(format!("active expiry over budget: {r:?}"));
+                }
+                (Vec::new(), None)
+            }
+            Op::ScanAll { count } => {
+                let mut seen = HashSet::new();
+                let mut cursor = 0u64;
+                for round in 0.. {
+                    if round > 100_000 {
+                        return fail("SCAN does not end".to_owned());
+                    }
+                    let c = Command::Scan {
+                        cursor,
+                        pattern: None,
+                        count: usize::from(*count),
+                        type_filter: None,
+                    };
+                    let Reply::Array(parts) = shard.execute(c, now) else {
+                        return fail("bad SCAN reply".to_owned());
+                    };
+                    let (Some(Reply::Bulk(next)), Some(Reply::Array(keys))) =
+                        (parts.first(), parts.get(1))
+                    else {
+                        return fail("bad SCAN reply".to_owned());
+                    };
+                    for k in keys {
+                        if let Reply::Bulk(k) = k {
+                            seen.insert(k.clone());
+                        }
+                    }
+                    cursor = std::str::from_utf8(next)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    if cursor == 0 {
+                        break;
+                    }
+                }
+                let live: Vec<Bytes> = model
+                    .data
+                    .iter()
+                    .filter(|((dm, _), i)| !dm && (i.deadline == 0 || now <= i.deadline))
+                    .map(|((_, k), _)| k.clone())
+                    .collect();
+                for k in &live {
+                    if !seen.contains(k) {
+                        return fail(format!("SCAN missed {k:?}"));
+                    }
+                }
+                for k in &seen {
+                    if !live.contains(k) {
+                        return fail(format!("SCAN returned absent key {k:?}"));
+                    }
+                }
+                (Vec::new(), None)
+            }
+        };
+        if let Some(expected) = expected {
+            let command = Command::parse(&cmd_args).map_err(|e| format!("parse: {e}"))?;
+            let got = shard.execute(command, now);
+            let evicted = shard.take_evicted();
+            if got == Reply::Error(CommandError::OutOfMemory) && may_oom {
+                // Nothing changed except the evictions.
+            } else if got != expected {
+                return fail(format!("expected {expected:?}, got {got:?}"));
+            } else if !got.is_error() {
+                // An error reply changes nothing; anything else is applied to the model.
+                apply(&mut model, op, now);
+            }
+            for (map, k) in evicted {
+                let dm = map.as_ref() == b"m";
+                model.data.remove(&(dm, k));
+            }
+        }
+        if setup.maxmemory_bytes != 0 {
+            let used = shard.stats().used_memory_bytes;
+            if used > setup.maxmemory_bytes {
+                return fail(format!("used memory {used} over the budget"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies a successful command to the model.
+fn apply(model: &mut Model, op: &Op, now: u64) {
+    match op {
+        Op::Set {
+            key: k,
+            value: v,
+            len,
+            ttl_ms,
+            cond,
+            ..
+        } => {
+            let k = key(*k);
+            let exists = model.live(false, &k, now).is_some();
+            if (*cond == 1 && exists) || (*cond == 2 && !exists) {
+                return;
+            }
+            let deadline = ttl_ms.map_or(0, |t| now + u64::from(t) + 1);
+            model.data.insert(
+                (false, k),
+                Item {
+                    value: value(*v, *len),
+                    deadline,
+                },
+            );
+        }
+        Op::Del { key: k } | Op::GetDel { key: k } => {
+            model.data.remove(&(false, key(*k)));
+        }
+        Op::Expire { key: k, ms } => {
+            let k = key(*k);
+            if model.live(false, &k, now).is_some() {
+                let at = now as i64 + i64::from(*ms);
+                if at <= now as i64 {
+                    model.data.remove(&(false, k));
+                } else if let Some(i) = model.data.get_mut(&(false, k)) {
+                    i.deadline = at as u64;
+                }
+            }
+        }
+        Op::Persist { key: k } => {
+            if let Some(i) = model.live(false, &key(*k), now) {
+                i.deadline = 0;
+            }
+        }
+        Op::Incr { key: k } => {
+            let k = key(*k);
+            let (cur, deadline) = model.live(false, &k, now).map_or((0, 0), |i| {
+                (crate::number::parse_i64(&i.value).unwrap_or(0), i.deadline)
+            });
+            model.data.insert(
+                (false, k),
+                Item {
+                    value: Bytes::from((cur + 1).to_string().into_bytes()),
+                    deadline,
+                },
+            );
+        }
+        Op::Append { key: k, value: v } => {
+            let k = key(*k);
+            let (mut cur, deadline) = model
+                .live(false, &k, now)
+                .map_or((Vec::new(), 0), |i| (i.value.to_vec(), i.deadline));
+            cur.extend_from_slice(&value(*v, 0));
+            model.data.insert(
+                (false, k),
+                Item {
+                    value: Bytes::from(cur),
+                    deadline,
+                },
+            );
+        }
+        Op::DmPut { key: k, value: v } => {
+            model.data.insert(
+                (true, key(*k)),
+                Item {
+                    value: value(*v, 0),
+                    deadline: 0,
+                },
+            );
+        }
+        Op::DmDel { key: k } => {
+            model.data.remove(&(true, key(*k)));
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn op() -> impl Strategy<Value = Op> {
+        let k = 0u8..24;
+        prop_oneof![
+            4 => (k.clone(), any::<u8>(), 0u8..48, proptest::option::of((0u16..60).prop_map(|t| t * 50)), 0u8..3, any::<bool>())
+                .prop_map(|(key, value, len, ttl_ms, cond, get)| Op::Set { key, value, len, ttl_ms, cond, get }),
+            3 => k.clone().prop_map(|key| Op::Get { key }),
+            1 => k.clone().prop_map(|key| Op::Del { key }),
+            1 => (k.clone(), -2i16..60).prop_map(|(key, ms)| Op::Expire { key, ms: ms * 50 + 1 }),
+            1 => k.clone().prop_map(|key| Op::Persist { key }),
+            1 => k.clone().prop_map(|key| Op::Pttl { key }),
+            1 => k.clone().prop_map(|key| Op::Incr { key }),
+            1 => (k.clone(), any::<u8>()).prop_map(|(key, value)| Op::Append { key, value }),
+            1 => k.clone().prop_map(|key| Op::GetDel { key }),
+            1 => k.clone().prop_map(|key| Op::Exists { key }),
+            1 => (k.clone(), any::<u8>()).prop_map(|(key, value)| Op::DmPut { key, value }),
+            1 => k.clone().prop_map(|key| Op::DmGet { key }),
+            1 => k.prop_map(|key| Op::DmDel { key }),
+            2 => (0u16..30, 0u16..2).prop_map(|(ms, one)| Op::Advance { ms: ms * 50 + one }),
+            2 => (0u16..2000).prop_map(|budget| Op::Compact { budget }),
+            1 => (0u8..50).prop_map(|budget| Op::ActiveExpire { budget }),
+            1 => (1u8..12).prop_map(|count| Op::ScanAll { count }),
+        ]
+    }
+
+    fn setup() -> impl Strategy<Value = Setup> {
+        (
+            prop_oneof![
+                Just(EvictionPolicy::NoEviction),
+                Just(EvictionPolicy::AllkeysLru),
+                Just(EvictionPolicy::AllkeysLfu),
+                Just(EvictionPolicy::VolatileLru),
+                Just(EvictionPolicy::VolatileTtl),
+                Just(EvictionPolicy::AllkeysSieve),
+            ],
+            prop_oneof![Just(0u64), Just(12_000u64), Just(24_000u64)],
+            any::<bool>(),
+        )
+            .prop_map(|(policy, maxmemory_bytes, colliding_hash)| Setup {
+                policy,
+                maxmemory_bytes,
+                colliding_hash,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        #[test]
+        fn shard_matches_model(setup in setup(), ops in proptest::collection::vec(op(), 1..300)) {
+            if let Err(e) = check(&ops, setup) {
+                prop_assert!(false, "{:?}: {}", setup, e);
+            }
+        }
+    }
+
+    #[test]
+    fn decoded_ops_run() {
+        let data: Vec<u8> = (0..4000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for setup in [
+            Setup {
+                policy: EvictionPolicy::AllkeysLru,
+                maxmemory_bytes: 12_000,
+                colliding_hash: true,
+            },
+            Setup {
+                policy: EvictionPolicy::NoEviction,
+                maxmemory_bytes: 0,
+                colliding_hash: false,
+            },
+        ] {
+            check(&Op::decode(&data), setup).unwrap();
+        }
+    }
+}
