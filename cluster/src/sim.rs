@@ -102,6 +102,8 @@ pub struct SimFailure {
 }
 
 const STEP_MS: u64 = 10;
+/// How long the cluster gets, after the scenario, to finish every migration and agree.
+const SETTLE_MS: u64 = 15_000;
 const CORES: u16 = 2;
 
 type Cursor = Option<Vec<u8>>;
@@ -860,6 +862,44 @@ impl Sim {
         self.expect.retain(|k, _| !slots.contains(&key_slot(k)));
     }
 
+    /// Liveness: with faults over, within `SETTLE_MS` every migration commits and every live
+    /// node routes by the same table, which contains only live nodes.
+    fn settle(&mut self) -> Result<(), SimFailure> {
+        let deadline = self.now + SETTLE_MS;
+        while self.now <= deadline {
+            self.partition = None;
+            self.deliver()?;
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].up {
+                    self.step_node(i)?;
+                }
+            }
+            self.client_op()?;
+            self.check_data()?;
+            self.now += STEP_MS;
+            let Some(auth) = &self.auth else { continue };
+            let up: Vec<&SimNode> = self.nodes.iter().filter(|n| n.up).collect();
+            let settled = auth.migrations().next().is_none()
+                && up.iter().all(|n| n.keeper.epoch() == auth.epoch)
+                && auth.nodes.len() == up.len()
+                && up
+                    .iter()
+                    .all(|n| n.sources.is_empty() && n.targets.is_empty());
+            if settled {
+                return Ok(());
+            }
+        }
+        let auth = self.auth.as_ref();
+        Err(self.fail(format!(
+            "not settled after {SETTLE_MS} ms: epoch {:?}, {} migrations pending, node epochs {:?}, table nodes {}, live nodes {}",
+            auth.map(|t| t.epoch),
+            auth.map_or(0, |t| t.migrations().count()),
+            self.nodes.iter().filter(|n| n.up).map(|n| n.keeper.epoch()).collect::<Vec<_>>(),
+            auth.map_or(0, |t| t.nodes.len()),
+            self.nodes.iter().filter(|n| n.up).count(),
+        )))
+    }
+
     /// Crashes node `i`: its memory is gone, so is the data of the slots it owned.
     fn crash(&mut self, i: usize) {
         let id = self.nodes[i].info.id;
@@ -1037,6 +1077,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         sim.check_data()?;
         sim.now += STEP_MS;
     }
+    sim.settle()?;
     sim.report.final_epoch = sim.auth.as_ref().map_or(0, |t| t.epoch);
     Ok(sim.report)
 }
