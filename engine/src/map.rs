@@ -26,6 +26,10 @@ use crate::config::MapConfig;
 use crate::evict::Rng;
 use crate::slot::{key_slot, Slot};
 
+/// Where an entry is, from `Map::find`; valid until the map changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handle(u64);
+
 /// Metadata of one entry, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Meta {
@@ -358,6 +362,29 @@ impl Map {
         }
     }
 
+    /// Finds `key`: a handle (valid until the next change of this map) and its metadata.
+    pub fn find(&self, key: &[u8]) -> Option<(Handle, Meta)> {
+        let l = self.locate(key)?;
+        let (_, p) = self.parsed(l);
+        Some((Handle(l), Meta::from_header(&p.header)))
+    }
+
+    /// The value at a handle from `find`.
+    pub fn value_at(&self, h: Handle) -> Bytes {
+        let (t, p) = self.parsed(h.0);
+        self.value_of(t, &p)
+    }
+
+    /// Updates access time, LFU counter and the visited bit in place at a handle.
+    pub fn touch_at(&mut self, h: Handle, access_ms: u64, lfu: u8) {
+        let (id, off) = loc_parts(h.0);
+        if let Some(t) = self.tables[id as usize].as_mut() {
+            t.set_access(off, (access_ms / 1000) as u32);
+            t.set_lfu(off, lfu);
+            t.set_visited(off, true);
+        }
+    }
+
     pub fn meta(&self, key: &[u8]) -> Option<Meta> {
         let l = self.locate(key)?;
         let (_, p) = self.parsed(l);
@@ -515,10 +542,17 @@ impl Map {
         p
     }
 
-    /// Writes a new version of `key` with `meta` (its `visited` and `lfu` are stored as given).
-    pub fn put(&mut self, key: &[u8], value: Bytes, meta: Meta) {
+    /// Writes a new version of `key` with `meta`; with `keep_stats` the LFU counter and the
+    /// visited bit of the old version (if any) are kept instead of `meta`'s.
+    pub fn put(&mut self, key: &[u8], value: Bytes, meta: Meta, keep_stats: bool) {
         let old = self.locate(key);
+        let mut meta = meta;
         if let Some(o) = old {
+            if keep_stats {
+                let (_, p) = self.parsed(o);
+                meta.lfu = p.header.lfu;
+                meta.visited = p.header.flags & F_VISITED != 0;
+            }
             self.retire(o);
         }
         let outline = value.len() >= self.layout.outline_bytes_min;
@@ -606,7 +640,7 @@ impl Map {
         let mut meta = Meta::from_header(&p.header);
         meta.expire_at_ms = expire_at_ms;
         meta.version = version;
-        self.put(key, value, meta);
+        self.put(key, value, meta, false);
         true
     }
 
@@ -998,6 +1032,7 @@ mod tests {
                 format!("k{i}").as_bytes(),
                 Bytes::from(i.to_string()),
                 meta(1, 0),
+                false,
             );
         }
         for i in 0..300u32 {
@@ -1021,6 +1056,7 @@ mod tests {
                     format!("k{i}").as_bytes(),
                     Bytes::from(format!("v{round}")),
                     meta(round + 1, 0),
+                    false,
                 );
             }
         }
@@ -1047,7 +1083,7 @@ mod tests {
     fn large_values_go_out_of_line() {
         let mut m = Map::new(b"m", MapConfig::default(), layout(false));
         let big = Bytes::from(vec![9u8; 5000]);
-        m.put(b"big", big.clone(), meta(1, 0));
+        m.put(b"big", big.clone(), meta(1, 0), false);
         assert_eq!(m.value(b"big").unwrap(), big);
         assert!(m.memory_bytes() >= 5000);
         m.remove(b"big");
@@ -1073,6 +1109,7 @@ mod tests {
                 format!("key{i}").as_bytes(),
                 Bytes::from_static(b"value"),
                 meta(1, 0),
+                false,
             );
         }
         assert!(m.memory_bytes() < 64 * 1024, "{}", m.memory_bytes());
@@ -1086,6 +1123,7 @@ mod tests {
                 format!("stable{i}").as_bytes(),
                 Bytes::from_static(b"v"),
                 meta(1, 0),
+                false,
             );
         }
         let mut seen = std::collections::HashSet::new();
@@ -1101,6 +1139,7 @@ mod tests {
                     format!("churn{}", (round * 7 + j) % 60).as_bytes(),
                     Bytes::from_static(b"x"),
                     meta(2, 0),
+                    false,
                 );
             }
             m.remove(format!("churn{}", round % 60).as_bytes());
@@ -1127,9 +1166,10 @@ mod tests {
                 format!("{{tag}}:{i}").as_bytes(),
                 Bytes::from_static(b"v"),
                 meta(1, 0),
+                false,
             );
         }
-        m.put(b"other", Bytes::from_static(b"v"), meta(1, 0));
+        m.put(b"other", Bytes::from_static(b"v"), meta(1, 0), false);
         let slot = key_slot(b"tag");
         assert_eq!(m.slot_len(slot), 100);
         let mut keys = Vec::new();
@@ -1154,6 +1194,7 @@ mod tests {
                 format!("k{i}").as_bytes(),
                 Bytes::from_static(b"value"),
                 meta(1, 7),
+                false,
             );
         }
         for c in [

@@ -11,7 +11,7 @@ use crate::config::{EngineConfig, EvictionPolicy, MapConfig};
 use crate::error::CommandError;
 use crate::evict::{lfu_decayed, lfu_incremented, score, Rng, LFU_INIT};
 use crate::glob::Glob;
-use crate::map::{Layout, Map, MapStats, Meta};
+use crate::map::{Handle, Layout, Map, MapStats, Meta};
 use crate::number::{incr_by_float, parse_i64};
 use crate::reply::Reply;
 use crate::slot::Slot;
@@ -250,10 +250,20 @@ impl Shard {
     /// Finds a live key, deleting it lazily when expired or idle; `touch` updates the access
     /// time and the LFU counter (reads and writes touch, metadata queries do not).
     fn lookup(&mut self, map: &[u8], key: &[u8], now_ms: u64, touch: bool) -> Option<Meta> {
+        self.lookup_handle(map, key, now_ms, touch).map(|(_, m)| m)
+    }
+
+    fn lookup_handle(
+        &mut self,
+        map: &[u8],
+        key: &[u8],
+        now_ms: u64,
+        touch: bool,
+    ) -> Option<(Handle, Meta)> {
         let log_factor = self.config.lfu_log_factor;
         let decay = self.config.lfu_decay_minutes;
         let m = self.maps.get_mut(map)?;
-        let meta = m.meta(key)?;
+        let (h, meta) = m.find(key)?;
         if Self::is_expired(&meta, &m.config, now_ms) {
             m.remove(key);
             m.stats.expirations += 1;
@@ -267,37 +277,36 @@ impl Shard {
                 log_factor,
                 &mut self.rng,
             );
-            m.touch(key, access, lfu);
-            return Some(Meta {
-                access_ms: access,
-                lfu,
-                visited: true,
-                ..meta
-            });
+            m.touch_at(h, access, lfu);
+            return Some((
+                h,
+                Meta {
+                    access_ms: access,
+                    lfu,
+                    visited: true,
+                    ..meta
+                },
+            ));
         }
-        Some(meta)
+        Some((h, meta))
     }
 
     fn read(&mut self, map: &[u8], key: &[u8], now_ms: u64) -> Option<(Bytes, Meta)> {
-        let meta = self.lookup(map, key, now_ms, true);
-        let m = self.maps.get_mut(map);
-        match (meta, m) {
-            (Some(meta), Some(m)) => {
-                m.stats.hits += 1;
-                m.value(key).map(|v| (v, meta))
-            }
-            (_, Some(m)) => {
-                m.stats.misses += 1;
-                None
-            }
-            _ => None,
+        let found = self.lookup_handle(map, key, now_ms, true);
+        let m = self.maps.get_mut(map)?;
+        if let Some((h, meta)) = found {
+            m.stats.hits += 1;
+            Some((m.value_at(h), meta))
+        } else {
+            m.stats.misses += 1;
+            None
         }
     }
 
     /// Reads without counting a hit or miss (read-modify-write commands).
     fn read_for_write(&mut self, map: &[u8], key: &[u8], now_ms: u64) -> Option<(Bytes, Meta)> {
-        let meta = self.lookup(map, key, now_ms, true)?;
-        self.maps.get(map)?.value(key).map(|v| (v, meta))
+        let (h, meta) = self.lookup_handle(map, key, now_ms, true)?;
+        Some((self.maps.get(map)?.value_at(h), meta))
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), CommandError> {
@@ -358,6 +367,9 @@ impl Shard {
         // Per-map limits (live bytes and key count).
         for _ in 0..1_000_000 {
             let Some(m) = self.maps.get(map) else { break };
+            if m.config.max_keys == 0 && m.config.max_bytes == 0 {
+                break;
+            }
             let new_cost = m.entry_cost(key.len(), value_len, ttl);
             let old = m.meta(key);
             let old_cost = old.map_or(0, |o| {
@@ -521,15 +533,14 @@ impl Shard {
         self.make_room(map, key, value.len(), expire_at_ms != 0, now_ms)?;
         let version = self.next_version(now_ms);
         let m = self.map_entry(map);
-        let old = m.meta(key);
         let meta = Meta {
             expire_at_ms,
             version,
             access_ms: seconds_floor(now_ms),
-            lfu: old.map_or(LFU_INIT, |o| o.lfu),
-            visited: old.is_some_and(|o| o.visited),
+            lfu: LFU_INIT,
+            visited: false,
         };
-        m.put(key, value, meta);
+        m.put(key, value, meta, true);
         Ok(())
     }
 
