@@ -1,0 +1,291 @@
+//! A CLI session: one server connection plus what the user selected (`use <dmap>`), and the
+//! interpretation of one typed line (built-ins, map verbs, or a command sent as is). Shared by the
+//! REPL, one-shot mode and stdin mode, so all three behave the same.
+
+use super::conn::{Conn, ConnError, ConnOpts};
+use super::dmap::{self, Verb};
+use super::format;
+use super::resp::Reply;
+use super::split::split_args;
+use std::fmt::Write as _;
+use std::io::Write;
+
+/// How replies are printed.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    /// `redis-cli --raw` output instead of the human form.
+    pub raw: bool,
+    /// Colour error replies (only when stdout is a terminal).
+    pub color: bool,
+    /// Print error replies and client-side errors to stderr (one-shot and stdin modes, so stdout
+    /// carries only data) instead of stdout (the REPL, like `redis-cli`).
+    pub errors_to_stderr: bool,
+}
+
+/// Whether to keep reading lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next line.
+    Continue,
+    /// `quit` or `exit` was typed.
+    Quit,
+}
+
+/// The most `DM.SCAN` round trips one `scan` verb makes before giving up, so a server that never
+/// returns cursor 0 cannot hang the CLI.
+pub const SCAN_ROUNDS_MAX: usize = 100_000;
+
+/// Commands after which the server streams messages until the connection closes.
+const STREAMING: &[&str] = &["subscribe", "psubscribe", "ssubscribe", "monitor"];
+
+/// One session.
+pub struct Session {
+    opts: ConnOpts,
+    conn: Option<Conn>,
+    dmap: Option<String>,
+    style: Style,
+    /// Error replies, client-side errors and connection failures seen so far.
+    pub errors: usize,
+}
+
+impl Session {
+    /// A session that has not connected yet.
+    pub fn new(opts: ConnOpts, style: Style) -> Self {
+        Self {
+            opts,
+            conn: None,
+            dmap: None,
+            style,
+            errors: 0,
+        }
+    }
+
+    /// Connects (or reconnects).
+    pub fn connect(&mut self) -> Result<(), ConnError> {
+        self.conn = None;
+        self.conn = Some(Conn::connect(&self.opts)?);
+        Ok(())
+    }
+
+    /// The open connection, if any.
+    pub fn conn_mut(&mut self) -> Option<&mut Conn> {
+        self.conn.as_mut()
+    }
+
+    /// The REPL prompt: `host:port> `, `host:port[map]> ` with a map selected, or
+    /// `not connected> `.
+    pub fn prompt(&self) -> String {
+        match (&self.conn, &self.dmap) {
+            (None, _) => "not connected> ".into(),
+            (Some(c), None) => format!("{}> ", c.addr()),
+            (Some(c), Some(m)) => format!("{}[{m}]> ", c.addr()),
+        }
+    }
+
+    /// Runs one typed line.
+    pub fn run_line(&mut self, line: &str) -> Flow {
+        match split_args(line) {
+            Ok(args) => self.run_args(args),
+            Err(e) => {
+                self.client_error(&format!("Invalid argument(s): {e}"));
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Runs one command given as arguments.
+    pub fn run_args(&mut self, args: Vec<Vec<u8>>) -> Flow {
+        let Some(first) = args.first() else {
+            return Flow::Continue;
+        };
+        let first = String::from_utf8_lossy(first).to_ascii_lowercase();
+        match first.as_str() {
+            "quit" | "exit" => return Flow::Quit,
+            "help" | "?" => {
+                Self::print(help_text(self.dmap.as_deref()).as_bytes());
+                return Flow::Continue;
+            }
+            "clear" => {
+                Self::print(b"\x1b[H\x1b[2J");
+                return Flow::Continue;
+            }
+            "use" => {
+                match args.len() {
+                    1 => self.dmap = None,
+                    2 => self.dmap = Some(String::from_utf8_lossy(&args[1]).into_owned()),
+                    _ => self.client_error("usage: use [dmap]"),
+                }
+                return Flow::Continue;
+            }
+            _ => {}
+        }
+        let command = match self.dmap.as_deref().and_then(|m| dmap::translate(m, &args)) {
+            None => args,
+            Some(Verb::Command(c)) => c,
+            Some(Verb::Usage(u)) => {
+                self.client_error(&format!("usage: {u}"));
+                return Flow::Continue;
+            }
+            Some(Verb::Scan(glob)) => {
+                let map = self.dmap.clone().unwrap_or_default();
+                self.scan(&map, glob.as_deref());
+                return Flow::Continue;
+            }
+        };
+        let streaming = STREAMING.contains(&first.as_str());
+        match self.call(&command) {
+            Ok(reply) => {
+                self.show(&reply);
+                if streaming && !reply.is_error() {
+                    self.stream();
+                }
+            }
+            Err(e) => self.conn_failed(&e),
+        }
+        Flow::Continue
+    }
+
+    /// Sends a command, reconnecting first if the last connection broke. RESP3 push messages
+    /// that arrive before the reply are printed as they come.
+    fn call(&mut self, command: &[Vec<u8>]) -> Result<Reply, ConnError> {
+        if self.conn.is_none() {
+            self.connect()?;
+        }
+        let style = self.style;
+        let conn = self.conn.as_mut().expect("connected above");
+        conn.call_with_push(command, &mut |push| {
+            let _ = std::io::stdout().write_all(&render(push, style));
+        })
+    }
+
+    /// After SUBSCRIBE or MONITOR: print what the server sends until the connection ends or the
+    /// user presses Ctrl-C (which ends the process, as in `redis-cli`).
+    fn stream(&mut self) {
+        if !self.style.raw {
+            Self::print(b"Reading messages... (press Ctrl-C to quit)\n");
+        }
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            match conn.read() {
+                Ok(reply) => self.show(&reply),
+                Err(e) => {
+                    self.conn_failed(&e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// `scan [glob]` on a map: walks `DM.SCAN` to cursor 0 and prints all keys as one array.
+    fn scan(&mut self, map: &str, glob: Option<&[u8]>) {
+        let mut keys = Vec::new();
+        let mut cursor = b"0".to_vec();
+        for _ in 0..SCAN_ROUNDS_MAX {
+            let mut cmd = vec![b"DM.SCAN".to_vec(), map.as_bytes().to_vec(), cursor.clone()];
+            if let Some(g) = glob {
+                cmd.extend([b"MATCH".to_vec(), g.to_vec()]);
+            }
+            cmd.extend([b"COUNT".to_vec(), b"100".to_vec()]);
+            let reply = match self.call(&cmd) {
+                Ok(r) => r,
+                Err(e) => return self.conn_failed(&e),
+            };
+            match reply {
+                Reply::Array(mut parts) if parts.len() == 2 => {
+                    let batch = parts.pop().expect("two parts");
+                    let next = parts.pop().expect("two parts");
+                    let (Some(next), Reply::Array(batch)) = (next.as_text(), batch) else {
+                        return self.client_error("DM.SCAN returned a malformed reply");
+                    };
+                    keys.extend(batch);
+                    if next == "0" {
+                        return self.show(&Reply::Array(keys));
+                    }
+                    cursor = next.into_bytes();
+                }
+                e @ Reply::Error(_) => return self.show(&e),
+                _ => return self.client_error("DM.SCAN returned a malformed reply"),
+            }
+        }
+        self.client_error(&format!(
+            "DM.SCAN did not finish within {SCAN_ROUNDS_MAX} round trips"
+        ));
+    }
+
+    fn show(&mut self, reply: &Reply) {
+        let text = render(reply, self.style);
+        if reply.is_error() {
+            self.errors += 1;
+            if self.style.errors_to_stderr {
+                let _ = std::io::stderr().write_all(&text);
+                return;
+            }
+        }
+        Self::print(&text);
+    }
+
+    fn print(bytes: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+        let _ = out.flush();
+    }
+
+    /// A mistake caught before anything was sent (bad quoting, wrong verb usage).
+    fn client_error(&mut self, msg: &str) {
+        self.errors += 1;
+        let line = format!("(error) {msg}\n");
+        if self.style.errors_to_stderr {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        } else {
+            Self::print(line.as_bytes());
+        }
+    }
+
+    fn conn_failed(&mut self, e: &ConnError) {
+        self.errors += 1;
+        self.conn = None;
+        let line = format!("Error: {e}\n");
+        if self.style.errors_to_stderr {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        } else {
+            Self::print(line.as_bytes());
+        }
+    }
+}
+
+fn render(reply: &Reply, style: Style) -> Vec<u8> {
+    if style.raw {
+        format::raw(reply)
+    } else {
+        format::human(reply, style.color).into_bytes()
+    }
+}
+
+/// The `help` text; with a map selected it also lists the map verbs.
+pub fn help_text(dmap: Option<&str>) -> String {
+    let mut s = String::from(
+        "Type a command as you would in redis-cli, e.g. SET k v, DM.GET users alice.\n\
+         Quote arguments with spaces: SET k \"a b\"; \\n, \\t and \\xHH work inside \"...\".\n\
+         \n\
+         Built-ins:\n  \
+           use <dmap>   act on a DMap with put/get/del/... (Olric style)\n  \
+           use          leave the DMap, back to plain commands\n  \
+           help         this text\n  \
+           clear        clear the screen\n  \
+           quit, exit   leave\n\
+         \n\
+         Tab completes command names; Up/Down walk the history.\n",
+    );
+    s.push_str("\nDMap verbs (after `use <dmap>`):\n");
+    for (_, usage) in dmap::VERBS {
+        s.push_str("  ");
+        s.push_str(usage);
+        s.push('\n');
+    }
+    if let Some(m) = dmap {
+        let _ = write!(s, "\nCurrent DMap: {m}\n");
+    }
+    s
+}

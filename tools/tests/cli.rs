@@ -1,0 +1,658 @@
+//! End-to-end tests of the `tessera` binary against a real redis-server that each test starts on
+//! a free loopback port (and kills on drop, also on panic).
+//!
+//! One-shot, stdin and stats modes run the binary directly. The REPL is driven as a person would
+//! use it: inside tmux, typing with `send-keys` and reading the screen with `capture-pane`. When
+//! redis-server (or tmux, for the REPL tests) is missing, a test says so and is skipped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tessera");
+/// Longest any single step (a process run, a screen change) may take before the test fails.
+const STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A scratch directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-cli-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server child process, killed by pid on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Redis {
+    /// Starts redis-server on a free port, or returns `None` (after saying so) when it is not
+    /// installed.
+    fn start() -> Option<Redis> {
+        if !have("redis-server") {
+            eprintln!("SKIPPED: redis-server is not installed");
+            return None;
+        }
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = TempDir::new("redis");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir.0)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let mut redis = Redis {
+                child,
+                port,
+                _dir: dir,
+            };
+            if redis.wait_ready() {
+                return Some(redis);
+            }
+            // Probably lost the port to someone else: drop kills it, try another.
+        }
+        panic!("redis-server did not start on any of 5 ports");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut buf).is_ok()
+                    && &buf == b"+PONG\r\n"
+                {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn port_arg(&self) -> String {
+        self.port.to_string()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tessera` with `args` and `stdin`, bounded by [`STEP_TIMEOUT`].
+fn run_with(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn tessera");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "tessera {args:?} did not finish in {STEP_TIMEOUT:?}; stdout: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    run_with(args, b"", &[])
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn one_shot_commands_as_arguments_and_with_dash_c() {
+    let Some(redis) = Redis::start() else { return };
+    let p = redis.port_arg();
+    let out = run(&["-p", &p, "SET", "greeting", "hello world"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "OK\n");
+    // Not a terminal: raw output, like redis-cli.
+    let out = run(&["-p", &p, "-c", "GET greeting"]);
+    assert_eq!(text(&out.stdout), "hello world\n");
+    assert!(out.status.success());
+    let out = run(&["-p", &p, "--no-raw", "-c", "GET greeting"]);
+    assert_eq!(text(&out.stdout), "\"hello world\"\n");
+    let out = run(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &p,
+        "--no-raw",
+        "GET",
+        "missing",
+    ]);
+    assert_eq!(text(&out.stdout), "(nil)\n");
+    let out = run(&["-p", &p, "--no-raw", "-c", r#"RPUSH l a "b c" "\x00\n""#]);
+    assert_eq!(text(&out.stdout), "(integer) 3\n");
+    let out = run(&["-p", &p, "--no-raw", "LRANGE", "l", "0", "-1"]);
+    assert_eq!(text(&out.stdout), "1) \"a\"\n2) \"b c\"\n3) \"\\x00\\n\"\n");
+}
+
+#[test]
+fn error_replies_and_failures_exit_non_zero() {
+    let Some(redis) = Redis::start() else { return };
+    let p = redis.port_arg();
+    assert!(run(&["-p", &p, "SET", "s", "text"]).status.success());
+    let out = run(&["-p", &p, "--no-raw", "INCR", "s"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(text(&out.stdout), "", "errors stay off stdout");
+    assert_eq!(
+        text(&out.stderr),
+        "(error) ERR value is not an integer or out of range\n"
+    );
+    let out = run(&["-p", &p, "-c", "GET \"unbalanced"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Invalid argument(s)"), "{out:?}");
+    // A port nobody listens on.
+    let closed = free_port();
+    let out = run(&["-p", &closed.to_string(), "PING"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "tessera: could not connect to 127.0.0.1:{closed}: "
+        )),
+        "{err}"
+    );
+    // Wrong password: the handshake error is reported, not a later confusing one.
+    let out = run(&["-p", &p, "-a", "nope", "PING"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("AUTH failed"), "{out:?}");
+    // Bad usage is clap's exit code 2.
+    let out = run(&["-p", "notaport", "PING"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn stdin_runs_one_command_per_line() {
+    let Some(redis) = Redis::start() else { return };
+    let p = redis.port_arg();
+    let script = b"SET n 1\n\n# a comment\nINCR n\nGET n\n";
+    let out = run_with(&["-p", &p], script, &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "OK\n2\n2\n");
+    // An error in the middle does not stop the script, but the exit status reports it.
+    let out = run_with(
+        &["-p", &p, "--no-raw"],
+        b"INCR n\nHSET n f v\nINCR n\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "(integer) 3\n(integer) 4\n");
+    assert!(
+        text(&out.stderr).starts_with("(error) WRONGTYPE"),
+        "{out:?}"
+    );
+    // `use` and map verbs work in scripts too; redis-server's error text shows what was sent.
+    let out = run_with(&["-p", &p], b"use users\nput alice 1 EX 10\n", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .contains("'DM.PUT', with args beginning with: 'users' 'alice' '1' 'EX' '10'"),
+        "{out:?}"
+    );
+    // quit stops reading.
+    let out = run_with(&["-p", &p], b"PING\nquit\nSET never 1\n", &[]);
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "PONG\n");
+    assert_eq!(text(&run(&["-p", &p, "EXISTS", "never"]).stdout), "0\n");
+}
+
+#[test]
+fn resp3_replies_are_printed_by_type() {
+    let Some(redis) = Redis::start() else { return };
+    let p = redis.port_arg();
+    let script = b"HSET h f v\nHGETALL h\nZADD z 1.5 a\nZRANGE z 0 -1 WITHSCORES\nSADD s x\n\
+                   SMEMBERS s\nHGETALL nothing\n";
+    let out = run_with(&["-p", &p, "--resp3", "--no-raw"], script, &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "(integer) 1\n1# \"f\" => \"v\"\n(integer) 1\n1) 1) \"a\"\n   2) (double) 1.5\n\
+         (integer) 1\n1~ \"x\"\n(empty hash)\n"
+    );
+}
+
+/// Our human form must match redis-cli's byte for byte.
+#[test]
+fn human_output_matches_redis_cli() {
+    let Some(redis) = Redis::start() else { return };
+    if !have("redis-cli") {
+        eprintln!("SKIPPED: redis-cli is not installed");
+        return;
+    }
+    let p = redis.port_arg();
+    let setup =
+        "RPUSH list a \"b\\tc\" \"\\xff\"\nHSET h f1 v1 f2 \"two words\"\nZADD z 1 a 2.5 b\n\
+                 SET n 10\nSADD s m\n";
+    assert!(run_with(&["-p", &p], setup.as_bytes(), &[])
+        .status
+        .success());
+    let commands: &[&[&str]] = &[
+        &["LRANGE", "list", "0", "-1"],
+        &["HGETALL", "h"],
+        &["ZRANGE", "z", "0", "-1", "WITHSCORES"],
+        &["GET", "n"],
+        &["GET", "nothing"],
+        &["HGET", "n", "f"],
+        &["LRANGE", "nothing", "0", "-1"],
+        &["COMMAND", "INFO", "get"],
+        &["SCAN", "0", "COUNT", "100", "TYPE", "none"],
+        &["PING"],
+        &["SMEMBERS", "s"],
+    ];
+    for proto in ["2", "3"] {
+        for c in commands {
+            let mut ours = vec!["-p", &p, "--no-raw"];
+            let mut theirs = vec!["-p", p.as_str(), "--no-raw"];
+            if proto == "3" {
+                ours.push("--resp3");
+                theirs.push("-3");
+            }
+            ours.extend_from_slice(c);
+            theirs.extend_from_slice(c);
+            let mine = run(&ours);
+            let cli = Command::new("redis-cli").args(&theirs).output().unwrap();
+            // Ours prints error replies on stderr (stdout carries only data) and exits 1.
+            let is_error = c[0] == "HGET";
+            assert_eq!(mine.status.success(), !is_error, "{c:?}: {mine:?}");
+            let shown = text(if is_error { &mine.stderr } else { &mine.stdout });
+            assert_eq!(shown, text(&cli.stdout), "RESP{proto} {c:?}");
+        }
+    }
+}
+
+#[test]
+fn stats_reports_the_node_as_table_and_json() {
+    let Some(redis) = Redis::start() else { return };
+    let p = redis.port_arg();
+    use std::fmt::Write as _;
+    let mut script = String::new();
+    for i in 0..25 {
+        writeln!(script, "SET key{i} {i}").unwrap();
+    }
+    assert!(run_with(&["-p", &p], script.as_bytes(), &[])
+        .status
+        .success());
+    assert!(run(&["-p", &p, "GET", "key1"]).status.success());
+    assert!(run(&["-p", &p, "GET", "absent"]).status.success());
+
+    let out = run(&["stats", "-p", &p, "--json", "--interval", "0.2"]);
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = &doc["nodes"][0];
+    assert_eq!(node["addr"], format!("127.0.0.1:{p}"));
+    assert_eq!(node["keys"], 25);
+    assert_eq!(node["hits"], 1);
+    assert_eq!(node["misses"], 1);
+    assert!(node["memory_bytes"].as_u64().unwrap() > 0);
+    assert!(node["connections"].as_u64().unwrap() >= 1);
+    // The first sample's INFO is counted by the second: the rate cannot be zero.
+    assert!(node["ops_per_sec"].as_f64().unwrap() > 0.0, "{node}");
+
+    let out = run(&["-p", &p, "stats", "--interval", "0.1"]);
+    assert!(out.status.success());
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NODE/CORE"), "{table}");
+    let cells: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(cells[0], format!("127.0.0.1:{p}"));
+    assert_eq!(cells[1], "25");
+
+    // Watch mode, bounded: one JSON document per refresh.
+    let out = run(&[
+        "stats",
+        "-p",
+        &p,
+        "--json",
+        "--watch",
+        "0.1",
+        "--iterations",
+        "3",
+        "--interval",
+        "0.1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let docs: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 3);
+    assert!(docs.iter().all(|d| d["nodes"][0]["keys"] == 25));
+
+    // The same node twice via --node: two entries.
+    let out = run(&[
+        "stats",
+        "-p",
+        &p,
+        "--json",
+        "--interval",
+        "0",
+        "--node",
+        &format!("127.0.0.1:{p}"),
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["nodes"].as_array().unwrap().len(), 2);
+
+    // redis-server has no DM.STATS: a clear error and a failing status.
+    let out = run(&["stats", "-p", &p, "--dmap", "users"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("DM.STATS users failed at 127.0.0.1:"), "{err}");
+    assert!(err.contains("unknown command"), "{err}");
+}
+
+/// A tmux server of our own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str) -> Tmux {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let socket = format!(
+            "tessera-cli-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let t = Tmux { socket };
+        t.tmux(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            command,
+        ]);
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    /// Types `s` literally.
+    fn type_text(&self, s: &str) {
+        assert!(self
+            .tmux(&["send-keys", "-t", "t", "-l", s])
+            .status
+            .success());
+    }
+
+    /// Presses a named key (`Enter`, `Up`, `Tab`, `C-d`).
+    fn key(&self, k: &str) {
+        assert!(self.tmux(&["send-keys", "-t", "t", k]).status.success());
+    }
+
+    fn screen(&self) -> String {
+        text(&self.tmux(&["capture-pane", "-p", "-t", "t"]).stdout)
+    }
+
+    fn screen_with_styles(&self) -> String {
+        text(&self.tmux(&["capture-pane", "-p", "-e", "-t", "t"]).stdout)
+    }
+
+    /// Waits until the screen satisfies `ok`, failing with the screen after [`STEP_TIMEOUT`].
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last non-empty line on the screen (where the cursor's line is).
+    fn wait_last_line(&self, expected: &str) {
+        self.wait_for(&format!("last line {expected:?}"), |s| {
+            s.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::trim_end)
+                == Some(expected)
+        });
+    }
+
+    fn wait_exit(&self) {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        while self.tmux(&["has-session", "-t", "t"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the REPL did not exit; screen:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+fn repl_command(redis: &Redis, home: &Path) -> String {
+    format!(
+        "env -u TESSERA_HISTFILE -u XDG_STATE_HOME HOME='{}' TERM=xterm '{BIN}' -p {}",
+        home.display(),
+        redis.port
+    )
+}
+
+#[test]
+fn repl_as_a_person_uses_it() {
+    let Some(redis) = Redis::start() else { return };
+    if !have("tmux") {
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    }
+    let home = TempDir::new("home");
+    let prompt = format!("127.0.0.1:{}>", redis.port);
+    let t = Tmux::start(&repl_command(&redis, &home.0));
+    t.wait_last_line(&prompt);
+
+    t.type_text("SET greeting \"hello world\"");
+    t.key("Enter");
+    t.wait_for("OK", |s| s.lines().any(|l| l == "OK"));
+    t.type_text("get greeting");
+    t.key("Enter");
+    t.wait_for("the value", |s| s.contains("\n\"hello world\"\n"));
+    t.type_text("RPUSH list a b");
+    t.key("Enter");
+    t.wait_for("the push count", |s| s.contains("(integer) 2"));
+    t.type_text("LRANGE list 0 -1");
+    t.key("Enter");
+    t.wait_for("the list", |s| s.contains("1) \"a\"\n2) \"b\""));
+
+    // Errors are shown, styled, and the REPL goes on.
+    t.type_text("INCR greeting");
+    t.key("Enter");
+    let s = t.wait_for("the error", |s| {
+        s.contains("(error) ERR value is not an integer or out of range")
+    });
+    let styled = t.screen_with_styles();
+    let line = styled
+        .lines()
+        .find(|l| l.contains("(error) ERR value"))
+        .unwrap();
+    assert!(
+        line.contains("\x1b[") && line.contains("31"),
+        "not red: {line:?}\n{s}"
+    );
+
+    // Up arrow recalls the previous line; Enter runs it again.
+    t.key("Up");
+    t.wait_last_line(&format!("{prompt} INCR greeting"));
+    t.key("Up");
+    t.wait_last_line(&format!("{prompt} LRANGE list 0 -1"));
+    t.key("Enter");
+    t.wait_for("the list twice", |s| s.matches("2) \"b\"").count() == 2);
+
+    // Tab completes command names from the server's COMMAND table.
+    t.type_text("DBSI");
+    t.key("Tab");
+    t.wait_last_line(&format!("{prompt} DBSIZE"));
+    t.key("Enter");
+    t.wait_for("dbsize", |s| s.contains("(integer) 2"));
+
+    // `use` selects a map: the prompt shows it and `put` becomes DM.PUT on it.
+    t.type_text("use users");
+    t.key("Enter");
+    let map_prompt = format!("127.0.0.1:{}[users]>", redis.port);
+    t.wait_last_line(&map_prompt);
+    t.type_text("put alice 42");
+    t.key("Enter");
+    t.wait_for("the translated command", |s| {
+        s.contains("'DM.PUT', with args beginning with: 'users' 'alice' '42'")
+    });
+    t.type_text("get");
+    t.key("Enter");
+    t.wait_for("usage", |s| s.contains("(error) usage: get key"));
+    t.type_text("use");
+    t.key("Enter");
+    t.wait_last_line(&prompt);
+
+    // Secrets stay out of history.
+    t.type_text("AUTH hunter2");
+    t.key("Enter");
+    t.wait_for("auth error", |s| s.contains("(error) ERR AUTH"));
+    t.type_text("help");
+    t.key("Enter");
+    t.wait_for("help", |s| s.contains("use <dmap>"));
+    t.type_text("quit");
+    t.key("Enter");
+    t.wait_exit();
+
+    let history = std::fs::read_to_string(home.0.join(".tessera_history")).unwrap();
+    assert!(history.contains("put alice 42"), "{history}");
+    assert!(!history.contains("hunter2"), "{history}");
+
+    // A new REPL recalls the last session's lines.
+    let t = Tmux::start(&repl_command(&redis, &home.0));
+    t.wait_last_line(&prompt);
+    t.key("Up");
+    t.wait_last_line(&format!("{prompt} quit"));
+    t.key("Up");
+    t.wait_last_line(&format!("{prompt} help"));
+    t.key("Up");
+    t.wait_last_line(&format!("{prompt} use"));
+    // Ctrl-C abandons the line, Ctrl-D on an empty line leaves.
+    t.key("C-c");
+    t.wait_last_line(&prompt);
+    t.key("C-d");
+    t.wait_exit();
+}
+
+#[test]
+fn repl_without_a_server_says_not_connected() {
+    if !have("tmux") {
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    }
+    let home = TempDir::new("home");
+    let port = free_port();
+    let t = Tmux::start(&format!(
+        "env HOME='{}' TERM=xterm '{BIN}' -p {port}",
+        home.0.display()
+    ));
+    t.wait_for("the refusal", |s| {
+        s.contains(&format!("could not connect to 127.0.0.1:{port}"))
+    });
+    t.wait_last_line("not connected>");
+    t.type_text("PING");
+    t.key("Enter");
+    t.wait_for("a second refusal", |s| {
+        s.matches(&format!("could not connect to 127.0.0.1:{port}"))
+            .count()
+            == 2
+    });
+    t.type_text("exit");
+    t.key("Enter");
+    t.wait_exit();
+}
