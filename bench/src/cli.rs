@@ -333,7 +333,7 @@ fn run_cmd(a: &RunArgs, out_w: &mut dyn Write) -> Result<(), BenchError> {
     ignore_broken_pipe(write!(
         out_w,
         "{:?}, {} connections x pipeline {}, {} workers, {:.2} s measured\n{}\
-         unanswered at the end: {}; generator CPU: {:.2} s over {:.2} s wall = {:.2} cores\n",
+         unanswered at the end: {}; intended but not sent (open loop): {}; generator CPU: {:.2} s over {:.2} s wall = {:.2} cores\n",
         cfg.load,
         cfg.connections,
         cfg.pipeline,
@@ -341,6 +341,7 @@ fn run_cmd(a: &RunArgs, out_w: &mut dyn Write) -> Result<(), BenchError> {
         out.measured_s,
         format_table(&rows),
         out.unfinished,
+        out.unsent,
         out.generator_cpu_s,
         out.wall_s,
         out.generator_cores()

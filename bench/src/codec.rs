@@ -59,6 +59,8 @@ pub struct Encoder {
     prefix: Vec<u8>,
     dmap: Vec<u8>,
     ttl_ms: Option<u64>,
+    /// `ttl_ms` as decimal text, formatted once.
+    ttl_text: Option<Vec<u8>>,
     values: Vec<u8>,
     key: Vec<u8>,
     scratch: Vec<u8>,
@@ -86,6 +88,9 @@ impl Encoder {
             prefix: workload.key_prefix.clone().into_bytes(),
             dmap: workload.dmap.clone().into_bytes(),
             ttl_ms: workload.ttl_ms,
+            ttl_text: workload
+                .ttl_ms
+                .map(|t| itoa::Buffer::new().format(t).as_bytes().to_vec()),
             values,
             key: Vec::with_capacity(64),
             scratch: Vec::with_capacity(64),
@@ -119,14 +124,14 @@ impl Encoder {
             Protocol::Resp => {
                 let key = &self.key[..];
                 let mut ib = itoa::Buffer::new();
-                let ttl = self.ttl_ms.map(|t| ib.format(t).as_bytes().to_vec());
+                let ttl = self.ttl_text.as_deref();
                 match op.kind {
                     OpKind::Get => resp::encode_command(out, &[b"GET", key]),
-                    OpKind::Set => resp_set(out, b"SET", None, key, value, ttl.as_deref()),
+                    OpKind::Set => resp_set(out, b"SET", None, key, value, ttl),
                     OpKind::Incr => resp::encode_command(out, &[b"INCR", key]),
                     OpKind::Del => resp::encode_command(out, &[b"DEL", key]),
                     OpKind::DmPut => {
-                        resp_set(out, b"DM.PUT", Some(&self.dmap), key, value, ttl.as_deref());
+                        resp_set(out, b"DM.PUT", Some(&self.dmap), key, value, ttl);
                     }
                     OpKind::DmGet => resp::encode_command(out, &[b"DM.GET", &self.dmap, key]),
                     OpKind::Scan => {
@@ -142,7 +147,7 @@ impl Encoder {
                     }
                     OpKind::Rmw => {
                         resp::encode_command(out, &[b"GET", key]);
-                        resp_set(out, b"SET", None, key, value, ttl.as_deref());
+                        resp_set(out, b"SET", None, key, value, ttl);
                         return Expect {
                             parts: [McCommand::Get, McCommand::Set],
                             len: 2,

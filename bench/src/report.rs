@@ -65,6 +65,8 @@ pub struct RunReport<'a> {
     pub workers: usize,
     /// Measured requests still unanswered at the end of the drain period.
     pub unfinished: u64,
+    /// Open loop: requests intended but never sent (the target rate was not reached).
+    pub unsent: u64,
     /// Generator CPU (user + system) over the run, seconds.
     pub generator_cpu_s: f64,
     /// Generator CPU in cores (cpu seconds / wall seconds).
@@ -87,6 +89,7 @@ impl<'a> RunReport<'a> {
             wall_s: out.wall_s,
             workers: out.workers,
             unfinished: out.unfinished,
+            unsent: out.unsent,
             generator_cpu_s: out.generator_cpu_s,
             generator_cores: out.generator_cores(),
             summary: summarize(&out.stats, out.measured_s),
@@ -123,6 +126,7 @@ mod tests {
             wall_s: 2.0,
             workers: 1,
             unfinished: 0,
+            unsent: 0,
         };
         let cfg = RunConfig::default();
         let v = serde_json::to_value(RunReport::new(&cfg, &out)).unwrap();

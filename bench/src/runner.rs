@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream, ToSocketAddrs};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Barrier, OnceLock};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::TcpStream;
@@ -105,7 +105,7 @@ pub struct RunConfig {
     pub pipeline: usize,
     /// Closed or open loop.
     pub load: LoadModel,
-    /// Worker threads (>= 1; more than `connections` are not started).
+    /// Worker threads (1..=[`WORKERS_MAX`]; more than `connections` are not started).
     pub workers: usize,
     /// Core pinning of workers.
     pub pinning: Pinning,
@@ -133,6 +133,8 @@ pub struct RunConfig {
 
 /// Most connections one run opens.
 pub const CONNECTIONS_MAX: usize = 100_000;
+/// Most worker threads one run starts.
+pub const WORKERS_MAX: usize = 1024;
 /// Deepest pipeline accepted.
 pub const PIPELINE_MAX: usize = 100_000;
 /// Longest interval between progress and interval-log checks when idle.
@@ -176,8 +178,8 @@ impl RunConfig {
         if !(1..=PIPELINE_MAX).contains(&self.pipeline) {
             return bad("pipeline must be in 1..=100000");
         }
-        if self.workers == 0 {
-            return bad("workers must be >= 1");
+        if !(1..=WORKERS_MAX).contains(&self.workers) {
+            return bad("workers must be in 1..=1024");
         }
         if self.interval.is_zero() {
             return bad("interval must be > 0");
@@ -235,6 +237,10 @@ pub struct RunOutcome {
     pub workers: usize,
     /// Measured requests sent but not answered by the end of the drain period.
     pub unfinished: u64,
+    /// Open loop: requests intended before the deadline but never sent because the
+    /// connection was full (the target rate was not reached). For Poisson arrivals this is
+    /// the expected number.
+    pub unsent: u64,
 }
 
 impl RunOutcome {
@@ -310,8 +316,7 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
             .map(|&id| Some(core_affinity::CoreId { id }))
             .collect(),
     };
-    let barrier = Arc::new(Barrier::new(workers + 1));
-    let t0: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let gate = Arc::new(StartGate::default());
     let stop = Arc::new(AtomicBool::new(false));
     let counters: Vec<Arc<AtomicU64>> = (0..workers).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let (tx, rx) = mpsc::channel::<IntervalMsg>();
@@ -324,24 +329,32 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
             cfg: cfg.clone(),
             conns,
             core: cores[w % cores.len()],
-            barrier: barrier.clone(),
-            t0: t0.clone(),
+            gate: gate.clone(),
             stop: stop.clone(),
             completed: counters[w].clone(),
             tx: tx.clone(),
         };
-        let h = std::thread::Builder::new()
+        match std::thread::Builder::new()
             .name(format!("bench-worker-{w}"))
             .spawn(move || worker(&ctx))
-            .map_err(BenchError::Io)?;
-        handles.push(h);
+        {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                // Release the workers already started, then report the failure.
+                gate.open(None);
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(BenchError::Io(e));
+            }
+        }
     }
     drop(tx);
-    // Phase 1: every worker has connected (or failed). Phase 2: the clock starts for all.
-    barrier.wait();
-    let start = *t0.get_or_init(Instant::now);
+    // Every worker has connected (or failed); then the clock starts for all at once.
+    gate.wait_ready(workers);
+    let start = Instant::now();
     let wall_start = SystemTime::now();
-    barrier.wait();
+    gate.open(Some(start));
 
     let measure_base = wall_start + cfg.warmup;
     let mut log = match log {
@@ -398,12 +411,14 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
     let mut first_err = None;
     let mut end_ns = 0;
     let mut unfinished = 0;
+    let mut unsent = 0;
     for h in handles {
         match h.join() {
-            Ok(Ok((s, e, u))) => {
-                stats.merge(&s);
-                end_ns = end_ns.max(e);
-                unfinished += u;
+            Ok(Ok(w)) => {
+                stats.merge(&w.stats);
+                end_ns = end_ns.max(w.stop_ns);
+                unfinished += w.unfinished;
+                unsent += w.unsent;
             }
             Ok(Err(e)) => {
                 first_err.get_or_insert(e);
@@ -440,6 +455,7 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
         wall_s,
         workers,
         unfinished,
+        unsent,
     })
 }
 
@@ -497,15 +513,87 @@ fn finish_interval(
     })
 }
 
+/// The start line of a run: workers arrive once connected, the coordinator waits for all of
+/// them, then releases everyone with one start instant (or aborts the run).
+#[derive(Default)]
+struct StartGate {
+    state: Mutex<GateState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    arrived: usize,
+    signal: GateSignal,
+}
+
+#[derive(Default, Clone, Copy)]
+enum GateSignal {
+    #[default]
+    Waiting,
+    Go(Instant),
+    Abort,
+}
+
+impl StartGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Called by a worker: returns the start instant, or `None` if the run was aborted.
+    fn arrive_and_wait(&self) -> Option<Instant> {
+        let mut st = self.lock();
+        st.arrived += 1;
+        self.cv.notify_all();
+        loop {
+            match st.signal {
+                GateSignal::Go(t) => return Some(t),
+                GateSignal::Abort => return None,
+                GateSignal::Waiting => {
+                    st = self
+                        .cv
+                        .wait(st)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            }
+        }
+    }
+
+    fn wait_ready(&self, n: usize) {
+        let mut st = self.lock();
+        while st.arrived < n {
+            st = self
+                .cv
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    fn open(&self, start: Option<Instant>) {
+        self.lock().signal = start.map_or(GateSignal::Abort, GateSignal::Go);
+        self.cv.notify_all();
+    }
+}
+
 struct WorkerCtx {
     cfg: RunConfig,
     conns: Vec<usize>,
     core: Option<core_affinity::CoreId>,
-    barrier: Arc<Barrier>,
-    t0: Arc<OnceLock<Instant>>,
+    gate: Arc<StartGate>,
     stop: Arc<AtomicBool>,
     completed: Arc<AtomicU64>,
     tx: mpsc::Sender<IntervalMsg>,
+}
+
+/// What a worker measured.
+struct WorkerResult {
+    stats: Stats,
+    /// When it stopped sending, ns since the start (at most the deadline).
+    stop_ns: u64,
+    unfinished: u64,
+    unsent: u64,
 }
 
 /// A request awaiting its replies.
@@ -597,7 +685,7 @@ fn setup(ctx: &WorkerCtx, poll: &Poll) -> Result<Vec<Conn>, BenchError> {
 }
 
 /// One worker: returns its statistics and the time (ns since start) it stopped.
-fn worker(ctx: &WorkerCtx) -> Result<(Stats, u64, u64), BenchError> {
+fn worker(ctx: &WorkerCtx) -> Result<WorkerResult, BenchError> {
     if let Some(core) = ctx.core {
         // Pinning is best effort: a failure (e.g. a restricted cpuset) only costs locality.
         let _ = core_affinity::set_for_current(core);
@@ -606,10 +694,10 @@ fn worker(ctx: &WorkerCtx) -> Result<(Stats, u64, u64), BenchError> {
     let setup_result = poll
         .map_err(BenchError::Io)
         .and_then(|p| setup(ctx, &p).map(|c| (p, c)));
-    // Reach both barriers whatever happened, so no thread waits forever.
-    ctx.barrier.wait();
-    let start = *ctx.t0.get_or_init(Instant::now);
-    ctx.barrier.wait();
+    // Reach the start line whatever happened, so the coordinator never waits forever.
+    let Some(start) = ctx.gate.arrive_and_wait() else {
+        return Err(BenchError::Config("run aborted before the start".into()));
+    };
     let (poll, conns) = match setup_result {
         Ok(x) => x,
         Err(e) => {
@@ -629,7 +717,7 @@ fn drive(
     mut poll: Poll,
     mut conns: Vec<Conn>,
     start: Instant,
-) -> Result<(Stats, u64, u64), BenchError> {
+) -> Result<WorkerResult, BenchError> {
     let cfg = &ctx.cfg;
     let now_ns = || start.elapsed().as_nanos() as u64;
     let warmup_ns = cfg.warmup.as_nanos() as u64;
@@ -753,7 +841,19 @@ fn drive(
         .flat_map(|c| c.inflight.iter())
         .filter(|p| p.measured)
         .count() as u64;
-    Ok((stats, stop_ns, unfinished))
+    let unsent = conns
+        .iter()
+        .filter_map(|c| {
+            let s = c.sched.as_ref()?;
+            Some(s.backlog(warmup_ns, end_ns).min(c.budget))
+        })
+        .sum();
+    Ok(WorkerResult {
+        stats,
+        stop_ns,
+        unfinished,
+        unsent,
+    })
 }
 
 fn send_interval(ctx: &WorkerCtx, index: u64, end_ns: u64, interval: &mut Stats) {

@@ -83,6 +83,25 @@ impl Schedule {
         }
     }
 
+    /// How many requests are intended in `[max(next, from_ns), until_ns)` and not yet popped:
+    /// exact for uniform arrivals, the expected number for Poisson.
+    pub fn backlog(&self, from_ns: u64, until_ns: u64) -> u64 {
+        let first = self.next_ns.max(from_ns as f64);
+        let until = until_ns as f64;
+        if first >= until {
+            return 0;
+        }
+        match self.arrival {
+            // Intended times next + k*gap for k >= 0 that fall before `until`.
+            Arrival::Uniform => {
+                let skip = ((first - self.next_ns) / self.mean_gap_ns).ceil();
+                let last = ((until - self.next_ns) / self.mean_gap_ns).ceil();
+                (last - skip).max(0.0) as u64
+            }
+            Arrival::Poisson => ((until - first) / self.mean_gap_ns).round() as u64,
+        }
+    }
+
     fn advance(&mut self) {
         let gap = match self.arrival {
             Arrival::Uniform => self.mean_gap_ns,
@@ -162,6 +181,23 @@ mod tests {
         assert!((var.sqrt() / mean - 1.0).abs() < 0.03);
         // Intended times are non-decreasing.
         assert!(times.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+
+    #[test]
+    fn backlog_counts_requests_not_yet_released() {
+        let mut s = Schedule::new(1000.0, Arrival::Uniform, 0, 0.0, 0);
+        // Intended at 0, 1, 2, ... ms; nothing popped: [0 ms, 10 ms) holds 10.
+        assert_eq!(s.backlog(0, 10_000_000), 10);
+        assert_eq!(s.backlog(0, 10_000_001), 11);
+        assert_eq!(s.backlog(5_000_000, 10_000_000), 5);
+        for _ in 0..4 {
+            s.pop_due(u64::MAX).unwrap();
+        }
+        assert_eq!(s.backlog(0, 10_000_000), 6);
+        assert_eq!(s.backlog(0, 4_000_000), 0);
+        let p = Schedule::new(1000.0, Arrival::Poisson, 0, 0.0, 0);
+        let b = p.backlog(0, 1_000_000_000);
+        assert!((990..=1000).contains(&b), "{b}");
     }
 
     #[test]

@@ -264,6 +264,28 @@ fn replies_after_the_deadline_are_drained_not_dropped() {
 }
 
 #[test]
+fn open_loop_reports_requests_a_stalled_server_kept_from_being_sent() {
+    // The 20th request stalls past the 300 ms deadline: with one connection and pipeline 1,
+    // the ~280 later requests intended at 1000/s are never sent, and the run says so.
+    let server = FakeServer::start(20, Duration::from_millis(600));
+    let mut cfg = config(&server.addr, "resp");
+    cfg.connections = 1;
+    cfg.workers = 1;
+    cfg.pipeline = 1;
+    cfg.requests = None;
+    cfg.duration = Duration::from_millis(300);
+    cfg.drain = Duration::ZERO;
+    cfg.load = LoadModel::Open {
+        rate: 1000.0,
+        arrival: Arrival::Uniform,
+    };
+    let out = runner::run(&cfg, None).unwrap();
+    assert_eq!(out.stats.count(), 19);
+    assert_eq!(out.unfinished, 1);
+    assert!((260..=281).contains(&out.unsent), "{}", out.unsent);
+}
+
+#[test]
 fn a_dead_target_is_a_connect_error() {
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
