@@ -656,3 +656,110 @@ fn repl_without_a_server_says_not_connected() {
     t.key("Enter");
     t.wait_exit();
 }
+
+/// Reads a child's stdout on a thread, line by line, so waits can be bounded.
+fn line_reader(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Kills a child on drop (a test that panics leaves nothing running).
+struct Killer(Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn subscribe_streams_messages_in_resp2_and_resp3() {
+    let Some(redis) = Redis::start() else { return };
+    let p = redis.port_arg();
+    for (proto, channel) in [("2", "news2"), ("3", "news3")] {
+        let mut args = vec!["-p", p.as_str(), "--no-raw"];
+        if proto == "3" {
+            args.push("--resp3");
+        }
+        args.extend(["SUBSCRIBE", channel]);
+        let mut child = Killer(
+            Command::new(BIN)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let lines = line_reader(&mut child.0);
+        let next = || lines.recv_timeout(STEP_TIMEOUT).expect("a line in time");
+        assert_eq!(next(), "1) \"subscribe\"");
+        assert_eq!(next(), format!("2) \"{channel}\""));
+        assert_eq!(next(), "3) (integer) 1");
+        assert_eq!(next(), "Reading messages... (press Ctrl-C to quit)");
+        let out = run(&["-p", &p, "PUBLISH", channel, "hello there"]);
+        assert_eq!(text(&out.stdout), "1\n", "RESP{proto}");
+        assert_eq!(next(), "1) \"message\"");
+        assert_eq!(next(), format!("2) \"{channel}\""));
+        assert_eq!(next(), "3) \"hello there\"");
+    }
+}
+
+/// A one-connection fake server: reads whatever comes and answers the first read with `reply`
+/// (nothing when empty), then keeps the socket open until the client leaves.
+fn fake_server(reply: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let _ = s.set_read_timeout(Some(STEP_TIMEOUT));
+        let mut buf = [0u8; 1024];
+        let mut answered = false;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                return;
+            }
+            if !answered && !reply.is_empty() {
+                let _ = s.write_all(reply);
+                answered = true;
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn silent_and_garbled_servers_fail_cleanly() {
+    let port = fake_server(b"");
+    let out = run(&["-p", &port.to_string(), "--timeout", "0.3", "PING"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!("Error: 127.0.0.1:{port}: no reply within the timeout\n")
+    );
+    let port = fake_server(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let out = run(&["-p", &port.to_string(), "PING"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("protocol error: unknown reply type byte 'H'"),
+        "{out:?}"
+    );
+    // A reply that claims more than the limits allow is refused, not allocated.
+    let port = fake_server(b"*99999999999\r\n");
+    let out = run(&["-p", &port.to_string(), "PING"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("exceeds the limit"), "{out:?}");
+}

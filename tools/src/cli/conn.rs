@@ -167,17 +167,19 @@ impl Conn {
         read_reply(&mut self.reader, &self.limits).map_err(|e| self.stream_err(e))
     }
 
-    /// Sends one command and returns its reply, passing any RESP3 push message that arrives first
-    /// to `on_push`.
+    /// Sends one command and returns its reply. A RESP3 push message that arrives first is
+    /// passed to `on_push`, unless `push_is_reply` (for the subscribe family, whose replies are
+    /// pushes in RESP3), when the first message of any kind is the reply.
     pub fn call_with_push(
         &mut self,
         args: &[Vec<u8>],
+        push_is_reply: bool,
         on_push: &mut dyn FnMut(&Reply),
     ) -> Result<Reply, ConnError> {
         self.send(args)?;
         loop {
             let reply = self.read()?;
-            if matches!(reply, Reply::Push(_)) {
+            if matches!(reply, Reply::Push(_)) && !push_is_reply {
                 on_push(&reply);
             } else {
                 return Ok(reply);
@@ -187,7 +189,7 @@ impl Conn {
 
     /// Sends one command and returns its reply, dropping push messages.
     pub fn call(&mut self, args: &[Vec<u8>]) -> Result<Reply, ConnError> {
-        self.call_with_push(args, &mut |_| {})
+        self.call_with_push(args, false, &mut |_| {})
     }
 
     fn stream_err(&self, cause: RespError) -> ConnError {

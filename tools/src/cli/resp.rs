@@ -111,12 +111,25 @@ pub enum RespError {
     /// The server closed the connection before or inside a reply.
     #[error("connection closed by the server")]
     Closed,
-    /// The socket failed (reset, timeout, ...).
+    /// No reply within the read timeout.
+    #[error("no reply within the timeout")]
+    Timeout,
+    /// The socket failed (reset, ...).
     #[error("{0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The bytes are not RESP, or break a [`ReplyLimits`] bound. The connection is unusable.
     #[error("protocol error: {0}")]
     Protocol(String),
+}
+
+impl From<io::Error> for RespError {
+    fn from(e: io::Error) -> Self {
+        // A socket read timeout surfaces as WouldBlock on Unix and TimedOut on Windows.
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => RespError::Timeout,
+            _ => RespError::Io(e),
+        }
+    }
 }
 
 /// Writes `args` as one RESP command (an array of bulk strings) into `out`.

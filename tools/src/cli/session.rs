@@ -38,6 +38,16 @@ pub const SCAN_ROUNDS_MAX: usize = 100_000;
 /// Commands after which the server streams messages until the connection closes.
 const STREAMING: &[&str] = &["subscribe", "psubscribe", "ssubscribe", "monitor"];
 
+/// Commands whose reply is a push message in RESP3.
+const PUSH_REPLY: &[&str] = &[
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+];
+
 /// One session.
 pub struct Session {
     opts: ConnOpts,
@@ -152,8 +162,13 @@ impl Session {
             self.connect()?;
         }
         let style = self.style;
+        let name = command
+            .first()
+            .map(|c| String::from_utf8_lossy(c).to_ascii_lowercase())
+            .unwrap_or_default();
+        let push_is_reply = PUSH_REPLY.contains(&name.as_str());
         let conn = self.conn.as_mut().expect("connected above");
-        conn.call_with_push(command, &mut |push| {
+        conn.call_with_push(command, push_is_reply, &mut |push| {
             let _ = std::io::stdout().write_all(&render(push, style));
         })
     }
