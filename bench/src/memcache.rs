@@ -231,3 +231,21 @@ mod tests {
         assert!(parse_reply(McCommand::Set, &long).is_err());
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes never panic, and a reported reply never claims more than the input.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            for cmd in [McCommand::Get, McCommand::Set, McCommand::Incr, McCommand::Delete] {
+                if let Ok(Some((_, used))) = parse_reply(cmd, &bytes) {
+                    prop_assert!(used > 0 && used <= bytes.len());
+                }
+            }
+        }
+    }
+}

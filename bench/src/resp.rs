@@ -247,3 +247,29 @@ mod tests {
         assert!(parse_reply(deep.as_bytes()).is_err());
     }
 }
+
+#[cfg(test)]
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes never panic, and a reported frame never claims more than the input.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(Some((_, used))) = parse_reply(&bytes) {
+                prop_assert!(used > 0 && used <= bytes.len());
+            }
+        }
+
+        /// Any command we encode parses back as one frame of exactly its length.
+        #[test]
+        fn encoded_commands_round_trip(args in proptest::collection::vec(
+            proptest::collection::vec(any::<u8>(), 0..40), 1..6)) {
+            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let mut out = Vec::new();
+            encode_command(&mut out, &refs);
+            prop_assert_eq!(parse_reply(&out).unwrap(), Some((Reply::Aggregate(args.len()), out.len())));
+        }
+    }
+}

@@ -23,6 +23,8 @@ use tessera_bench::workload::{parse_mix, KeyDist, OpKind, Workload, Ycsb};
 /// only after `stall` has passed.
 struct FakeServer {
     addr: String,
+    /// Commands received so far.
+    seen: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
@@ -35,6 +37,7 @@ impl FakeServer {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(AtomicU64::new(0));
         let stop2 = stop.clone();
+        let seen_out = seen.clone();
         let accept = std::thread::spawn(move || {
             let mut conns = Vec::new();
             while !stop2.load(Ordering::Relaxed) {
@@ -54,6 +57,7 @@ impl FakeServer {
         });
         FakeServer {
             addr,
+            seen: seen_out,
             stop,
             accept: Some(accept),
         }
@@ -283,6 +287,20 @@ fn open_loop_reports_requests_a_stalled_server_kept_from_being_sent() {
     assert_eq!(out.stats.count(), 19);
     assert_eq!(out.unfinished, 1);
     assert!((260..=281).contains(&out.unsent), "{}", out.unsent);
+}
+
+#[test]
+fn several_targets_in_one_run_share_the_connections() {
+    let a = FakeServer::start(0, Duration::ZERO);
+    let b = FakeServer::start(0, Duration::ZERO);
+    let mut cfg = config(&a.addr, "resp");
+    cfg.targets
+        .push(format!("resp://{}", b.addr).parse().unwrap());
+    let out = runner::run(&cfg, None).unwrap();
+    assert_eq!(out.stats.count(), 4000);
+    // 4 connections alternate between the two servers, each with the same request budget.
+    assert_eq!(a.seen.load(Ordering::Relaxed), 2000);
+    assert_eq!(b.seen.load(Ordering::Relaxed), 2000);
 }
 
 #[test]
