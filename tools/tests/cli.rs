@@ -389,6 +389,29 @@ fn stats_reports_the_node_as_table_and_json() {
     assert_eq!(docs.len(), 3);
     assert!(docs.iter().all(|d| d["nodes"][0]["keys"] == 25));
 
+    // Watch mode as a table: a header per refresh (no screen clearing off a terminal).
+    let out = run(&[
+        "stats",
+        "-p",
+        &p,
+        "--watch",
+        "0.1",
+        "--iterations",
+        "2",
+        "--interval",
+        "0.1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let table = text(&out.stdout);
+    assert!(!table.contains('\x1b'), "{table}");
+    assert_eq!(
+        table.matches("tessera stats: refresh ").count(),
+        2,
+        "{table}"
+    );
+    assert!(table.contains("refresh 2 every 0.1s"), "{table}");
+    assert_eq!(table.matches("NODE/CORE").count(), 2, "{table}");
+
     // The same node twice via --node: two entries.
     let out = run(&[
         "stats",
@@ -762,4 +785,25 @@ fn silent_and_garbled_servers_fail_cleanly() {
     let out = run(&["-p", &port.to_string(), "PING"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("exceeds the limit"), "{out:?}");
+}
+
+#[test]
+fn stats_watch_redraws_the_screen_like_top() {
+    let Some(redis) = Redis::start() else { return };
+    if !have("tmux") {
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    }
+    // Bounded: 100 refreshes of 0.1 s end by themselves; the tmux server is killed on drop.
+    let t = Tmux::start(&format!(
+        "env TERM=xterm '{BIN}' stats -p {} --watch 0.1 --iterations 100 --interval 0.1",
+        redis.port
+    ));
+    let s = t.wait_for("the third refresh", |s| s.contains("refresh 3 every 0.1s"));
+    assert_eq!(
+        s.matches("NODE/CORE").count(),
+        1,
+        "not redrawn in place:\n{s}"
+    );
+    assert!(s.contains(&format!("127.0.0.1:{}", redis.port)), "{s}");
 }

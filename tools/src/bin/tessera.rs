@@ -22,7 +22,14 @@ use std::time::Duration;
     version,
     about = "Tessera command-line client (REPL, one-shot commands, stats); works with Redis too",
     disable_help_flag = true,
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    after_help = "Examples:\n  \
+        tessera                          REPL to 127.0.0.1:6379 (type `help` inside)\n  \
+        tessera -p 7000 GET foo          one command, the rest of the line is its arguments\n  \
+        tessera -c 'DM.GET users alice'  one command line, quoted as in the REPL\n  \
+        tessera < script.txt             one command per line; exit 1 if any failed\n  \
+        tessera stats --watch            node and per-core figures, refreshed like top\n  \
+        tessera stats --dmap users --json"
 )]
 struct Cli {
     #[command(flatten)]

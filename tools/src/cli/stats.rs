@@ -212,10 +212,15 @@ pub fn node_stats(now: &Sample, before: Option<&Sample>) -> NodeStats {
             (n, figures(&fields, prev, secs), fields)
         })
         .collect();
-    // Redis reports keys in the keyspace section only; a node without a total sums its cores.
-    node.keys = node.keys.or(now.info.keyspace_keys()).or_else(|| {
-        let ks: Vec<u64> = cores.iter().filter_map(|(_, f, _)| f.keys).collect();
-        (!ks.is_empty()).then(|| ks.iter().sum())
+    // A node's keys are its cores' keys when it reports cores (every map, Tessera), else the
+    // keyspace section's `db<N>` lines (Redis; Tessera's db0 is only the default map).
+    let core_keys: Vec<u64> = cores.iter().filter_map(|(_, f, _)| f.keys).collect();
+    node.keys = node.keys.or_else(|| {
+        if core_keys.is_empty() {
+            now.info.keyspace_keys()
+        } else {
+            Some(core_keys.iter().sum())
+        }
     });
     NodeStats {
         addr: now.addr.clone(),
@@ -467,6 +472,14 @@ pub fn run(opts: &StatsOpts, out: &mut dyn std::io::Write) -> anyhow::Result<()>
         } else if done > 0 && !opts.json {
             out.write_all(b"\n")?;
         }
+        if let (Some(every), false) = (opts.watch, opts.json) {
+            writeln!(
+                out,
+                "tessera stats: refresh {} every {:.1}s\n",
+                done + 1,
+                every.as_secs_f64()
+            )?;
+        }
         out.write_all(text.as_bytes())?;
         out.flush()?;
         done += 1;
@@ -521,14 +534,14 @@ mod tests {
     use super::*;
 
     /// A Redis 7 `INFO` excerpt (the real names), plus a `shards` section in the
-    /// `core<N>:k=v,...` form Tessera adds (issue 6 names only the form, so these field names
-    /// exercise the accepted spellings).
+    /// `core<N>:k=v,...` form Tessera adds: core0 with the names tesserad prints today, core1
+    /// with the other accepted spellings.
     const INFO_TEXT: &str = "# Server\r\nredis_version:7.0.15\r\n\r\n# Clients\r\n\
         connected_clients:3\r\n\r\n# Memory\r\nused_memory:2048\r\n\r\n# Stats\r\n\
         total_commands_processed:100\r\ninstantaneous_ops_per_sec:7\r\nkeyspace_hits:5\r\n\
         keyspace_misses:2\r\nevicted_keys:1\r\nexpired_keys:4\r\n\r\n# Keyspace\r\n\
-        db0:keys=10,expires=1,avg_ttl=0\r\ndb1:keys=5,expires=0,avg_ttl=0\r\n\r\n# Shards\r\n\
-        core0:keys=7,used_memory=1000,hits=3,misses=1,evicted=0,expired=2,commands=60,connections=2\r\n\
+        db0:keys=10,expires=1,avg_ttl=0\r\ndb1:keys=6,expires=0,avg_ttl=0\r\n\r\n# Shards\r\n\
+        core0:keys=7,default_map_keys=5,used_memory=1000,hits=3,misses=1,evicted_keys=0,expired_keys=2,commands=60,connections=2\r\n\
         core1:keys=8,memory=1048,hits=2,misses=1,evictions=1,expirations=2,ops=40,clients=1\r\n";
 
     fn sample_at(text: &str, at: Instant) -> Sample {
@@ -549,7 +562,7 @@ mod tests {
         );
         assert_eq!(info.get("redis_version"), Some("7.0.15"));
         assert_eq!(info.get("used_memory"), Some("2048"));
-        assert_eq!(info.keyspace_keys(), Some(15));
+        assert_eq!(info.keyspace_keys(), Some(16));
         let cores = info.cores();
         assert_eq!(cores.len(), 2);
         assert_eq!(cores[&1]["memory"], "1048");
@@ -617,11 +630,18 @@ mod tests {
     }
 
     #[test]
-    fn node_keys_fall_back_to_the_sum_of_cores() {
-        let text = "# Shards\r\ncore0:keys=2\r\ncore1:keys=3\r\n";
+    fn node_keys_are_the_cores_keys_else_the_keyspace() {
+        let text = "# Keyspace\r\ndb0:keys=1\r\n# Shards\r\ncore0:keys=2\r\ncore1:keys=3\r\n";
         let s = node_stats(&sample_at(text, Instant::now()), None);
         assert_eq!(s.node.keys, Some(5));
         assert_eq!(s.node.memory_bytes, None);
+        let redis = "# Keyspace\r\ndb0:keys=1,expires=0\r\ndb2:keys=4,expires=0\r\n";
+        let s = node_stats(&sample_at(redis, Instant::now()), None);
+        assert_eq!(s.node.keys, Some(5));
+        assert_eq!(
+            node_stats(&sample_at("", Instant::now()), None).node.keys,
+            None
+        );
     }
 
     #[test]
