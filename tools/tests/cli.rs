@@ -434,21 +434,20 @@ fn stats_reports_the_node_as_table_and_json() {
     assert!(err.contains("unknown command"), "{err}");
 }
 
-/// A tmux server of our own (its own socket), killed on drop.
+/// A tmux server of our own (its socket in a scratch directory), killed on drop.
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
+    _dir: TempDir,
 }
 
 impl Tmux {
     fn start(command: &str) -> Tmux {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let socket = format!(
-            "tessera-cli-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let t = Tmux { socket };
-        t.tmux(&[
+        let dir = TempDir::new("tmux");
+        let t = Tmux {
+            socket: dir.0.join("sock"),
+            _dir: dir,
+        };
+        let out = t.tmux(&[
             "-f",
             "/dev/null",
             "new-session",
@@ -461,12 +460,13 @@ impl Tmux {
             "40",
             command,
         ]);
+        assert!(out.status.success(), "tmux new-session: {out:?}");
         t
     }
 
     fn tmux(&self, args: &[&str]) -> Output {
         Command::new("tmux")
-            .arg("-L")
+            .arg("-S")
             .arg(&self.socket)
             .args(args)
             .output()
@@ -806,4 +806,21 @@ fn stats_watch_redraws_the_screen_like_top() {
         "not redrawn in place:\n{s}"
     );
     assert!(s.contains(&format!("127.0.0.1:{}", redis.port)), "{s}");
+}
+
+#[test]
+fn resp3_push_messages_before_a_reply_are_shown() {
+    let Some(redis) = Redis::start() else { return };
+    let p = redis.port_arg();
+    // Client-side caching: our own SET invalidates the key we read, and the invalidation push
+    // arrives ahead of a later reply; both must be shown, in order, and nothing may hang.
+    let script = b"CLIENT TRACKING on\nGET k\nSET k 2\nPING\n";
+    let out = run_with(&["-p", &p, "--resp3", "--no-raw"], script, &[]);
+    assert!(out.status.success(), "{out:?}");
+    let shown = text(&out.stdout);
+    let invalidation = "1) \"invalidate\"\n2) 1) \"k\"\n";
+    assert!(shown.starts_with("OK\n(nil)\n"), "{shown}");
+    assert!(shown.contains(invalidation), "{shown}");
+    assert!(shown.ends_with("PONG\n"), "{shown}");
+    assert_eq!(shown.matches("OK\n").count(), 2, "{shown}");
 }

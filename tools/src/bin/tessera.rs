@@ -99,7 +99,7 @@ struct StatsArgs {
     /// Print JSON, one document per refresh.
     #[arg(long)]
     json: bool,
-    /// Refresh every SECS seconds, like top (default 2).
+    /// Refresh every SECS seconds (at least 0.1), like top (default 2).
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
     watch: Option<f64>,
     /// Stop after N refreshes in watch mode.
@@ -167,7 +167,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 nodes,
                 dmap: s.dmap,
                 json: s.json,
-                watch: s.watch.map(|w| secs("watch", w)).transpose()?,
+                // At most ten refreshes a second, so `--watch 0` cannot hammer the server.
+                watch: s
+                    .watch
+                    .map(|w| secs("watch", w).map(|d| d.max(Duration::from_millis(100))))
+                    .transpose()?,
                 iterations: s.iterations,
                 interval: secs("interval", s.interval)?,
                 clear: stdout_tty && !s.json && s.watch.is_some(),
