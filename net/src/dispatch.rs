@@ -1,0 +1,491 @@
+//! Routing of data commands to their owner cores, batching per core, and merging replies.
+//!
+//! Owns [`Batch`]: the requests of one read of a connection. Each data command is routed by
+//! its keys: to this core (executed inline, at once), or appended to the batch of its owner
+//! core. When the batch is finished every remote core receives exactly one message with all
+//! its commands, and the replies are put back in request order. Per-core order is request
+//! order, and a key lives on exactly one core, so the outcome equals sequential execution.
+//! Multi-key commands are split by core and merged ([`Merge`]); keyless commands (DBSIZE,
+//! KEYS, FLUSHALL, DM.STATS ...) go to every core; SCAN cursors carry the core index in their
+//! top 8 bits.
+
+use bytes::{Bytes, BytesMut};
+use tessera_engine::{Command, CommandError, Reply, SCAN_CURSOR_LIMIT};
+
+use crate::core::{Core, Op, SendFuture};
+use crate::resp::{encode, Protocol};
+
+/// Where one sub-reply will come from.
+pub enum Part {
+    Ready(Reply),
+    Remote { core: usize, idx: usize },
+}
+
+/// How the parts of a split or fanned-out command become one reply.
+pub enum Merge {
+    /// Integer sum (DEL, EXISTS, TOUCH, UNLINK, DM.DEL, DBSIZE).
+    Sum,
+    /// `+OK` when every part is (MSET, FLUSHALL, DM.DESTROY).
+    AllOk,
+    /// MGET: part `i` answers the keys at `positions[i]` of the original request.
+    Mget {
+        positions: Vec<Vec<usize>>,
+        n: usize,
+    },
+    /// Concatenated arrays (KEYS).
+    Concat,
+    /// The first non-nil reply (RANDOMKEY).
+    FirstNonNil,
+    /// SCAN / DM.SCAN on `core` of `cores`: rewrite the shard-local cursor.
+    Scan { core: usize, cores: usize },
+    /// Maps whose integer values are summed key by key (DM.STATS, recursively).
+    SumMaps,
+    /// PUBSUB NUMSUB: per-core count arrays summed, then `[channel, count, ...]`.
+    Numsub { channels: Vec<Bytes> },
+}
+
+/// One reply slot of the batch, in request order.
+pub enum Out {
+    One(Part),
+    Merge(Merge, Vec<Part>),
+    /// Bytes already encoded (pub/sub confirmations).
+    Raw(Bytes),
+}
+
+/// The commands of one read, grouped per owner core.
+pub struct Batch {
+    remote: Vec<Vec<Op>>,
+    outs: Vec<Out>,
+    now_ms: u64,
+}
+
+impl Batch {
+    pub fn new(cores: usize) -> Batch {
+        Batch {
+            remote: (0..cores).map(|_| Vec::new()).collect(),
+            outs: Vec::new(),
+            now_ms: crate::runtime::now_ms(),
+        }
+    }
+
+    /// True when nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.outs.is_empty()
+    }
+
+    /// Number of reply slots so far.
+    pub fn len(&self) -> usize {
+        self.outs.len()
+    }
+
+    pub fn push(&mut self, out: Out) {
+        self.outs.push(out);
+    }
+
+    pub fn reply(&mut self, r: Reply) {
+        self.outs.push(Out::One(Part::Ready(r)));
+    }
+
+    /// Runs `op` on `target`: inline now if it is this core, else appended to its batch.
+    pub fn op(&mut self, core: &Core, target: usize, op: Op) -> Part {
+        if target == core.id {
+            Part::Ready(core.execute(op, self.now_ms))
+        } else {
+            let list = &mut self.remote[target];
+            list.push(op);
+            Part::Remote {
+                core: target,
+                idx: list.len() - 1,
+            }
+        }
+    }
+
+    /// Sends every remote batch (one message per core), waits for all, and returns the
+    /// replies in request order. The batch is empty afterwards.
+    pub async fn finish_replies(&mut self, core: &Core) -> Vec<Reply> {
+        let mut waits: Vec<(usize, usize, Option<SendFuture>)> = Vec::new();
+        for (target, ops) in self.remote.iter_mut().enumerate() {
+            if ops.is_empty() {
+                continue;
+            }
+            let ops = std::mem::take(ops);
+            let n = ops.len();
+            waits.push((target, n, core.send(target, ops)));
+        }
+        let mut results: Vec<Vec<Option<Reply>>> =
+            (0..self.remote.len()).map(|_| Vec::new()).collect();
+        for (target, n, fut) in waits {
+            let replies = match fut {
+                Some(f) => f.wait(core, n).await,
+                None => (0..n).map(|_| stopping()).collect(),
+            };
+            results[target] = replies.into_iter().map(Some).collect();
+        }
+        let mut take = |p: Part| -> Reply {
+            match p {
+                Part::Ready(r) => r,
+                Part::Remote { core, idx } => results[core]
+                    .get_mut(idx)
+                    .and_then(Option::take)
+                    .unwrap_or_else(stopping),
+            }
+        };
+        let outs = std::mem::take(&mut self.outs);
+        let mut replies = Vec::with_capacity(outs.len());
+        for out in outs {
+            replies.push(match out {
+                Out::One(p) => take(p),
+                Out::Merge(m, parts) => merge(m, parts.into_iter().map(&mut take).collect()),
+                // Application threads get pre-encoded errors as `CommandError::Other` (text kept).
+                Out::Raw(b) => Reply::Error(CommandError::Other(
+                    String::from_utf8_lossy(b.strip_prefix(b"-").unwrap_or(&b))
+                        .trim_end()
+                        .to_owned(),
+                )),
+            });
+        }
+        self.now_ms = crate::runtime::now_ms();
+        replies
+    }
+
+    /// Like [`Batch::finish_replies`], encoding into `out` (raw frames are copied as they are).
+    pub async fn finish(&mut self, core: &Core, proto: Protocol, out: &mut BytesMut) {
+        if self.outs.is_empty() {
+            return;
+        }
+        let raws: Vec<Option<Bytes>> = self
+            .outs
+            .iter()
+            .map(|o| match o {
+                Out::Raw(b) => Some(b.clone()),
+                _ => None,
+            })
+            .collect();
+        let replies = self.finish_replies(core).await;
+        for (r, raw) in replies.iter().zip(raws) {
+            match raw {
+                Some(b) => out.extend_from_slice(&b),
+                None => encode(r, proto, out),
+            }
+        }
+    }
+}
+
+fn stopping() -> Reply {
+    Reply::Error(CommandError::Other("server is shutting down".into()))
+}
+
+/// Redis Cluster's `CROSSSLOT` error text.
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+/// An error reply whose prefix is not `ERR` (CROSSSLOT, NOAUTH, WRONGPASS, NOPROTO, EXECABORT):
+/// `CommandError` cannot carry those, so it travels pre-encoded.
+pub fn raw_error(text: &str) -> Out {
+    let mut b = BytesMut::with_capacity(text.len() + 3);
+    crate::resp::encode_error(text, &mut b);
+    Out::Raw(b.freeze())
+}
+
+fn merge(m: Merge, parts: Vec<Reply>) -> Reply {
+    if let Some(e) = parts.iter().find(|r| r.is_error()) {
+        return e.clone();
+    }
+    match m {
+        Merge::Sum => Reply::Int(
+            parts
+                .iter()
+                .map(|r| if let Reply::Int(n) = r { *n } else { 0 })
+                .sum(),
+        ),
+        Merge::AllOk => Reply::Ok,
+        Merge::Mget { positions, n } => {
+            let mut out = vec![Reply::Nil; n];
+            for (part, pos) in parts.into_iter().zip(positions) {
+                if let Reply::Array(items) = part {
+                    for (item, p) in items.into_iter().zip(pos) {
+                        out[p] = item;
+                    }
+                }
+            }
+            Reply::Array(out)
+        }
+        Merge::Concat => Reply::Array(
+            parts
+                .into_iter()
+                .flat_map(|r| match r {
+                    Reply::Array(v) => v,
+                    _ => Vec::new(),
+                })
+                .collect(),
+        ),
+        Merge::FirstNonNil => parts
+            .into_iter()
+            .find(|r| !matches!(r, Reply::Nil | Reply::NilArray))
+            .unwrap_or(Reply::Nil),
+        Merge::Scan { core, cores } => match parts.into_iter().next() {
+            Some(Reply::Array(mut v)) if v.len() == 2 => {
+                let local = match &v[0] {
+                    Reply::Bulk(b) => std::str::from_utf8(b)
+                        .ok()
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .unwrap_or(0),
+                    _ => 0,
+                };
+                let next = if local != 0 {
+                    ((core as u64) << 56) | local
+                } else if core + 1 < cores {
+                    ((core as u64) + 1) << 56
+                } else {
+                    0
+                };
+                v[0] = Reply::Bulk(Bytes::from(next.to_string()));
+                Reply::Array(v)
+            }
+            Some(other) => other,
+            None => Reply::Array(vec![
+                Reply::Bulk(Bytes::from_static(b"0")),
+                Reply::Array(Vec::new()),
+            ]),
+        },
+        Merge::SumMaps => parts
+            .into_iter()
+            .reduce(sum_maps)
+            .unwrap_or(Reply::Map(Vec::new())),
+        Merge::Numsub { channels } => {
+            let mut counts = vec![0i64; channels.len()];
+            for p in parts {
+                if let Reply::Array(v) = p {
+                    for (c, r) in counts.iter_mut().zip(v) {
+                        if let Reply::Int(n) = r {
+                            *c += n;
+                        }
+                    }
+                }
+            }
+            Reply::Array(
+                channels
+                    .into_iter()
+                    .zip(counts)
+                    .flat_map(|(ch, n)| [Reply::Bulk(ch), Reply::Int(n)])
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn sum_maps(a: Reply, b: Reply) -> Reply {
+    match (a, b) {
+        (Reply::Map(mut a), Reply::Map(b)) => {
+            for (k, v) in b {
+                if let Some(slot) = a.iter_mut().find(|(ka, _)| *ka == k) {
+                    let old = std::mem::replace(&mut slot.1, Reply::Nil);
+                    slot.1 = sum_maps(old, v);
+                } else {
+                    a.push((k, v));
+                }
+            }
+            Reply::Map(a)
+        }
+        (Reply::Int(x), Reply::Int(y)) => Reply::Int(x.saturating_add(y)),
+        (a, _) => a,
+    }
+}
+
+/// Groups keys by owner core, keeping first-appearance order: `(core, key indexes)`.
+fn group(core: &Core, keys: &[&Bytes]) -> Vec<(usize, Vec<usize>)> {
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let owner = core.shared.owner(k);
+        match groups.iter_mut().find(|(c, _)| *c == owner) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((owner, vec![i])),
+        }
+    }
+    groups
+}
+
+/// Routes one parsed data command (not DM.LOCK, which waits) and returns its reply slot.
+pub fn route(core: &Core, batch: &mut Batch, cmd: Command) -> Out {
+    let cores = core.shared.cores;
+    let fan = |batch: &mut Batch, cmd: &Command| -> Vec<Part> {
+        (0..cores)
+            .map(|c| batch.op(core, c, Op::Cmd(cmd.clone())))
+            .collect()
+    };
+    match cmd {
+        Command::Keys { .. } => Out::Merge(Merge::Concat, fan(batch, &cmd)),
+        Command::RandomKey => Out::Merge(Merge::FirstNonNil, fan(batch, &cmd)),
+        Command::DbSize => Out::Merge(Merge::Sum, fan(batch, &cmd)),
+        Command::Flush { .. } | Command::DmDestroy { .. } | Command::DmConfigSet { .. } => {
+            Out::Merge(Merge::AllOk, fan(batch, &cmd))
+        }
+        Command::DmStats { .. } => Out::Merge(Merge::SumMaps, fan(batch, &cmd)),
+        Command::MGet { keys } => {
+            let n = keys.len();
+            let groups = group(core, &keys.iter().collect::<Vec<_>>());
+            if groups.len() == 1 {
+                return Out::One(batch.op(core, groups[0].0, Op::Cmd(Command::MGet { keys })));
+            }
+            let mut parts = Vec::new();
+            let mut positions = Vec::new();
+            for (c, idx) in groups {
+                let sub = idx.iter().map(|&i| keys[i].clone()).collect();
+                parts.push(batch.op(core, c, Op::Cmd(Command::MGet { keys: sub })));
+                positions.push(idx);
+            }
+            Out::Merge(Merge::Mget { positions, n }, parts)
+        }
+        Command::MSet { pairs, nx: false } => {
+            let groups = group(core, &pairs.iter().map(|(k, _)| k).collect::<Vec<_>>());
+            if groups.len() == 1 {
+                let c = groups[0].0;
+                return Out::One(batch.op(core, c, Op::Cmd(Command::MSet { pairs, nx: false })));
+            }
+            let parts = groups
+                .into_iter()
+                .map(|(c, idx)| {
+                    let sub = idx.iter().map(|&i| pairs[i].clone()).collect();
+                    batch.op(
+                        core,
+                        c,
+                        Op::Cmd(Command::MSet {
+                            pairs: sub,
+                            nx: false,
+                        }),
+                    )
+                })
+                .collect();
+            Out::Merge(Merge::AllOk, parts)
+        }
+        Command::Del { keys } => split_count(core, batch, keys, |keys| Command::Del { keys }),
+        Command::Exists { keys } => split_count(core, batch, keys, |keys| Command::Exists { keys }),
+        Command::Touch { keys } => split_count(core, batch, keys, |keys| Command::Touch { keys }),
+        Command::DmDel { map, keys } => {
+            split_count(core, batch, keys, move |keys| Command::DmDel {
+                map: map.clone(),
+                keys,
+            })
+        }
+        other => {
+            let keys = other.keys();
+            let Some(first) = keys.first() else {
+                // A keyless command not listed above would be a routing bug; run it here.
+                return Out::One(batch.op(core, core.id, Op::Cmd(other)));
+            };
+            let owner = core.shared.owner(first);
+            if keys.iter().any(|k| core.shared.owner(k) != owner) {
+                return raw_error(CROSSSLOT);
+            }
+            Out::One(batch.op(core, owner, Op::Cmd(other)))
+        }
+    }
+}
+
+fn split_count(
+    core: &Core,
+    batch: &mut Batch,
+    keys: Vec<Bytes>,
+    make: impl Fn(Vec<Bytes>) -> Command,
+) -> Out {
+    let groups = group(core, &keys.iter().collect::<Vec<_>>());
+    if groups.len() == 1 {
+        return Out::One(batch.op(core, groups[0].0, Op::Cmd(make(keys))));
+    }
+    let parts = groups
+        .into_iter()
+        .map(|(c, idx)| {
+            let sub = idx.iter().map(|&i| keys[i].clone()).collect();
+            batch.op(core, c, Op::Cmd(make(sub)))
+        })
+        .collect();
+    Out::Merge(Merge::Sum, parts)
+}
+
+/// SCAN / DM.SCAN: `cursor_at` is the cursor's argument index. The node-wide cursor is
+/// `core << 56 | shard-local cursor`.
+pub fn route_scan(core: &Core, batch: &mut Batch, args: &[Bytes], cursor_at: usize) -> Out {
+    let cores = core.shared.cores;
+    let cursor = std::str::from_utf8(&args[cursor_at])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok());
+    let Some(cursor) = cursor else {
+        return Out::One(Part::Ready(Reply::Error(CommandError::InvalidCursor)));
+    };
+    let target = (cursor >> 56) as usize;
+    if target >= cores {
+        return Out::One(Part::Ready(Reply::Error(CommandError::InvalidCursor)));
+    }
+    let local = cursor & (SCAN_CURSOR_LIMIT - 1);
+    let mut rewritten = args.to_vec();
+    rewritten[cursor_at] = Bytes::from(local.to_string());
+    match Command::parse(&rewritten) {
+        Ok(cmd) => Out::Merge(
+            Merge::Scan {
+                core: target,
+                cores,
+            },
+            vec![batch.op(core, target, Op::Cmd(cmd))],
+        ),
+        Err(e) => Out::One(Part::Ready(Reply::Error(e))),
+    }
+}
+
+/// DM.LOCK: retries one attempt at a time on the owner until the lock is taken or the wait
+/// runs out, sleeping between attempts on a timer (the executor keeps serving others).
+pub async fn lock(core: &Core, cmd: Command) -> Reply {
+    let wait_ms = cmd.lock_wait_ms().unwrap_or(0);
+    let owner = cmd.keys().first().map_or(core.id, |k| core.shared.owner(k));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+    let mut backoff = std::time::Duration::from_millis(1);
+    loop {
+        let r = core
+            .call(owner, vec![Op::Cmd(cmd.clone())])
+            .await
+            .pop()
+            .unwrap_or_else(stopping);
+        let now = std::time::Instant::now();
+        if !matches!(r, Reply::Error(CommandError::LockNotAcquired)) || now >= deadline {
+            return r;
+        }
+        crate::runtime::sleep(backoff.min(deadline - now)).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_millis(20));
+    }
+}
+
+/// One data command for an application thread (embedding API): parsed or raw arguments.
+pub async fn run_for_thread(core: &Core, command: Result<Command, Vec<Bytes>>) -> Reply {
+    let cmd = match command {
+        Ok(c) => c,
+        Err(args) => {
+            let Some(name) = args.first() else {
+                return Reply::Error(CommandError::UnknownCommand(String::new(), String::new()));
+            };
+            let lower = name.to_ascii_lowercase();
+            if lower == b"scan" && args.len() >= 2 {
+                return finish_one(core, |b| route_scan(core, b, &args, 1)).await;
+            }
+            if lower == b"dm.scan" && args.len() >= 3 {
+                return finish_one(core, |b| route_scan(core, b, &args, 2)).await;
+            }
+            match Command::parse(&args) {
+                Ok(c) => c,
+                Err(e) => return Reply::Error(e),
+            }
+        }
+    };
+    if cmd.lock_wait_ms().is_some() {
+        return lock(core, cmd).await;
+    }
+    finish_one(core, |b| route(core, b, cmd)).await
+}
+
+async fn finish_one(core: &Core, f: impl FnOnce(&mut Batch) -> Out) -> Reply {
+    let mut batch = Batch::new(core.shared.cores);
+    let out = f(&mut batch);
+    batch.push(out);
+    batch
+        .finish_replies(core)
+        .await
+        .pop()
+        .unwrap_or_else(stopping)
+}

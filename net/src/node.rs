@@ -1,0 +1,419 @@
+//! [`Node`]: a running set of executors, one per core, each owning one shard: the server
+//! (`tesserad`) and the embedding API are both built on it.
+//!
+//! Owns start-up (mailboxes, executors, listeners: every core binds the same address with
+//! `SO_REUSEPORT` and accepts its own connections), the application-thread handle
+//! [`NodeHandle`] (requests cross into the owner executor through crossbeam channels and the
+//! calling thread blocks for the reply), and orderly shutdown (stop accepting, finish
+//! in-flight requests, close connections, keep serving other cores until all have drained,
+//! join the threads).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tessera_cluster::SlotTable;
+use tessera_engine::{Command, CommandError, Reply, Shard};
+use thiserror::Error;
+use tracing::Instrument;
+
+use crate::config::{ConfigError, NodeConfig};
+use crate::core::{Core, Mail, Op, ReplyTo, Request, Shared};
+use crate::info::shard_share;
+use crate::pubsub::ThreadSubscriber;
+use crate::runtime::{self, mailbox, ExecutorThread, TcpListener};
+
+/// Starting a node failed; nothing is left running.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create the cross-core mailboxes: {0}")]
+    Mailbox(std::io::Error),
+    #[error(transparent)]
+    Spawn(#[from] runtime::SpawnError),
+    #[error("core {core} cannot listen on {addr}: {reason}")]
+    Listen {
+        core: usize,
+        addr: SocketAddr,
+        reason: String,
+    },
+    #[error("core {core} failed to start: {reason}")]
+    Core { core: usize, reason: String },
+}
+
+/// A running node.
+pub struct Node {
+    shared: Arc<Shared>,
+    threads: Vec<ExecutorThread<()>>,
+    local_addr: Option<SocketAddr>,
+    shutdown_rx: crossbeam_channel::Receiver<()>,
+}
+
+/// A cloneable, thread-safe handle for application threads.
+#[derive(Clone)]
+pub struct NodeHandle {
+    shared: Arc<Shared>,
+}
+
+/// How an executor reports the outcome of its start-up.
+type Ready = Result<Option<SocketAddr>, StartError>;
+
+impl Node {
+    /// Validates `config`, starts one executor per core (pinned), and, when
+    /// `config.net.listen`, has every core listen on `bind:port`.
+    pub fn start(config: NodeConfig) -> Result<Node, StartError> {
+        config.validate()?;
+        let cpus = config.runtime.cpus();
+        let cores = cpus.len();
+        let mut mesh: Vec<Mail> = Vec::with_capacity(cores);
+        let mut inboxes = Vec::with_capacity(cores);
+        for _ in 0..cores {
+            let (tx, rx) =
+                mailbox::mailbox(config.runtime.mesh_capacity).map_err(StartError::Mailbox)?;
+            mesh.push(tx);
+            inboxes.push(rx);
+        }
+        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(1);
+        let total_memory = config.engine.maxmemory_bytes;
+        let policy = config.engine.maxmemory_policy;
+        let shared = Arc::new(Shared {
+            cores,
+            cpus: cpus.clone(),
+            slots: SlotTable::single_node(cores as u16),
+            mesh,
+            started: Instant::now(),
+            next_client_id: AtomicU64::new(1),
+            clients: AtomicUsize::new(0),
+            maxmemory: AtomicU64::new(total_memory),
+            policy: std::sync::Mutex::new(policy),
+            shutdown_requested: AtomicBool::new(false),
+            shutdown_requests: shutdown_tx,
+            cores_drained: AtomicUsize::new(0),
+            next_run_core: AtomicUsize::new(0),
+            config,
+        });
+        let mut threads = Vec::with_capacity(cores);
+        let mut local_addr = None;
+        let mut bind_addr = SocketAddr::new(shared.config.net.bind, shared.config.net.port);
+        for (core, (inbox, cpu)) in inboxes.into_iter().zip(cpus).enumerate() {
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Ready>(1);
+            let sh = Arc::clone(&shared);
+            let listen = sh.config.net.listen.then_some(bind_addr);
+            let spawned = runtime::spawn_executor(core, cpu, &shared.config.runtime, move || {
+                executor_main(core, sh, inbox, listen, ready_tx)
+                    .instrument(tracing::info_span!("core", id = core))
+            });
+            let thread = match spawned {
+                Ok(t) => t,
+                Err(e) => {
+                    stop_started(&shared, threads);
+                    return Err(e.into());
+                }
+            };
+            let ready = ready_rx.recv().unwrap_or_else(|_| {
+                Err(StartError::Core {
+                    core,
+                    reason: "executor exited during start-up".into(),
+                })
+            });
+            threads.push(thread);
+            match ready {
+                Ok(Some(addr)) => {
+                    if core == 0 {
+                        // Port 0 resolves on core 0; the others join the same port.
+                        bind_addr = addr;
+                        local_addr = Some(addr);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    stop_started(&shared, threads);
+                    return Err(e);
+                }
+            }
+        }
+        tracing::info!(cores, addr = ?local_addr, "node started");
+        Ok(Node {
+            shared,
+            threads,
+            local_addr,
+            shutdown_rx,
+        })
+    }
+
+    /// The address clients connect to (None without a listener).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Number of executors.
+    pub fn cores(&self) -> usize {
+        self.shared.cores
+    }
+
+    /// A handle for application threads.
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Receives `()` when a client sent SHUTDOWN (the process owner then calls `shutdown`).
+    pub fn shutdown_requested(&self) -> crossbeam_channel::Receiver<()> {
+        self.shutdown_rx.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, closes connections, and joins every
+    /// executor thread.
+    pub fn shutdown(self) {
+        stop_started(&self.shared, self.threads);
+        tracing::info!("node stopped");
+    }
+}
+
+fn stop_started(shared: &Arc<Shared>, threads: Vec<ExecutorThread<()>>) {
+    for (core, mail) in shared.mesh.iter().enumerate().take(threads.len()) {
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        if mail
+            .send_blocking(Request::Ops {
+                ops: vec![Op::Shutdown],
+                reply_to: ReplyTo::Thread(tx),
+            })
+            .is_err()
+        {
+            tracing::debug!(core, "core already stopped");
+        }
+    }
+    // Cores that were never started count as drained.
+    let missing = shared.cores - threads.len();
+    shared.cores_drained.fetch_add(missing, Ordering::SeqCst);
+    for mail in &shared.mesh {
+        mail.ring();
+    }
+    for t in threads {
+        if let Err(e) = t.join() {
+            tracing::error!(error = %e, "executor failed");
+        }
+    }
+}
+
+async fn executor_main(
+    core_id: usize,
+    shared: Arc<Shared>,
+    inbox: mailbox::InboxParts<Request, crate::core::Response>,
+    listen: Option<SocketAddr>,
+    ready: crossbeam_channel::Sender<Ready>,
+) {
+    let inbox = match inbox.bind() {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = ready.send(Err(StartError::Core {
+                core: core_id,
+                reason: e.to_string(),
+            }));
+            return;
+        }
+    };
+    let listener = match listen.map(TcpListener::bind) {
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            let _ = ready.send(Err(StartError::Listen {
+                core: core_id,
+                addr: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+                reason: e.to_string(),
+            }));
+            return;
+        }
+        None => None,
+    };
+    let mut engine_config = shared.config.engine.clone();
+    engine_config.maxmemory_bytes = shard_share(engine_config.maxmemory_bytes, shared.cores);
+    engine_config.seed = engine_config.seed.wrapping_add(core_id as u64);
+    let core = Rc::new(Core::new(
+        core_id,
+        Arc::clone(&shared),
+        Shard::new(engine_config),
+    ));
+    let _ = ready.send(Ok(listener.as_ref().and_then(|l| l.local_addr().ok())));
+
+    let inbox_task = runtime::spawn(Rc::clone(&core).serve_inbox(inbox));
+    let bg = runtime::background_queue();
+    {
+        let core = Rc::clone(&core);
+        runtime::spawn_into(bg, async move {
+            let tick = Duration::from_millis(core.shared.config.net.background_tick_ms);
+            while !core.shutdown.is_fired() {
+                futures_lite::future::or(runtime::sleep(tick), core.shutdown.wait()).await;
+                if !core.shutdown.is_fired() {
+                    core.background_tick();
+                }
+            }
+        });
+    }
+    if let Some(listener) = listener {
+        loop {
+            let accepted =
+                futures_lite::future::or(async { Some(listener.accept().await) }, async {
+                    core.shutdown.wait().await;
+                    None
+                })
+                .await;
+            match accepted {
+                Some(Ok(stream)) => {
+                    let c = Rc::clone(&core);
+                    let span = tracing::debug_span!("conn", core = core_id);
+                    runtime::spawn(crate::conn::serve(c, stream).instrument(span));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    runtime::sleep(Duration::from_millis(1)).await;
+                }
+                None => break,
+            }
+        }
+        drop(listener);
+    } else {
+        core.shutdown.wait().await;
+    }
+    // Connections finish what they have read, then close; wait for them (bounded).
+    let grace = Instant::now() + Duration::from_millis(shared.config.net.shutdown_grace_ms);
+    while core.stats.connections.get() > 0 && Instant::now() < grace {
+        runtime::sleep(Duration::from_millis(1)).await;
+    }
+    shared.cores_drained.fetch_add(1, Ordering::SeqCst);
+    for m in &shared.mesh {
+        m.ring();
+    }
+    // Keep answering other cores until every core has drained, then stop.
+    while shared.cores_drained.load(Ordering::SeqCst) < shared.cores {
+        runtime::sleep(Duration::from_millis(1)).await;
+    }
+    shared.mesh[core_id].ring();
+    inbox_task.await;
+}
+
+impl NodeHandle {
+    /// Runs one command given as RESP arguments (`args[0]` is the name) and blocks the calling
+    /// thread for its reply. Data commands only (connection commands need a connection).
+    /// Must not be called from an executor thread.
+    pub fn execute(&self, args: Vec<Bytes>) -> Reply {
+        let core = match args.get(1) {
+            Some(_) => match Command::parse(&args) {
+                Ok(c) => return self.execute_command(c),
+                Err(e) => return Reply::Error(e),
+            },
+            None => self.next_core(),
+        };
+        self.run(core, Err(args))
+    }
+
+    /// Runs one parsed data command on its owner core (split or fanned out as needed) and
+    /// blocks the calling thread for the reply.
+    pub fn execute_command(&self, cmd: Command) -> Reply {
+        let keys = cmd.keys();
+        let owners: Vec<usize> = keys.iter().map(|k| self.shared.owner(k)).collect();
+        let single = owners
+            .first()
+            .copied()
+            .filter(|o| owners.iter().all(|x| x == o));
+        match single {
+            // Fast path: one owner, no waiting: one message, executed by the inbox.
+            Some(owner) if cmd.lock_wait_ms().is_none() => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let req = Request::Ops {
+                    ops: vec![Op::Cmd(cmd)],
+                    reply_to: ReplyTo::Thread(tx),
+                };
+                if self.shared.mesh[owner].send_blocking(req).is_err() {
+                    return stopped();
+                }
+                rx.recv()
+                    .ok()
+                    .and_then(|mut v| v.pop())
+                    .unwrap_or_else(stopped)
+            }
+            Some(owner) => self.run(owner, Ok(cmd)),
+            None => {
+                let core = self.next_core();
+                self.run(core, Ok(cmd))
+            }
+        }
+    }
+
+    fn next_core(&self) -> usize {
+        self.shared.next_run_core.fetch_add(1, Ordering::Relaxed) % self.shared.cores
+    }
+
+    fn run(&self, core: usize, command: Result<Command, Vec<Bytes>>) -> Reply {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.shared.mesh[core]
+            .send_blocking(Request::Run { command, reply: tx })
+            .is_err()
+        {
+            return stopped();
+        }
+        rx.recv().unwrap_or_else(|_| stopped())
+    }
+
+    /// Publishes to every core's subscribers; returns how many received it.
+    pub fn publish(&self, channel: impl Into<Bytes>, message: impl Into<Bytes>) -> usize {
+        let channel = channel.into();
+        let message = message.into();
+        let mut pending = Vec::new();
+        for mail in &self.shared.mesh {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let req = Request::Ops {
+                ops: vec![Op::Publish {
+                    channel: channel.clone(),
+                    message: message.clone(),
+                }],
+                reply_to: ReplyTo::Thread(tx),
+            };
+            if mail.send_blocking(req).is_ok() {
+                pending.push(rx);
+            }
+        }
+        pending
+            .into_iter()
+            .filter_map(|rx| rx.recv().ok())
+            .map(|v| match v.first() {
+                Some(Reply::Int(n)) => *n as usize,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Subscribes this application to `channels`; messages `(channel, payload)` arrive on the
+    /// returned receiver (holding at most `net.pubsub_pending_max`; when it is full, further
+    /// messages are dropped for it). Dropping the receiver ends the subscription.
+    pub fn subscribe(&self, channels: Vec<Bytes>) -> crossbeam_channel::Receiver<(Bytes, Bytes)> {
+        let (tx, rx) = crossbeam_channel::bounded(self.shared.config.net.pubsub_pending_max);
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        let req = Request::Ops {
+            ops: vec![Op::SubscribeThread(ThreadSubscriber { channels, tx })],
+            reply_to: ReplyTo::Thread(ack_tx),
+        };
+        if self.shared.mesh[0].send_blocking(req).is_ok() {
+            let _ = ack_rx.recv();
+        }
+        rx
+    }
+
+    /// Number of executors.
+    pub fn cores(&self) -> usize {
+        self.shared.cores
+    }
+
+    /// The core that owns `key`.
+    pub fn owner(&self, key: &[u8]) -> usize {
+        self.shared.owner(key)
+    }
+}
+
+fn stopped() -> Reply {
+    Reply::Error(CommandError::Other("server is shutting down".into()))
+}
