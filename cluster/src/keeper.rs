@@ -25,10 +25,23 @@ pub enum Offer {
     Invalid(TableError),
 }
 
+/// Table keeper settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeeperConfig {
+    /// Planner settings.
+    pub planner: PlannerConfig,
+    /// A node that has no table yet waits this long after its start before planning the first
+    /// one, so SWIM views converge first (two partial views could otherwise each elect a
+    /// coordinator and publish conflicting first tables). A few probe periods; default 0 (plan
+    /// at once), tesserad should set about `3 * probe_period_ms`.
+    pub first_plan_delay_ms: u64,
+}
+
 /// One node's table state.
 #[derive(Debug)]
 pub struct TableKeeper {
     me: NodeId,
+    first_plan_at_ms: u64,
     table: Option<PartitionTable>,
     max_epoch_seen: u64,
     cfg: PlannerConfig,
@@ -41,13 +54,14 @@ pub struct TableKeeper {
 }
 
 impl TableKeeper {
-    /// A keeper for node `me` with no table yet.
-    pub fn new(me: NodeId, cfg: PlannerConfig) -> TableKeeper {
+    /// A keeper for node `me`, started at `now_ms`, with no table yet.
+    pub fn new(me: NodeId, cfg: KeeperConfig, now_ms: u64) -> TableKeeper {
         TableKeeper {
             me,
+            first_plan_at_ms: now_ms.saturating_add(cfg.first_plan_delay_ms),
             table: None,
             max_epoch_seen: 0,
-            cfg,
+            cfg: cfg.planner,
             draining: Vec::new(),
             commits: Vec::new(),
             foreign: None,
@@ -111,8 +125,16 @@ impl TableKeeper {
 
     /// On the coordinator (with quorum): computes and installs the next table if the members or
     /// drains change the plan. Returns the new table to push to every member.
-    pub fn replan(&mut self, members: &[NodeInfo], has_quorum: bool) -> Option<&PartitionTable> {
+    pub fn replan(
+        &mut self,
+        members: &[NodeInfo],
+        has_quorum: bool,
+        now_ms: u64,
+    ) -> Option<&PartitionTable> {
         if !has_quorum || coordinator(members) != Some(self.me) {
+            return None;
+        }
+        if self.table.is_none() && self.foreign.is_none() && now_ms < self.first_plan_at_ms {
             return None;
         }
         let draining: Vec<NodeId> = self
@@ -173,15 +195,15 @@ mod tests {
         let members = vec![test_node(1, 2), test_node(2, 2)];
         let oldest = coordinator(&members).unwrap();
         let other = members.iter().find(|m| m.id != oldest).unwrap().id;
-        let mut c = TableKeeper::new(oldest, PlannerConfig::default());
-        let mut o = TableKeeper::new(other, PlannerConfig::default());
-        assert!(o.replan(&members, true).is_none());
+        let mut c = TableKeeper::new(oldest, KeeperConfig::default(), 0);
+        let mut o = TableKeeper::new(other, KeeperConfig::default(), 0);
+        assert!(o.replan(&members, true, 0).is_none());
         assert!(
-            c.replan(&members, false).is_none(),
+            c.replan(&members, false, 0).is_none(),
             "no plan without quorum"
         );
-        let t1 = c.replan(&members, true).unwrap().clone();
-        assert!(c.replan(&members, true).is_none(), "nothing changed");
+        let t1 = c.replan(&members, true, 0).unwrap().clone();
+        assert!(c.replan(&members, true, 0).is_none(), "nothing changed");
         assert_eq!(o.offer(t1.clone(), oldest), Offer::Accepted);
         assert_eq!(o.offer(t1.clone(), oldest), Offer::Stale);
         let mut forged = t1.clone();
@@ -195,7 +217,7 @@ mod tests {
         // A new coordinator numbers above every epoch it saw.
         assert!(o.observe_epoch(40));
         let alone = vec![members.iter().find(|m| m.id == other).unwrap().clone()];
-        let t2 = o.replan(&alone, true).unwrap();
+        let t2 = o.replan(&alone, true, 0).unwrap();
         assert_eq!(t2.epoch, 41);
     }
 
@@ -204,15 +226,15 @@ mod tests {
         let members = vec![test_node(1, 2), test_node(2, 2), test_node(3, 2)];
         // Node 2 coordinated a partial view {2, 3} and published its table.
         let partial = vec![test_node(2, 2), test_node(3, 2)];
-        let mut two = TableKeeper::new(test_node(2, 2).id, PlannerConfig::default());
-        let theirs = two.replan(&partial, true).unwrap().clone();
+        let mut two = TableKeeper::new(test_node(2, 2).id, KeeperConfig::default(), 0);
+        let theirs = two.replan(&partial, true, 0).unwrap().clone();
         // Node 1 (older) sees everyone; it refused node 2's table but plans from it.
-        let mut one = TableKeeper::new(test_node(1, 2).id, PlannerConfig::default());
+        let mut one = TableKeeper::new(test_node(1, 2).id, KeeperConfig::default(), 0);
         assert_eq!(
             one.offer(theirs.clone(), test_node(1, 2).id),
             Offer::WrongCoordinator
         );
-        let next = one.replan(&members, true).unwrap();
+        let next = one.replan(&members, true, 0).unwrap();
         assert!(next.epoch > theirs.epoch);
         // Slots node 2 and 3 served stay with them or migrate from them: none is reassigned
         // without a migration.
@@ -228,15 +250,28 @@ mod tests {
     }
 
     #[test]
+    fn the_first_plan_waits_for_views_to_settle() {
+        let members = vec![test_node(1, 2), test_node(2, 2)];
+        let me = coordinator(&members).unwrap();
+        let cfg = KeeperConfig {
+            first_plan_delay_ms: 1500,
+            ..KeeperConfig::default()
+        };
+        let mut k = TableKeeper::new(me, cfg, 1000);
+        assert!(k.replan(&members, true, 2000).is_none());
+        assert!(k.replan(&members, true, 2500).is_some());
+    }
+
+    #[test]
     fn drain_then_commit_empties_the_leaver() {
         let members = vec![test_node(1, 2), test_node(2, 2), test_node(3, 1)];
         let me = coordinator(&members).unwrap();
-        let mut k = TableKeeper::new(me, PlannerConfig::default());
-        k.replan(&members, true).unwrap();
+        let mut k = TableKeeper::new(me, KeeperConfig::default(), 0);
+        k.replan(&members, true, 0).unwrap();
         let leaver = test_node(3, 1).id;
         assert!(!k.drained(leaver));
         k.drain(leaver);
-        let t = k.replan(&members, true).unwrap().clone();
+        let t = k.replan(&members, true, 0).unwrap().clone();
         for (slot, _, _, id) in t.migrations() {
             k.request_commit(slot, id);
         }

@@ -14,7 +14,7 @@ pub mod table;
 pub mod wire;
 
 pub use auth::{AuthError, Handshake, HandshakeStep};
-pub use keeper::{Offer, TableKeeper};
+pub use keeper::{KeeperConfig, Offer, TableKeeper};
 pub use membership::{
     coordinator, GossipId, Membership, MembershipConfig, MembershipError, MembershipEvent,
     MembershipOutput, SwimMembership,

@@ -114,6 +114,10 @@ pub struct MigrationConfig {
     pub window_ops_max: u64,
     /// Teed writes queued before writes to the slot get `-TRYAGAIN`. Default 65536.
     pub tee_ops_max: usize,
+    /// While waiting for the commit table, the commit request is sent again this often (it
+    /// may have been lost with a link, or sent to a coordinator that just lost its role; the
+    /// coordinator treats repeats as one). Default 1000, > 0.
+    pub commit_retry_ms: u64,
 }
 
 impl Default for MigrationConfig {
@@ -123,6 +127,7 @@ impl Default for MigrationConfig {
             batch_bytes_max: 256 << 10,
             window_ops_max: 4096,
             tee_ops_max: 65536,
+            commit_retry_ms: 1000,
         }
     }
 }
@@ -177,6 +182,8 @@ pub struct SourceMigration<C> {
     acked_seq: u64,
     phase: SourcePhase,
     cfg: MigrationConfig,
+    /// When the commit request is due again (`AwaitingCommit`), set by the caller's clock.
+    commit_due_ms: Option<u64>,
 }
 
 impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
@@ -192,6 +199,7 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
             acked_seq: 0,
             phase: SourcePhase::Streaming,
             cfg,
+            commit_due_ms: None,
         }
     }
 
@@ -223,9 +231,23 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
     }
 
     /// The next message to send, if any: a batch (teed writes first, then scanned entries),
-    /// or, once everything is out, the handoff (which pauses the slot). Call until `None`, and
-    /// again after every ack or tee.
+    /// or, once everything is out, the handoff (which pauses the slot); while waiting for the
+    /// commit, the commit request again every `commit_retry_ms`. Call until `None`, again after
+    /// every ack or tee, and periodically.
     pub fn poll<S: SlotStore<Cursor = C>>(&mut self, store: &S, now_ms: u64) -> Option<Outgoing> {
+        if self.phase == SourcePhase::AwaitingCommit {
+            let due = *self
+                .commit_due_ms
+                .get_or_insert(now_ms + self.cfg.commit_retry_ms);
+            if now_ms < due {
+                return None;
+            }
+            self.commit_due_ms = Some(now_ms + self.cfg.commit_retry_ms);
+            return Some(Outgoing::Coordinator(Message::CommitRequest {
+                id: self.id,
+                slot: self.slot,
+            }));
+        }
         if self.phase != SourcePhase::Streaming {
             return None;
         }
@@ -776,6 +798,13 @@ mod tests {
         }
         assert_eq!(s.write_gate(), WriteGate::TryAgain, "paused during handoff");
         assert_eq!(s.phase(), SourcePhase::AwaitingCommit);
+        // The commit request is repeated until the commit table arrives.
+        assert_eq!(s.poll(&src, 10), None);
+        assert!(matches!(
+            s.poll(&src, 1010),
+            Some(Outgoing::Coordinator(Message::CommitRequest { .. }))
+        ));
+        assert_eq!(s.poll(&src, 1011), None);
         // Before the commit table, the target does not serve.
         assert_eq!(t.phase(), TargetPhase::Verified);
         let t2 = commit_migrations(

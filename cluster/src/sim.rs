@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::keeper::{Offer, TableKeeper};
+use crate::keeper::{KeeperConfig, Offer, TableKeeper};
 use crate::membership::{Membership, MembershipConfig, MembershipOutput, SwimMembership};
 use crate::migration::{
     MemStore, MigrationConfig, Outgoing, ShardAddr, SlotStore, SourceMigration, SourcePhase,
@@ -221,7 +221,14 @@ impl Sim {
         let mut out = MembershipOutput::default();
         membership.start(self.now, &mut out);
         let node = SimNode {
-            keeper: TableKeeper::new(info.id, PlannerConfig::default()),
+            keeper: TableKeeper::new(
+                info.id,
+                KeeperConfig {
+                    planner: PlannerConfig::default(),
+                    first_plan_delay_ms: 1000,
+                },
+                self.now,
+            ),
             stores: vec![MemStore::default(); usize::from(CORES)],
             info,
             up: true,
@@ -664,12 +671,14 @@ impl Sim {
         for (slot, core) in slots {
             // A few messages per source per step: each batch is a yield point.
             for _ in 0..4 {
+                let coordinator = self.coordinator_of(i);
                 let node = &mut self.nodes[i];
                 let s = node.sources.get_mut(&slot).expect("listed");
                 let to = s.to.node;
                 match s.poll(&node.stores[core], self.now) {
                     Some(Outgoing::Peer(m)) => self.send_peer(me, to, &m),
-                    Some(Outgoing::Coordinator(_)) | None => break,
+                    Some(Outgoing::Coordinator(m)) => self.send_peer(me, coordinator, &m),
+                    None => break,
                 }
             }
         }
@@ -687,7 +696,10 @@ impl Sim {
         let quorum = self.nodes[i].membership.has_quorum();
         if self.now >= self.nodes[i].next_plan_ms {
             self.nodes[i].next_plan_ms = self.now + 300;
-            let mut pushed = self.nodes[i].keeper.replan(&members, quorum).cloned();
+            let mut pushed = self.nodes[i]
+                .keeper
+                .replan(&members, quorum, self.now)
+                .cloned();
             if let Some(t) = self.nodes[i].keeper.flush_commits(&members).cloned() {
                 pushed = Some(t);
             }
@@ -890,8 +902,24 @@ impl Sim {
             }
         }
         let auth = self.auth.as_ref();
+        let stuck: Vec<String> = auth
+            .into_iter()
+            .flat_map(|t| t.migrations().take(3).map(move |m| (t, m)))
+            .map(|(t, (slot, from, to, id))| {
+                let (f, d) = (shard_addr(t, from), shard_addr(t, to));
+                let src = self
+                    .index_of(f.node)
+                    .and_then(|i| self.nodes[i].sources.get(&slot))
+                    .map(SourceMigration::phase);
+                let dst = self
+                    .index_of(d.node)
+                    .and_then(|i| self.nodes[i].targets.get(&slot))
+                    .map(TargetMigration::phase);
+                format!("slot {slot} {id:?} {f:?} -> {d:?}: source {src:?}, target {dst:?}")
+            })
+            .collect();
         Err(self.fail(format!(
-            "not settled after {SETTLE_MS} ms: epoch {:?}, {} migrations pending, node epochs {:?}, table nodes {}, live nodes {}",
+            "not settled after {SETTLE_MS} ms: {stuck:?}; epoch {:?}, {} migrations pending, node epochs {:?}, table nodes {}, live nodes {}",
             auth.map(|t| t.epoch),
             auth.map_or(0, |t| t.migrations().count()),
             self.nodes.iter().filter(|n| n.up).map(|n| n.keeper.epoch()).collect::<Vec<_>>(),
