@@ -130,6 +130,8 @@ pub struct Map {
     len: usize,
     volatile: usize,
     live_bytes: u64,
+    /// Bytes of dead entries still in tables (the sum of the tables' `used - live`).
+    garbage: u64,
     table_bytes: u64,
     index_bytes: u64,
     layout: Layout,
@@ -210,6 +212,7 @@ impl Map {
             len: 0,
             volatile: 0,
             live_bytes: 0,
+            garbage: 0,
             table_bytes: 0,
             index_bytes: 0,
             layout,
@@ -243,11 +246,22 @@ impl Map {
 
     /// Bytes of garbage in tables.
     pub fn garbage_bytes(&self) -> u64 {
-        self.tables
-            .iter()
-            .flatten()
-            .map(|t| t.garbage() as u64)
-            .sum()
+        debug_assert_eq!(
+            self.garbage,
+            self.tables
+                .iter()
+                .flatten()
+                .map(|t| t.garbage() as u64)
+                .sum::<u64>()
+        );
+        self.garbage
+    }
+
+    /// True when garbage is at least `ratio` of the table bytes in use and more than one
+    /// table's worth: writes then do a little compaction themselves.
+    pub fn garbage_pressure(&self, ratio: f64) -> bool {
+        self.garbage > self.table_cap as u64
+            && self.garbage as f64 >= ratio * (self.garbage + self.live_bytes) as f64
     }
 
     /// Allocated bytes of arena tables.
@@ -464,6 +478,7 @@ impl Map {
     fn free_table(&mut self, id: u32) {
         if let Some(t) = self.tables[id as usize].take() {
             self.table_bytes -= t.allocated() as u64;
+            self.garbage -= t.garbage() as u64;
             if let Some(p) = self.order.iter().position(|&x| x == id) {
                 self.order.remove(p);
             }
@@ -517,6 +532,7 @@ impl Map {
             self.slab_free.push(s);
         }
         self.live_bytes -= p.total as u64;
+        self.garbage += p.total as u64;
         self.len -= 1;
         if p.header.flags & F_TTL != 0 {
             self.volatile -= 1;
@@ -981,6 +997,7 @@ impl Map {
                 let new_loc = self.append(&p.header, &key, &value, p.value_len, slab);
                 // The entry moved; the copy is not a new version.
                 self.live_bytes -= p.total as u64;
+                self.garbage += p.total as u64;
                 if let Some(t) = self.tables[id as usize].as_mut() {
                     t.live -= p.total;
                 }

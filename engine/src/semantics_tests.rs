@@ -611,3 +611,119 @@ fn limits_are_errors() {
     );
     assert_eq!(e.bulk("GET k").as_deref(), Some("12345678"));
 }
+
+mod no_panic {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const WORDS: &[&str] = &[
+        "SET",
+        "GET",
+        "GETEX",
+        "SETRANGE",
+        "GETRANGE",
+        "INCRBYFLOAT",
+        "EXPIRE",
+        "PEXPIREAT",
+        "SCAN",
+        "KEYS",
+        "MSET",
+        "DM.PUT",
+        "DM.LOCK",
+        "DM.SCAN",
+        "DM.CONFIG",
+        "DM.CAS",
+        "DM.LOCKLEASE",
+        "MEMORY",
+        "RENAME",
+        "APPEND",
+        "INCRBY",
+        "DECRBY",
+        "k",
+        "m",
+        "v",
+        "EX",
+        "PX",
+        "EXAT",
+        "PXAT",
+        "NX",
+        "XX",
+        "GT",
+        "LT",
+        "GET",
+        "KEEPTTL",
+        "PERSIST",
+        "MATCH",
+        "COUNT",
+        "TYPE",
+        "USAGE",
+        "SET",
+        "max_keys",
+        "eviction",
+        "lru",
+        "0",
+        "-1",
+        "1",
+        "5",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "4294967296",
+        "1.5",
+        "inf",
+        "nan",
+        "*",
+        "[a-",
+        "\\",
+        "",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        /// Any argument list parses to a command or an error, and executing never panics.
+        #[test]
+        fn any_arguments_are_handled(words in proptest::collection::vec(0usize..WORDS.len(), 0..9)) {
+            let mut e = env();
+            e.shard.set_maxmemory(64 * 1024);
+            e.run("SET k 10");
+            e.run("DM.PUT m k v");
+            let args: Vec<Bytes> = words.iter().map(|&i| Bytes::from_static(WORDS[i].as_bytes())).collect();
+            let _ = e.run_args(&args);
+            let _ = e.run_args(&args);
+        }
+    }
+}
+
+#[test]
+fn lru_keeps_recently_used_keys() {
+    for policy in [
+        EvictionPolicy::AllkeysLru,
+        EvictionPolicy::AllkeysLfu,
+        EvictionPolicy::AllkeysSieve,
+    ] {
+        let mut e = env();
+        e.run("DM.CONFIG SET c max_keys 100");
+        e.run(&format!("DM.CONFIG SET c eviction {}", policy.name()));
+        for i in 0..100 {
+            e.run(&format!("DM.PUT c k{i} v"));
+        }
+        for round in 0..5 {
+            e.advance(2000);
+            for i in 0..20 {
+                assert_eq!(
+                    e.bulk(&format!("DM.GET c k{i}")).as_deref(),
+                    Some("v"),
+                    "{round}"
+                );
+            }
+        }
+        for i in 100..150 {
+            e.advance(10);
+            e.run(&format!("DM.PUT c k{i} v"));
+        }
+        let kept = (0..20)
+            .filter(|i| matches!(e.run(&format!("DM.GET c k{i}")), Reply::Bulk(_)))
+            .count();
+        assert!(kept >= 15, "{policy:?} kept {kept} of 20 hot keys");
+    }
+}

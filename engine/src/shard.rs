@@ -61,8 +61,15 @@ pub struct ShardStats {
     pub maps: u64,
     /// Bytes accounted against `maxmemory`.
     pub used_memory_bytes: u64,
-    /// Bytes of live entries (keys, values, per-entry metadata and index share).
+    /// Bytes of live entries in tables (keys, values, per-entry metadata) and out-of-line
+    /// values.
     pub live_bytes: u64,
+    /// Bytes of dead entry versions still in tables (reclaimed by compaction).
+    pub garbage_bytes: u64,
+    /// Bytes of arena tables as allocated.
+    pub table_bytes: u64,
+    /// Bytes of the index as allocated.
+    pub index_bytes: u64,
     /// The budget; 0 = unlimited.
     pub maxmemory_bytes: u64,
     pub hits: u64,
@@ -162,6 +169,9 @@ impl Shard {
             s.keys += m.len() as u64;
             s.keys_with_ttl += m.volatile_len() as u64;
             s.live_bytes += m.live_bytes();
+            s.garbage_bytes += m.garbage_bytes();
+            s.table_bytes += m.table_bytes();
+            s.index_bytes += m.index_bytes();
             s.hits += m.stats.hits;
             s.misses += m.stats.misses;
             if name.as_ref() == DEFAULT_MAP {
@@ -487,7 +497,15 @@ impl Shard {
                 samples
             };
             let candidates: Vec<(Bytes, Meta)> = if policy.volatile_only() {
-                m.sample_volatile(n)
+                // The walk is bounded per call and may meet only garbage: walk on a little.
+                let mut c = Vec::new();
+                for _ in 0..64 {
+                    c = m.sample_volatile(n);
+                    if !c.is_empty() {
+                        break;
+                    }
+                }
+                c
             } else {
                 (0..n)
                     .filter_map(|_| m.random_entry(&mut self.rng))
@@ -530,8 +548,10 @@ impl Shard {
     ) -> Result<(), CommandError> {
         self.check_key(key)?;
         self.check_value_len(value.len() as u64)?;
-        self.make_room(map, key, value.len(), expire_at_ms != 0, now_ms)?;
+        let value_len = value.len();
+        self.make_room(map, key, value_len, expire_at_ms != 0, now_ms)?;
         let version = self.next_version(now_ms);
+        let ratio = self.config.compaction_garbage_ratio;
         let m = self.map_entry(map);
         let meta = Meta {
             expire_at_ms,
@@ -541,6 +561,12 @@ impl Shard {
             visited: false,
         };
         m.put(key, value, meta, true);
+        // Amortized garbage collection: when a map carries much garbage, each write moves a
+        // few times its own size of live entries, so memory is returned at least as fast as
+        // writes use it even without background `compact_step` calls.
+        if m.garbage_pressure(ratio) {
+            m.compact_step((4 * (key.len() + value_len)).max(512), ratio);
+        }
         Ok(())
     }
 
