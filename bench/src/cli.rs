@@ -111,8 +111,8 @@ pub struct LoadArgs {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Open loop: busy-poll (yielding) when the next send is closer than this many us.
-    #[arg(long, default_value_t = 1000)]
+    /// Open loop: sleep until this many us before each send, then busy-poll (yielding).
+    #[arg(long, default_value_t = 50)]
     pub spin_us: u64,
     /// After the deadline, keep reading replies to requests already sent for up to this long.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -264,9 +264,18 @@ fn pids(p: &[u32]) -> Vec<Option<u32>> {
 }
 
 fn create(path: &PathBuf) -> Result<BufWriter<File>, BenchError> {
+    make_parent(path)?;
     File::create(path)
         .map(BufWriter::new)
         .map_err(|e| BenchError::Output(format!("{}: {e}", path.display())))
+}
+
+fn make_parent(path: &std::path::Path) -> Result<(), BenchError> {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => std::fs::create_dir_all(d)
+            .map_err(|e| BenchError::Output(format!("{}: {e}", d.display()))),
+        _ => Ok(()),
+    }
 }
 
 /// The JSON document of a compare.
@@ -347,6 +356,7 @@ fn run_cmd(a: &RunArgs, out_w: &mut dyn Write) -> Result<(), BenchError> {
         out.generator_cores()
     ))?;
     if let Some(p) = &a.json {
+        make_parent(p)?;
         write_json(p, &RunReport::new(&cfg, &out))?;
     }
     if let Some(dir) = &a.plot_dir {
@@ -384,6 +394,7 @@ fn compare_cmd(a: &CompareArgs, out_w: &mut dyn Write) -> Result<(), BenchError>
         compare::format_compare(&out)
     ))?;
     if let Some(p) = &a.json {
+        make_parent(p)?;
         write_json(
             p,
             &CompareReport {
@@ -424,6 +435,7 @@ fn memory_cmd(a: &MemoryArgs, out_w: &mut dyn Write) -> Result<(), BenchError> {
     let rs = compare::memory(&cfg, &pids(&a.server_pid), a.load.keys)?;
     ignore_broken_pipe(write!(out_w, "{}", compare::format_memory(&rs)))?;
     if let Some(p) = &a.json {
+        make_parent(p)?;
         write_json(
             p,
             &MemoryReport {

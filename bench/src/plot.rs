@@ -85,6 +85,7 @@ pub fn percentile_spectrum(
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(15)
+        .margin_right(45)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d((1.0..X_MAX).log_scale(), 0.0..y_max)
@@ -146,6 +147,7 @@ pub fn timeline(
     for (area, y_desc, y_max, f) in panels {
         let mut chart = ChartBuilder::on(area)
             .margin(15)
+            .margin_right(30)
             .x_label_area_size(35)
             .y_label_area_size(80)
             .build_cartesian_2d(0.0..t_max, 0.0..y_max)
@@ -158,9 +160,10 @@ pub fn timeline(
             .map_err(err)?;
         for (i, (name, pts)) in series.iter().enumerate() {
             let c = color(i);
+            // A step per interval: the value holds from its start to its end.
             let data: Vec<(f64, f64)> = pts
                 .iter()
-                .map(|p| (p.start_s + p.length_s / 2.0, f(p)))
+                .flat_map(|p| [(p.start_s, f(p)), (p.start_s + p.length_s, f(p))])
                 .collect();
             chart
                 .draw_series(LineSeries::new(data, c.stroke_width(2)))

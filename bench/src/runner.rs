@@ -121,8 +121,8 @@ pub struct RunConfig {
     pub seed: u64,
     /// Time allowed to establish each connection.
     pub connect_timeout: Duration,
-    /// Open loop: when the next send is closer than this, the worker busy-polls (yielding the
-    /// CPU between polls) instead of sleeping in epoll, whose timeout has 1 ms granularity.
+    /// Open loop: the worker sleeps (timerfd) until this long before its next send, then
+    /// busy-polls, yielding the CPU between polls, so wake-up latency does not delay sends.
     pub spin: Duration,
     /// After the deadline, how long to keep reading replies to requests already sent (their
     /// latencies count, so a slow tail is not cut off); still unanswered then: `unfinished`.
@@ -158,7 +158,7 @@ impl Default for RunConfig {
             interval: Duration::from_secs(1),
             seed: 1,
             connect_timeout: Duration::from_secs(5),
-            spin: Duration::from_millis(1),
+            spin: Duration::from_micros(50),
             drain: Duration::from_secs(1),
             progress: false,
         }
@@ -587,6 +587,60 @@ struct WorkerCtx {
     tx: mpsc::Sender<IntervalMsg>,
 }
 
+/// Token of the open-loop send timer (connections use their index).
+const TIMER_TOKEN: Token = Token(usize::MAX);
+
+/// A timerfd in the worker's poll set, so an open-loop worker can sleep until just before its
+/// next send with nanosecond resolution instead of busy-polling.
+struct SendTimer {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl SendTimer {
+    fn new(poll: &Poll) -> Result<Self, BenchError> {
+        use rustix::time::{timerfd_create, TimerfdClockId, TimerfdFlags};
+        use std::os::fd::AsRawFd;
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&fd.as_raw_fd()),
+            TIMER_TOKEN,
+            Interest::READABLE,
+        )?;
+        Ok(SendTimer { fd })
+    }
+
+    /// Fires once, `after_ns` from now (re-arming replaces the previous expiry).
+    fn arm(&mut self, after_ns: u64) -> Result<(), BenchError> {
+        use rustix::time::{timerfd_settime, Itimerspec, TimerfdTimerFlags, Timespec};
+        // Edge-triggered: consume a pending expiry so the next one is a new edge.
+        self.clear();
+        let after_ns = after_ns.max(1);
+        let spec = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: (after_ns / 1_000_000_000) as i64,
+                tv_nsec: (after_ns % 1_000_000_000) as _,
+            },
+        };
+        timerfd_settime(&self.fd, TimerfdTimerFlags::empty(), &spec).map_err(io::Error::from)?;
+        Ok(())
+    }
+
+    /// Reads the expiry count (if any) so the fd is no longer readable.
+    fn clear(&mut self) {
+        let mut buf = [0u8; 8];
+        // EAGAIN when nothing expired: nothing to clear.
+        let _ = rustix::io::read(&self.fd, &mut buf);
+    }
+}
+
 /// What a worker measured.
 struct WorkerResult {
     stats: Stats,
@@ -745,6 +799,7 @@ fn drive(
     let mut interval = Stats::default();
     let mut interval_index = 0u64;
     let mut events = Events::with_capacity(1024);
+    let mut timer = SendTimer::new(&poll)?;
     let mut done_local = 0u64;
     let drain_end_ns = end_ns.saturating_add(cfg.drain.as_nanos() as u64);
     loop {
@@ -808,7 +863,9 @@ fn drive(
                 timeout = Duration::ZERO;
                 spinning = true;
             } else {
-                timeout = timeout.min(Duration::from_nanos(wait - spin_ns));
+                // Sleep until `spin` before the send: epoll's own timeout has 1 ms steps, the
+                // timer has nanosecond ones.
+                timer.arm(wait - spin_ns)?;
             }
         }
         match poll.poll(&mut events, Some(timeout)) {
@@ -820,6 +877,10 @@ fn drive(
             std::thread::yield_now();
         }
         for ev in &events {
+            if ev.token() == TIMER_TOKEN {
+                timer.clear();
+                continue;
+            }
             let conn = &mut conns[ev.token().0];
             if ev.is_writable() {
                 flush(conn)?;
