@@ -518,3 +518,121 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Encodes a reply the way a server would (test-only; the CLI never sends replies).
+    fn encode(r: &Reply, out: &mut Vec<u8>) {
+        let agg = |out: &mut Vec<u8>, t: char, n: usize| {
+            out.extend_from_slice(format!("{t}{n}\r\n").as_bytes());
+        };
+        let blob = |out: &mut Vec<u8>, t: char, b: &[u8]| {
+            out.extend_from_slice(format!("{t}{}\r\n", b.len()).as_bytes());
+            out.extend_from_slice(b);
+            out.extend_from_slice(b"\r\n");
+        };
+        match r {
+            Reply::Simple(s) => {
+                out.push(b'+');
+                out.extend_from_slice(s);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Error(e) => blob(out, '!', e),
+            Reply::Integer(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
+            Reply::Bulk(b) => blob(out, '$', b),
+            Reply::Nil => out.extend_from_slice(b"_\r\n"),
+            Reply::Double(d) => out.extend_from_slice(format!(",{d}\r\n").as_bytes()),
+            Reply::Boolean(b) => out.extend_from_slice(if *b { b"#t\r\n" } else { b"#f\r\n" }),
+            Reply::BigNumber(n) => out.extend_from_slice(format!("({n}\r\n").as_bytes()),
+            Reply::Verbatim { format, text } => {
+                let mut b = format!("{format}:").into_bytes();
+                b.extend_from_slice(text);
+                blob(out, '=', &b);
+            }
+            Reply::Array(items) | Reply::Set(items) | Reply::Push(items) => {
+                let t = match r {
+                    Reply::Array(_) => '*',
+                    Reply::Set(_) => '~',
+                    _ => '>',
+                };
+                agg(out, t, items.len());
+                for i in items {
+                    encode(i, out);
+                }
+            }
+            Reply::Map(pairs) => {
+                agg(out, '%', pairs.len());
+                for (k, v) in pairs {
+                    encode(k, out);
+                    encode(v, out);
+                }
+            }
+            Reply::Attribute { attrs, reply } => {
+                agg(out, '|', attrs.len());
+                for (k, v) in attrs {
+                    encode(k, out);
+                    encode(v, out);
+                }
+                encode(reply, out);
+            }
+        }
+    }
+
+    fn reply() -> impl Strategy<Value = Reply> {
+        let leaf = prop_oneof![
+            "[a-zA-Z0-9 ]{0,12}".prop_map(|s| Reply::Simple(s.into_bytes())),
+            proptest::collection::vec(any::<u8>(), 0..16).prop_map(Reply::Error),
+            any::<i64>().prop_map(Reply::Integer),
+            proptest::collection::vec(any::<u8>(), 0..24).prop_map(Reply::Bulk),
+            Just(Reply::Nil),
+            prop_oneof![
+                any::<f64>().prop_map(|d| d.to_string()),
+                Just("inf".to_string()),
+                Just("-inf".to_string())
+            ]
+            .prop_map(Reply::Double),
+            any::<bool>().prop_map(Reply::Boolean),
+            "-?[1-9][0-9]{0,40}".prop_map(Reply::BigNumber),
+            ("[a-z]{3}", proptest::collection::vec(any::<u8>(), 0..16))
+                .prop_map(|(format, text)| Reply::Verbatim { format, text }),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            let pairs = proptest::collection::vec((inner.clone(), inner.clone()), 0..4);
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Reply::Array),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Reply::Set),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Reply::Push),
+                pairs.clone().prop_map(Reply::Map),
+                (pairs, inner).prop_map(|(attrs, r)| Reply::Attribute {
+                    attrs,
+                    reply: Box::new(r)
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Every reply a server can send is read back exactly, and split anywhere it is
+        /// simply incomplete (closed), never misread.
+        #[test]
+        fn replies_round_trip(r in reply(), cut in any::<prop::sample::Index>()) {
+            let mut bytes = Vec::new();
+            encode(&r, &mut bytes);
+            let limits = ReplyLimits::default();
+            prop_assert_eq!(read_reply(&mut &bytes[..], &limits).unwrap(), r);
+            let cut = cut.index(bytes.len());
+            let truncated = read_reply(&mut &bytes[..cut], &limits);
+            prop_assert!(matches!(truncated, Err(RespError::Closed)), "{:?}", truncated);
+        }
+
+        /// Arbitrary bytes never panic or loop: a reply, a protocol error or "closed".
+        #[test]
+        fn arbitrary_bytes_are_handled(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let limits = ReplyLimits { bulk_bytes_max: 1 << 16, elements_max: 1 << 10, depth_max: 8, line_bytes_max: 1 << 10 };
+            let _ = read_reply(&mut &bytes[..], &limits);
+        }
+    }
+}

@@ -144,3 +144,32 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::cli::format::quote_into;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A string as the REPL prints it ("quoted" with escapes) can be typed back as an
+        /// argument and means the same bytes.
+        #[test]
+        fn printed_strings_type_back_as_the_same_bytes(
+            args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 1..5)
+        ) {
+            let mut line = String::new();
+            for a in &args {
+                quote_into(&mut line, a);
+                line.push(' ');
+            }
+            prop_assert_eq!(split_args(&line).unwrap(), args);
+        }
+
+        /// No typed line panics.
+        #[test]
+        fn any_line_splits_or_errs(line in "\\PC{0,40}") {
+            let _ = split_args(&line);
+        }
+    }
+}
