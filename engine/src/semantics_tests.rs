@@ -727,3 +727,38 @@ fn lru_keeps_recently_used_keys() {
         assert!(kept >= 15, "{policy:?} kept {kept} of 20 hot keys");
     }
 }
+
+#[test]
+fn shard_is_send_and_commands_cross_cores() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Shard>();
+    assert_send::<Command>();
+    assert_send::<Reply>();
+}
+
+#[test]
+fn config_parses_from_toml() {
+    let text = r#"
+        maxmemory_bytes = 1048576
+        maxmemory_policy = "allkeys-lru"
+        key_bytes_max = 1024
+        [map_defaults]
+        ttl_ms = 5000
+        [maps.sessions]
+        max_keys = 10
+        eviction = "allkeys-sieve"
+    "#;
+    let c: EngineConfig = toml::from_str(text).unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.maxmemory_policy, EvictionPolicy::AllkeysLru);
+    assert_eq!(c.map_config(b"sessions").max_keys, 10);
+    assert_eq!(c.map_config(b"other").ttl_ms, 5000);
+    let c: EngineConfig = toml::from_str("maxmemory_policy = \"noeviction\"").unwrap();
+    assert_eq!(c.maxmemory_policy, EvictionPolicy::NoEviction);
+    assert!(toml::from_str::<EngineConfig>("bogus = 1").is_err());
+    // The map default TTL applies to writes without a TTL.
+    let mut e = env();
+    e.shard = Shard::new(toml::from_str("[maps.default]\nttl_ms = 5000").unwrap());
+    e.run("SET k v");
+    assert_eq!(e.int("PTTL k"), 5000);
+}
