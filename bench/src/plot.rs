@@ -48,8 +48,13 @@ pub fn spectrum_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
         }
         pts.push((x, v.value_iterated_to() as f64 / 1000.0));
     }
-    // End the line at the largest sample, drawn at the right edge of the axis.
-    pts.push((X_MAX.min(h.len() as f64).max(1.0), h.max() as f64 / 1000.0));
+    // End the line at the largest sample: at x = count (where 1 sample in `count` is above
+    // it), never left of the last point.
+    let last_x = pts.last().map_or(1.0, |p| p.0);
+    pts.push((
+        X_MAX.min(h.len() as f64).max(last_x),
+        h.max() as f64 / 1000.0,
+    ));
     pts
 }
 
@@ -203,6 +208,18 @@ mod tests {
         assert!(pts.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
         let last = pts.last().unwrap();
         assert!((last.1 - 10_000.0).abs() < 10.0);
+        // Few samples: the quantile iteration passes x = count; the line still never turns back.
+        let mut few = new_histogram();
+        for v in [
+            10_000u64, 20_000, 30_000, 5_000_000, 6_000_000, 9_000_000, 9_500_000,
+        ] {
+            few.record(v).unwrap();
+        }
+        let pts = spectrum_points(&few);
+        assert!(
+            pts.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1),
+            "{pts:?}"
+        );
         assert_eq!(percentile_label(100.0), "99%");
         assert_eq!(percentile_label(1000.0), "99.9%");
     }
