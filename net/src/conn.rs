@@ -152,6 +152,10 @@ impl Conn {
         }
         match spec.route {
             Route::Data => self.data(spec, args.clone(), batch).await,
+            Route::Conn if matches!(spec.name, "ping" | "echo" | "time" | "select" | "command") => {
+                // Stateless replies: no need to wait for what precedes them.
+                self.conn_command(spec, &args, batch, out).await;
+            }
             Route::Conn => {
                 // Barrier: everything before this request is answered first, in order.
                 batch.finish(&core, self.proto, out).await;

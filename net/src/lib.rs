@@ -12,3 +12,4 @@ pub use node::{Node, NodeHandle, StartError};
 pub mod pubsub;
 pub mod resp;
 pub mod runtime;
+pub mod server;

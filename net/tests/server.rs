@@ -1,53 +1,960 @@
 //! End-to-end tests: a node started in-process on 127.0.0.1:0 with 1 and with 2 cores, driven
-//! with the `redis` crate (RESP2 and RESP3) and with raw bytes.
+//! with the `redis` crate (RESP2) and with raw bytes (RESP3, malformed input, pipelines).
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use redis::Value;
 use tessera_net::{Node, NodeConfig};
 
-fn start(cores: usize) -> Node {
+fn config(cores: usize) -> NodeConfig {
     let mut cfg = NodeConfig::default();
     cfg.net.port = 0;
     cfg.runtime.cores = cores;
-    Node::start(cfg).expect("node starts")
+    cfg
+}
+
+fn start(cores: usize) -> Node {
+    Node::start(config(cores)).expect("node starts")
 }
 
 fn client(node: &Node) -> redis::Connection {
     let addr = node.local_addr().unwrap();
     let c = redis::Client::open(format!("redis://{addr}/")).unwrap();
-    c.get_connection_with_timeout(Duration::from_secs(5))
-        .unwrap()
+    let con = c
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    con
 }
 
-#[test]
-fn smoke() {
+fn both(f: impl Fn(&Node)) {
     for cores in [1, 2] {
         let node = start(cores);
-        let mut c = client(&node);
-        let pong: String = redis::cmd("PING").query(&mut c).unwrap();
-        assert_eq!(pong, "PONG");
-        let _: () = redis::cmd("SET").arg("a").arg("1").query(&mut c).unwrap();
-        let v: String = redis::cmd("GET").arg("a").query(&mut c).unwrap();
-        assert_eq!(v, "1");
-        drop(c);
+        f(&node);
         node.shutdown();
     }
 }
 
+/// A key owned by `core` (found by probing `prefix:N`).
+fn key_on(node: &Node, core: usize, prefix: &str) -> String {
+    let h = node.handle();
+    (0..10_000)
+        .map(|i| format!("{prefix}{core}:{i}"))
+        .find(|k| h.owner(k.as_bytes()) == core % node.cores())
+        .unwrap()
+}
+
+fn raw(node: &Node) -> TcpStream {
+    let s = TcpStream::connect(node.local_addr().unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Sends `req` and reads until the reply ends with `expected` (or fails on timeout).
+fn exchange(s: &mut TcpStream, req: &[u8], expected: &[u8]) {
+    s.write_all(req).unwrap();
+    let got = read_exact_len(s, expected.len());
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected),
+        "reply to {:?}",
+        String::from_utf8_lossy(req)
+    );
+}
+
+fn read_exact_len(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut got = vec![0u8; n];
+    s.read_exact(&mut got).unwrap();
+    got
+}
+
+/// Reads until EOF (the server closed) and returns everything.
+fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn q<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(c)
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
+fn qerr(c: &mut redis::Connection, args: &[&str]) -> String {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    match cmd.query::<Value>(c) {
+        Ok(v) => panic!("{args:?} should fail, got {v:?}"),
+        Err(e) => {
+            let code = e.code().unwrap_or("").to_owned();
+            let detail = e.detail().unwrap_or("").to_owned();
+            format!("{code} {detail}").trim().to_owned()
+        }
+    }
+}
+
 #[test]
-fn raw_ping() {
-    let node = start(1);
-    eprintln!("started {:?}", node.local_addr());
-    let mut s = TcpStream::connect(node.local_addr().unwrap()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    s.write_all(b"PING\r\n").unwrap();
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).unwrap();
-    eprintln!("got {:?}", String::from_utf8_lossy(&buf[..n]));
-    drop(s);
-    eprintln!("shutting down");
+fn strings() {
+    both(|node| {
+        let mut c = client(node);
+        assert_eq!(q::<String>(&mut c, &["SET", "s", "v"]), "OK");
+        assert_eq!(q::<String>(&mut c, &["GET", "s"]), "v");
+        assert_eq!(q::<Option<String>>(&mut c, &["GET", "nope"]), None);
+        assert_eq!(q::<Option<String>>(&mut c, &["SET", "s", "w", "NX"]), None);
+        assert_eq!(q::<String>(&mut c, &["SET", "s", "w", "XX", "GET"]), "v");
+        assert_eq!(q::<i64>(&mut c, &["SETNX", "s", "x"]), 0);
+        assert_eq!(q::<String>(&mut c, &["SETEX", "e", "100", "v"]), "OK");
+        assert!((1..=100).contains(&q::<i64>(&mut c, &["TTL", "e"])));
+        assert_eq!(q::<String>(&mut c, &["PSETEX", "pe", "100000", "v"]), "OK");
+        assert_eq!(q::<String>(&mut c, &["GETSET", "s", "z"]), "w");
+        assert_eq!(q::<String>(&mut c, &["GETDEL", "s"]), "z");
+        assert_eq!(q::<i64>(&mut c, &["EXISTS", "s"]), 0);
+        assert_eq!(q::<String>(&mut c, &["SET", "g", "1"]), "OK");
+        assert_eq!(q::<String>(&mut c, &["GETEX", "g", "EX", "50"]), "1");
+        assert!(q::<i64>(&mut c, &["TTL", "g"]) > 0);
+        assert_eq!(q::<i64>(&mut c, &["APPEND", "a", "ab"]), 2);
+        assert_eq!(q::<i64>(&mut c, &["APPEND", "a", "cd"]), 4);
+        assert_eq!(q::<i64>(&mut c, &["STRLEN", "a"]), 4);
+        assert_eq!(q::<String>(&mut c, &["GETRANGE", "a", "1", "2"]), "bc");
+        assert_eq!(q::<i64>(&mut c, &["SETRANGE", "a", "1", "XY"]), 4);
+        assert_eq!(q::<String>(&mut c, &["GET", "a"]), "aXYd");
+        assert_eq!(q::<i64>(&mut c, &["INCR", "n"]), 1);
+        assert_eq!(q::<i64>(&mut c, &["INCRBY", "n", "10"]), 11);
+        assert_eq!(q::<i64>(&mut c, &["DECR", "n"]), 10);
+        assert_eq!(q::<i64>(&mut c, &["DECRBY", "n", "3"]), 7);
+        assert_eq!(q::<String>(&mut c, &["INCRBYFLOAT", "n", "0.5"]), "7.5");
+        assert_eq!(
+            qerr(&mut c, &["INCR", "a"]),
+            "ERR value is not an integer or out of range"
+        );
+        // multi-key commands span both cores with 2 cores
+        let k0 = key_on(node, 0, "m");
+        let k1 = key_on(node, 1, "m");
+        assert_eq!(q::<String>(&mut c, &["MSET", &k0, "v0", &k1, "v1"]), "OK");
+        assert_eq!(
+            q::<Vec<Option<String>>>(&mut c, &["MGET", &k1, "missing", &k0, &k1]),
+            vec![
+                Some("v1".into()),
+                None,
+                Some("v0".into()),
+                Some("v1".into())
+            ]
+        );
+        assert_eq!(q::<i64>(&mut c, &["EXISTS", &k0, &k1, "missing", &k0]), 3);
+        assert_eq!(q::<i64>(&mut c, &["TOUCH", &k0, &k1]), 2);
+        assert_eq!(q::<i64>(&mut c, &["MSETNX", "{t}a", "1", "{t}b", "2"]), 1);
+        assert_eq!(q::<i64>(&mut c, &["DEL", &k0, &k1, "missing"]), 2);
+        assert_eq!(q::<i64>(&mut c, &["UNLINK", "{t}a", "{t}b"]), 2);
+        // arity errors are Redis's texts
+        assert_eq!(
+            qerr(&mut c, &["GET"]),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        assert_eq!(
+            qerr(&mut c, &["SET", "x"]),
+            "ERR wrong number of arguments for 'set' command"
+        );
+        assert!(qerr(&mut c, &["NOSUCHCMD", "a"]).starts_with("ERR unknown command 'NOSUCHCMD'"));
+    });
+}
+
+#[test]
+fn keys_and_scan_walk_every_core() {
+    both(|node| {
+        let mut c = client(node);
+        assert_eq!(q::<String>(&mut c, &["FLUSHALL"]), "OK");
+        for i in 0..300 {
+            let _: () = q(&mut c, &["SET", &format!("k:{i}"), "v"]);
+        }
+        assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 300);
+        let mut keys: Vec<String> = q(&mut c, &["KEYS", "k:1*"]);
+        keys.sort();
+        assert_eq!(keys.len(), 111); // k:1, k:10..19, k:100..199
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = "0".to_string();
+        let mut rounds = 0;
+        loop {
+            let (next, batch): (String, Vec<String>) = q(&mut c, &["SCAN", &cursor, "COUNT", "50"]);
+            seen.extend(batch);
+            rounds += 1;
+            assert!(rounds < 1000, "scan terminates");
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        assert_eq!(seen.len(), 300);
+        assert_eq!(qerr(&mut c, &["SCAN", "notanumber"]), "ERR invalid cursor");
+        assert_eq!(
+            qerr(&mut c, &["SCAN", &(200u64 << 56).to_string()]),
+            "ERR invalid cursor"
+        );
+        assert!(q::<Option<String>>(&mut c, &["RANDOMKEY"]).is_some());
+        assert_eq!(q::<String>(&mut c, &["TYPE", "k:1"]), "string");
+        assert_eq!(q::<i64>(&mut c, &["EXPIRE", "k:1", "100"]), 1);
+        assert_eq!(q::<i64>(&mut c, &["EXPIRE", "k:1", "200", "NX"]), 0);
+        assert!(q::<i64>(&mut c, &["PTTL", "k:1"]) > 90_000);
+        assert!(q::<i64>(&mut c, &["EXPIRETIME", "k:1"]) > 0);
+        assert_eq!(q::<i64>(&mut c, &["PERSIST", "k:1"]), 1);
+        assert_eq!(q::<i64>(&mut c, &["TTL", "k:1"]), -1);
+        assert_eq!(qerr(&mut c, &["RENAME", "{r}a", "{r}b"]), "ERR no such key");
+        let _: () = q(&mut c, &["SET", "{r}a", "1"]);
+        assert_eq!(q::<String>(&mut c, &["RENAME", "{r}a", "{r}b"]), "OK");
+        assert_eq!(q::<i64>(&mut c, &["RENAMENX", "{r}b", "{r}c"]), 1);
+        if node.cores() == 2 {
+            let k0 = key_on(node, 0, "rn");
+            let k1 = key_on(node, 1, "rn");
+            let _: () = q(&mut c, &["SET", &k0, "1"]);
+            assert_eq!(
+                qerr(&mut c, &["RENAME", &k0, &k1]),
+                "CROSSSLOT Keys in request don't hash to the same slot"
+            );
+        }
+        assert_eq!(q::<String>(&mut c, &["FLUSHDB"]), "OK");
+        assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 0);
+    });
+}
+
+#[test]
+fn dmaps() {
+    both(|node| {
+        let mut c = client(node);
+        assert_eq!(q::<String>(&mut c, &["DM.PUT", "m", "a", "1"]), "OK");
+        assert_eq!(q::<String>(&mut c, &["DM.GET", "m", "a"]), "1");
+        assert_eq!(
+            qerr(&mut c, &["DM.GET", "m", "zz"]),
+            "KEYNOTFOUND key not found"
+        );
+        assert_eq!(
+            qerr(&mut c, &["DM.PUT", "m", "a", "2", "NX"]),
+            "KEYFOUND key found"
+        );
+        assert_eq!(q::<i64>(&mut c, &["DM.INCR", "m", "n", "5"]), 5);
+        assert_eq!(q::<i64>(&mut c, &["DM.DECR", "m", "n", "2"]), 3);
+        assert_eq!(
+            q::<Option<String>>(&mut c, &["DM.GETPUT", "m", "a", "9"]),
+            Some("1".into())
+        );
+        assert_eq!(q::<i64>(&mut c, &["DM.CAS", "m", "a", "9", "10"]), 1);
+        let _: Value = q(&mut c, &["DM.GETENTRY", "m", "a"]);
+        let k0 = key_on(node, 0, "d");
+        let k1 = key_on(node, 1, "d");
+        let _: () = q(&mut c, &["DM.PUT", "m", &k0, "x"]);
+        let _: () = q(&mut c, &["DM.PUT", "m", &k1, "x"]);
+        // DM.DEL counts keys actually removed, across owners
+        assert_eq!(q::<i64>(&mut c, &["DM.DEL", "m", &k0, &k1, "nope"]), 2);
+        for i in 0..50 {
+            let _: () = q(&mut c, &["DM.PUT", "scanme", &format!("k{i}"), "v"]);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = "0".to_string();
+        loop {
+            let (next, keys): (String, Vec<String>) =
+                q(&mut c, &["DM.SCAN", "scanme", &cursor, "COUNT", "7"]);
+            seen.extend(keys);
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        assert_eq!(seen.len(), 50);
+        let stats: Value = q(&mut c, &["DM.STATS", "scanme"]);
+        let text = format!("{stats:?}");
+        assert!(text.contains("50"), "{text}");
+        assert_eq!(q::<String>(&mut c, &["DM.DESTROY", "scanme"]), "OK");
+        assert_eq!(
+            qerr(&mut c, &["DM.GET", "scanme", "k1"]),
+            "KEYNOTFOUND key not found"
+        );
+        // DM.LOCK: a held lock makes a second locker wait, then fail at its deadline ...
+        let token: String = q(&mut c, &["DM.LOCK", "locks", "l", "1", "PX", "60000"]);
+        let mut c2 = client(node);
+        let t = Instant::now();
+        assert_eq!(
+            qerr(&mut c2, &["DM.LOCK", "locks", "l", "0.2"]),
+            "LOCKNOTACQUIRED lock not acquired"
+        );
+        assert!(t.elapsed() >= Duration::from_millis(150));
+        // ... while the executor keeps serving others (the waiting is a timer, not a spin)
+        let waiter = {
+            let addr = node.local_addr().unwrap();
+            std::thread::spawn(move || {
+                let cl = redis::Client::open(format!("redis://{addr}/")).unwrap();
+                let mut c3 = cl.get_connection().unwrap();
+                redis::cmd("DM.LOCK")
+                    .arg("locks")
+                    .arg("l")
+                    .arg("5")
+                    .query::<String>(&mut c3)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(q::<String>(&mut c2, &["PING"]), "PONG");
+        assert_eq!(
+            q::<String>(&mut c, &["DM.UNLOCK", "locks", "l", &token]),
+            "OK"
+        );
+        assert!(
+            waiter.join().unwrap().is_ok(),
+            "the waiter got the lock after unlock"
+        );
+        assert_eq!(
+            qerr(&mut c, &["DM.UNLOCK", "locks", "l", "bad"]),
+            "NOSUCHLOCK no such lock"
+        );
+    });
+}
+
+#[test]
+fn connection_and_server_commands() {
+    both(|node| {
+        let mut c = client(node);
+        assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+        assert_eq!(q::<String>(&mut c, &["PING", "hi"]), "hi");
+        assert_eq!(q::<String>(&mut c, &["ECHO", "e"]), "e");
+        assert_eq!(q::<String>(&mut c, &["SELECT", "0"]), "OK");
+        assert_eq!(
+            qerr(&mut c, &["SELECT", "1"]),
+            "ERR DB index is out of range"
+        );
+        let id: i64 = q(&mut c, &["CLIENT", "ID"]);
+        assert!(id > 0);
+        assert_eq!(q::<String>(&mut c, &["CLIENT", "SETNAME", "me"]), "OK");
+        assert_eq!(q::<String>(&mut c, &["CLIENT", "GETNAME"]), "me");
+        let list: String = q(&mut c, &["CLIENT", "LIST"]);
+        assert!(list.contains("name=me"), "{list}");
+        let info: String = q(&mut c, &["CLIENT", "INFO"]);
+        assert!(info.contains(&format!("id={id} ")), "{info}");
+        assert_eq!(q::<String>(&mut c, &["CLIENT", "NO-EVICT", "on"]), "OK");
+        assert_eq!(
+            q::<String>(&mut c, &["CLIENT", "SETINFO", "LIB-NAME", "x"]),
+            "OK"
+        );
+        let info: String = q(&mut c, &["INFO"]);
+        for section in [
+            "# Server",
+            "# Clients",
+            "# Memory",
+            "# Stats",
+            "# Keyspace",
+            "# Shards",
+        ] {
+            assert!(info.contains(section), "{section} in {info}");
+        }
+        assert!(info.contains("redis_version:"));
+        let shards: String = q(&mut c, &["INFO", "shards"]);
+        assert_eq!(
+            shards.lines().filter(|l| l.starts_with("core")).count(),
+            node.cores()
+        );
+        assert!(!shards.contains("# Server"));
+        let cfg: HashMap<String, String> = q(&mut c, &["CONFIG", "GET", "save"]);
+        assert_eq!(cfg.get("save").map(String::as_str), Some(""));
+        let cfg: HashMap<String, String> = q(&mut c, &["CONFIG", "GET", "appendonly"]);
+        assert_eq!(cfg.get("appendonly").map(String::as_str), Some("no"));
+        assert_eq!(
+            q::<String>(&mut c, &["CONFIG", "SET", "maxmemory", "100mb"]),
+            "OK"
+        );
+        assert_eq!(
+            q::<String>(
+                &mut c,
+                &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]
+            ),
+            "OK"
+        );
+        let cfg: HashMap<String, String> = q(&mut c, &["CONFIG", "GET", "maxmemory*"]);
+        assert_eq!(cfg["maxmemory"], (100 * 1024 * 1024).to_string());
+        assert_eq!(cfg["maxmemory-policy"], "allkeys-lru");
+        assert!(qerr(&mut c, &["CONFIG", "SET", "maxmemory-policy", "bogus"]).starts_with("ERR"));
+        assert!(qerr(&mut c, &["CONFIG", "SET", "nope", "1"]).starts_with("ERR Unknown option"));
+        assert_eq!(
+            q::<i64>(&mut c, &["COMMAND", "COUNT"]),
+            q::<Vec<Value>>(&mut c, &["COMMAND"]).len() as i64
+        );
+        let info: Value = q(&mut c, &["COMMAND", "INFO", "get", "nosuch"]);
+        let text = format!("{info:?}");
+        assert!(
+            text.contains("readonly") && text.ends_with("nil])"),
+            "{text}"
+        );
+        let keys: Vec<String> = q(&mut c, &["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"]);
+        assert_eq!(keys, vec!["a", "b"]);
+        let keys: Vec<String> = q(&mut c, &["COMMAND", "GETKEYS", "DM.PUT", "m", "k", "v"]);
+        assert_eq!(keys, vec!["k"]);
+        let _: Value = q(&mut c, &["COMMAND", "DOCS", "get"]);
+        let _: Value = q(&mut c, &["COMMAND"]);
+        let (secs, _micros): (u64, u64) = q(&mut c, &["TIME"]);
+        assert!(secs > 1_600_000_000);
+        assert_eq!(q::<String>(&mut c, &["SLOWLOG", "RESET"]), "OK");
+        assert_eq!(q::<i64>(&mut c, &["SLOWLOG", "LEN"]), 0);
+        let _: Vec<Value> = q(&mut c, &["SLOWLOG", "GET", "5"]);
+        let _: () = q(&mut c, &["SET", "mu", "some value"]);
+        assert!(q::<i64>(&mut c, &["MEMORY", "USAGE", "mu"]) > 0);
+        assert_eq!(
+            q::<Option<i64>>(&mut c, &["MEMORY", "USAGE", "nokey"]),
+            None
+        );
+        assert_eq!(q::<String>(&mut c, &["QUIT"]), "OK");
+    });
+}
+
+#[test]
+fn auth_and_noauth() {
+    let mut cfg = config(2);
+    cfg.net.requirepass = "s3cret".into();
+    let node = Node::start(cfg).unwrap();
+    let mut s = raw(&node);
+    exchange(
+        &mut s,
+        b"GET a\r\n",
+        b"-NOAUTH Authentication required.\r\n",
+    );
+    exchange(
+        &mut s,
+        b"AUTH wrong\r\n",
+        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+    );
+    exchange(&mut s, b"AUTH s3cret\r\n", b"+OK\r\n");
+    exchange(&mut s, b"GET a\r\n", b"$-1\r\n");
+    exchange(&mut s, b"RESET\r\n", b"+RESET\r\n");
+    exchange(&mut s, b"PING\r\n", b"-NOAUTH Authentication required.\r\n");
+    let mut s2 = raw(&node);
+    s2.write_all(b"HELLO 3 AUTH default s3cret\r\n").unwrap();
+    let mut buf = [0u8; 512];
+    let n = s2.read(&mut buf).unwrap();
+    assert!(
+        buf[..n].starts_with(b"%7\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    exchange(&mut s2, b"PING\r\n", b"+PONG\r\n");
+    let addr = node.local_addr().unwrap();
+    let cl = redis::Client::open(format!("redis://:s3cret@{addr}/")).unwrap();
+    let mut c = cl.get_connection().unwrap();
+    assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
     node.shutdown();
-    eprintln!("done");
+}
+
+#[test]
+fn resp3_replies() {
+    both(|node| {
+        let mut s = raw(node);
+        exchange(
+            &mut s,
+            b"HELLO 4\r\n",
+            b"-NOPROTO unsupported protocol version\r\n",
+        );
+        s.write_all(b"HELLO 3\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        let hello = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(
+            hello.starts_with("%7\r\n") && hello.contains(":3\r\n"),
+            "{hello}"
+        );
+        exchange(&mut s, b"GET missing\r\n", b"_\r\n");
+        exchange(
+            &mut s,
+            b"SET f 1.5\r\nINCRBYFLOAT f 1\r\n",
+            b"+OK\r\n$3\r\n2.5\r\n",
+        );
+        exchange(
+            &mut s,
+            b"CONFIG GET appendonly\r\n",
+            b"%1\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+        );
+        exchange(&mut s, b"HELLO 2\r\n", b"*14\r\n");
+        let _ = s.read(&mut buf).unwrap();
+    });
+}
+
+#[test]
+fn malformed_input_gets_errors_or_closes() {
+    both(|node| {
+        // unrecoverable framing: error reply, then the connection closes
+        for (req, err) in [
+            (
+                &b"*abc\r\n"[..],
+                &b"-ERR Protocol error: invalid multibulk length\r\n"[..],
+            ),
+            (
+                b"*1\r\n$x\r\n",
+                b"-ERR Protocol error: invalid bulk length\r\n",
+            ),
+            (
+                b"*1\r\n+foo\r\n",
+                b"-ERR Protocol error: expected '$', got '+'\r\n",
+            ),
+            (
+                b"*2000000000\r\n",
+                b"-ERR Protocol error: invalid multibulk length\r\n",
+            ),
+            (
+                b"*1\r\n$2000000000\r\n",
+                b"-ERR Protocol error: invalid bulk length\r\n",
+            ),
+            (
+                b"SET \"a b\r\n",
+                b"-ERR Protocol error: unbalanced quotes in request\r\n",
+            ),
+        ] {
+            let mut s = raw(node);
+            s.write_all(req).unwrap();
+            let got = read_to_close(&mut s);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(err),
+                "request {:?}",
+                String::from_utf8_lossy(req)
+            );
+        }
+        // a declared huge bulk that never arrives does not block anybody else
+        let mut hog = raw(node);
+        hog.write_all(b"*2\r\n$3\r\nGET\r\n$100000000\r\nabc")
+            .unwrap();
+        let mut c = client(node);
+        assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+        // recoverable errors keep the connection
+        let mut s = raw(node);
+        exchange(
+            &mut s,
+            b"*1\r\n$3\r\nGET\r\n",
+            b"-ERR wrong number of arguments for 'get' command\r\n",
+        );
+        exchange(&mut s, b"PING\r\n", b"+PONG\r\n");
+        exchange(&mut s, b"\r\n\r\nPING\r\n", b"+PONG\r\n");
+    });
+}
+
+#[test]
+fn partial_frames_split_at_every_byte() {
+    both(|node| {
+        let k0 = key_on(node, 0, "p");
+        let k1 = key_on(node, 1, "p");
+        let req = format!(
+            "*3\r\n$3\r\nSET\r\n${}\r\n{k0}\r\n$2\r\nv0\r\n*3\r\n$3\r\nSET\r\n${}\r\n{k1}\r\n$2\r\nv1\r\n*3\r\n$4\r\nMGET\r\n${}\r\n{k0}\r\n${}\r\n{k1}\r\nPING\r\n",
+            k0.len(),
+            k1.len(),
+            k0.len(),
+            k1.len()
+        );
+        let expected = b"+OK\r\n+OK\r\n*2\r\n$2\r\nv0\r\n$2\r\nv1\r\n+PONG\r\n";
+        let req = req.as_bytes();
+        for split in 1..req.len() {
+            let mut s = raw(node);
+            s.set_nodelay(true).unwrap();
+            s.write_all(&req[..split]).unwrap();
+            s.flush().unwrap();
+            if split % 7 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            s.write_all(&req[split..]).unwrap();
+            let got = read_exact_len(&mut s, expected.len());
+            assert_eq!(got, expected, "split at {split}");
+        }
+    });
+}
+
+#[test]
+fn ten_thousand_command_pipeline_keeps_order() {
+    both(|node| {
+        let mut c = client(node);
+        let mut pipe = redis::pipe();
+        let n = 10_000;
+        for i in 0..n {
+            let k = format!("pl:{}", i % 500);
+            match i % 5 {
+                0 => pipe.cmd("SET").arg(&k).arg(i),
+                1 => pipe.cmd("GET").arg(&k),
+                2 => pipe.cmd("INCR").arg(format!("ctr:{}", i % 7)),
+                3 => pipe
+                    .cmd("MGET")
+                    .arg(&k)
+                    .arg(format!("pl:{}", (i + 1) % 500)),
+                _ => pipe.cmd("ECHO").arg(i),
+            };
+        }
+        let replies: Vec<Value> = pipe.query(&mut c).unwrap();
+        assert_eq!(replies.len(), n);
+        let mut model: HashMap<String, String> = HashMap::new();
+        let mut ctr: HashMap<usize, i64> = HashMap::new();
+        for (i, r) in replies.iter().enumerate() {
+            let k = format!("pl:{}", i % 500);
+            let as_s = |v: &Value| match v {
+                Value::BulkString(b) => Some(String::from_utf8(b.clone()).unwrap()),
+                Value::Nil => None,
+                Value::Okay => Some("OK".into()),
+                other => panic!("unexpected {other:?} at {i}"),
+            };
+            match i % 5 {
+                0 => {
+                    assert_eq!(r, &Value::Okay, "at {i}");
+                    model.insert(k, i.to_string());
+                }
+                1 => assert_eq!(as_s(r), model.get(&k).cloned(), "at {i}"),
+                2 => {
+                    let e = ctr.entry(i % 7).or_insert(0);
+                    *e += 1;
+                    assert_eq!(r, &Value::Int(*e), "at {i}");
+                }
+                3 => {
+                    let Value::Array(v) = r else {
+                        panic!("array at {i}")
+                    };
+                    assert_eq!(as_s(&v[0]), model.get(&k).cloned(), "at {i}");
+                    let k2 = format!("pl:{}", (i + 1) % 500);
+                    assert_eq!(as_s(&v[1]), model.get(&k2).cloned(), "at {i}");
+                }
+                _ => assert_eq!(as_s(r), Some(i.to_string()), "at {i}"),
+            }
+        }
+        if node.cores() == 2 {
+            let info: String = q(&mut c, &["INFO", "stats"]);
+            let batches: u64 = info
+                .lines()
+                .find_map(|l| l.strip_prefix("cross_core_batches:"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            // 10k commands, half of them remote, travel in far fewer messages.
+            assert!(batches > 0 && batches < 2_000, "batches {batches}");
+        }
+    });
+}
+
+/// The core a connection is served by (from CLIENT INFO's `core=` field).
+fn core_of(c: &mut redis::Connection) -> usize {
+    let info: String = q(c, &["CLIENT", "INFO"]);
+    info.split_whitespace()
+        .find_map(|f| f.strip_prefix("core="))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A connection served by `core` (connections are spread by the kernel's SO_REUSEPORT hash).
+fn client_on(node: &Node, core: usize) -> redis::Connection {
+    for _ in 0..200 {
+        let mut c = client(node);
+        if core_of(&mut c) == core {
+            return c;
+        }
+    }
+    panic!("no connection landed on core {core}");
+}
+
+fn shard_counter(c: &mut redis::Connection, core: usize, name: &str) -> u64 {
+    let info: String = q(c, &["INFO", "shards"]);
+    let line = info
+        .lines()
+        .find(|l| l.starts_with(&format!("core{core}:")))
+        .unwrap()
+        .to_owned();
+    line.split(':')
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn executor_threads() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.starts_with("tessera-core-") {
+            let status = std::fs::read_to_string(dir.join("status")).unwrap();
+            let cpus = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .unwrap()
+                .trim()
+                .to_owned();
+            out.push((comm.trim().to_owned(), cpus));
+        }
+    }
+    out
+}
+
+#[test]
+fn shape_two_pinned_executors_and_owner_only_writes() {
+    let node = start(2);
+    // Other tests run in this process too: count threads of this node by their core index.
+    let threads = executor_threads();
+    let mine: Vec<&(String, String)> = threads.iter().collect();
+    assert!(mine.len() >= 2, "{threads:?}");
+    for (name, cpus) in &mine {
+        assert!(
+            !cpus.contains(',') && !cpus.contains('-'),
+            "{name} pinned to one CPU: {cpus}"
+        );
+    }
+    let allowed = core_affinity::get_core_ids().map_or(0, |v| v.len());
+    let c0: Vec<&String> = mine
+        .iter()
+        .filter(|(n, _)| n.starts_with("tessera-core-0-"))
+        .map(|(_, c)| c)
+        .collect();
+    let c1: Vec<&String> = mine
+        .iter()
+        .filter(|(n, _)| n.starts_with("tessera-core-1-"))
+        .map(|(_, c)| c)
+        .collect();
+    assert!(!c0.is_empty() && !c1.is_empty());
+    if allowed >= 2 {
+        assert!(
+            c0.iter().all(|a| c1.iter().all(|b| a != b)),
+            "core 0 {c0:?} and core 1 {c1:?} differ"
+        );
+    }
+    // Writes to a key execute only on its owner, whichever core the client is on.
+    let mut on0 = client_on(&node, 0);
+    let mut on1 = client_on(&node, 1);
+    for owner in [0usize, 1] {
+        let key = key_on(&node, owner, "shape");
+        let other = 1 - owner;
+        let before_owner = shard_counter(&mut on0, owner, "executed");
+        let before_other = shard_counter(&mut on0, other, "executed");
+        for i in 0..100 {
+            let _: () = q(&mut on0, &["SET", &key, &i.to_string()]);
+            let _: () = q(&mut on1, &["SET", &key, &i.to_string()]);
+        }
+        assert_eq!(
+            shard_counter(&mut on0, owner, "executed") - before_owner,
+            200
+        );
+        assert_eq!(shard_counter(&mut on0, other, "executed"), before_other);
+        let keys_owner = shard_counter(&mut on1, owner, "keys");
+        assert!(keys_owner >= 1);
+    }
+    node.shutdown();
+}
+
+#[test]
+fn pubsub_across_cores() {
+    let node = start(2);
+    let mut sub = client_on(&node, 0);
+    let mut publisher = client_on(&node, 1);
+    let mut ps = sub.as_pubsub();
+    ps.subscribe("news").unwrap();
+    ps.psubscribe("ne*").unwrap();
+    ps.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n: i64 = q(&mut publisher, &["PUBLISH", "news", "hello"]);
+    assert_eq!(n, 2, "channel and pattern subscriber");
+    let m = ps.get_message().unwrap();
+    assert_eq!(m.get_channel_name(), "news");
+    assert_eq!(m.get_payload::<String>().unwrap(), "hello");
+    let m = ps.get_message().unwrap();
+    assert_eq!(m.get_pattern::<String>().unwrap(), "ne*");
+    let chans: Vec<String> = q(&mut publisher, &["PUBSUB", "CHANNELS"]);
+    assert_eq!(chans, vec!["news"]);
+    let numsub: (String, i64) = q(&mut publisher, &["PUBSUB", "NUMSUB", "news"]);
+    assert_eq!(numsub, ("news".into(), 1));
+    assert_eq!(q::<i64>(&mut publisher, &["PUBSUB", "NUMPAT"]), 1);
+    drop(ps);
+    drop(sub);
+
+    // RESP2 subscribe mode allows only (P)(UN)SUBSCRIBE, PING, QUIT, RESET
+    let mut s = raw(&node);
+    exchange(
+        &mut s,
+        b"SUBSCRIBE a\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n",
+    );
+    exchange(
+        &mut s,
+        b"GET x\r\n",
+        b"-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
+    );
+    exchange(&mut s, b"PING\r\n", b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    exchange(
+        &mut s,
+        b"UNSUBSCRIBE\r\n",
+        b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n",
+    );
+    exchange(&mut s, b"GET x\r\n", b"$-1\r\n");
+
+    // RESP3: confirmations and messages are pushes, other commands keep working
+    let mut s = raw(&node);
+    s.write_all(b"HELLO 3\r\n").unwrap();
+    let mut buf = [0u8; 256];
+    let _ = s.read(&mut buf).unwrap();
+    exchange(
+        &mut s,
+        b"SUBSCRIBE c3\r\n",
+        b">3\r\n$9\r\nsubscribe\r\n$2\r\nc3\r\n:1\r\n",
+    );
+    exchange(&mut s, b"GET x\r\n", b"_\r\n");
+    let _: i64 = q(&mut publisher, &["PUBLISH", "c3", "m"]);
+    let got = read_exact_len(
+        &mut s,
+        b">3\r\n$7\r\nmessage\r\n$2\r\nc3\r\n$1\r\nm\r\n".len(),
+    );
+    assert_eq!(got, b">3\r\n$7\r\nmessage\r\n$2\r\nc3\r\n$1\r\nm\r\n");
+    node.shutdown();
+}
+
+#[test]
+fn slow_subscriber_is_disconnected_not_the_node() {
+    let mut cfg = config(2);
+    cfg.net.pubsub_pending_max = 8;
+    let node = Node::start(cfg).unwrap();
+    let mut slow = raw(&node);
+    exchange(
+        &mut slow,
+        b"SUBSCRIBE firehose\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$8\r\nfirehose\r\n:1\r\n",
+    );
+    let mut publisher = client(&node);
+    let payload = "x".repeat(256 * 1024);
+    let t = Instant::now();
+    let mut receivers = 1;
+    while receivers > 0 {
+        receivers = q::<i64>(&mut publisher, &["PUBLISH", "firehose", &payload]);
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "subscriber never dropped"
+        );
+    }
+    let numsub: (String, i64) = q(&mut publisher, &["PUBSUB", "NUMSUB", "firehose"]);
+    assert_eq!(numsub.1, 0);
+    assert_eq!(q::<String>(&mut publisher, &["PING"]), "PONG");
+    node.shutdown();
+}
+
+#[test]
+fn transactions_on_one_slot() {
+    both(|node| {
+        let mut c = client(node);
+        let mut s = raw(node);
+        exchange(&mut s, b"EXEC\r\n", b"-ERR EXEC without MULTI\r\n");
+        exchange(&mut s, b"MULTI\r\n", b"+OK\r\n");
+        exchange(
+            &mut s,
+            b"MULTI\r\n",
+            b"-ERR MULTI calls can not be nested\r\n",
+        );
+        exchange(&mut s, b"SET {u}a 1\r\n", b"+QUEUED\r\n");
+        exchange(&mut s, b"INCR {u}b\r\n", b"+QUEUED\r\n");
+        exchange(&mut s, b"GET {u}a\r\n", b"+QUEUED\r\n");
+        exchange(&mut s, b"EXEC\r\n", b"*3\r\n+OK\r\n:1\r\n$1\r\n1\r\n");
+        // keys of different slots
+        exchange(&mut s, b"MULTI\r\nSET a 1\r\nSET b 2\r\nEXEC\r\n", b"+OK\r\n+QUEUED\r\n+QUEUED\r\n-CROSSSLOT Keys in request don't hash to the same slot\r\n");
+        // a bad command aborts
+        exchange(&mut s, b"MULTI\r\nGET\r\nEXEC\r\n", b"+OK\r\n-ERR wrong number of arguments for 'get' command\r\n-EXECABORT Transaction discarded because of previous errors.\r\n");
+        exchange(
+            &mut s,
+            b"MULTI\r\nSET {u}a 5\r\nDISCARD\r\nGET {u}a\r\n",
+            b"+OK\r\n+QUEUED\r\n+OK\r\n$1\r\n1\r\n",
+        );
+        // WATCH: a change by another client makes EXEC return a null array
+        exchange(&mut s, b"WATCH {u}a\r\n", b"+OK\r\n");
+        let _: () = q(&mut c, &["SET", "{u}a", "changed"]);
+        exchange(
+            &mut s,
+            b"MULTI\r\nSET {u}a mine\r\nEXEC\r\n",
+            b"+OK\r\n+QUEUED\r\n*-1\r\n",
+        );
+        assert_eq!(q::<String>(&mut c, &["GET", "{u}a"]), "changed");
+        exchange(
+            &mut s,
+            b"WATCH {u}a\r\nMULTI\r\nSET {u}a mine\r\nEXEC\r\n",
+            b"+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n",
+        );
+        // the redis crate's atomic pipeline
+        let (a, b): (i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("INCR")
+            .arg("{v}x")
+            .cmd("INCR")
+            .arg("{v}x")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!((a, b), (1, 2));
+    });
+}
+
+#[test]
+fn embedding_handle_and_no_listener() {
+    let mut cfg = config(2);
+    cfg.net.listen = false;
+    let node = Node::start(cfg).unwrap();
+    assert!(node.local_addr().is_none());
+    let h = node.handle();
+    let b = |s: &str| bytes::Bytes::from(s.to_owned());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let k = format!("e{t}:{i}");
+                    assert_eq!(
+                        h.execute(vec![b("SET"), b(&k), b("v")]),
+                        tessera_engine::Reply::Ok
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        h.execute(vec![b("DBSIZE")]),
+        tessera_engine::Reply::Int(800)
+    );
+    assert_eq!(
+        h.execute(vec![b("GET"), b("e1:7")]),
+        tessera_engine::Reply::Bulk(b("v"))
+    );
+    let cmd = tessera_engine::Command::parse(&[b("DEL"), b("e0:1"), b("e3:1"), b("zz")]).unwrap();
+    assert_eq!(h.execute_command(cmd), tessera_engine::Reply::Int(2));
+    let rx = h.subscribe(vec![b("chan")]);
+    assert_eq!(h.publish(b("chan"), b("msg")), 1);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        (b("chan"), b("msg"))
+    );
+    let token = h.execute(vec![b("DM.LOCK"), b("m"), b("k"), b("1")]);
+    assert!(
+        matches!(token, tessera_engine::Reply::Simple(_)),
+        "{token:?}"
+    );
+    let again = h.execute(vec![b("DM.LOCK"), b("m"), b("k"), b("0.05")]);
+    assert!(again.is_error());
+    node.shutdown();
+}
+
+#[test]
+fn shutdown_finishes_in_flight_requests() {
+    let node = start(2);
+    let addr = node.local_addr().unwrap();
+    let mut c = client(&node);
+    let mut pipe = redis::pipe();
+    for i in 0..5000 {
+        pipe.cmd("SET").arg(format!("sd:{i}")).arg(i).ignore();
+    }
+    pipe.cmd("DBSIZE");
+    let (n,): (i64,) = pipe.query(&mut c).unwrap();
+    assert_eq!(n, 5000);
+    let idle = raw(&node);
+    let t = Instant::now();
+    node.shutdown();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    drop(idle);
+    assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
 }
