@@ -260,6 +260,24 @@ fn stdin_runs_one_command_per_line() {
             .contains("'DM.PUT', with args beginning with: 'users' 'alice' '1' 'EX' '10'"),
         "{out:?}"
     );
+    // help renders a command's syntax from COMMAND DOCS; with a map in use, a verb's usage.
+    let out = run_with(
+        &["-p", &p],
+        b"help set\nuse m\nhelp put\nhelp nosuch\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("\n  SET key value [NX | XX] [GET] [EX seconds | PX milliseconds"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("  summary: Set the string value of a key\n"),
+        "{shown}"
+    );
+    assert!(shown.contains("\n  put key value [EX s|PX ms"), "{shown}");
+    assert_eq!(text(&out.stderr), "(error) no help for 'nosuch'\n");
     // quit stops reading.
     let out = run_with(&["-p", &p], b"PING\nquit\nSET never 1\n", &[]);
     assert!(out.status.success());

@@ -6,6 +6,7 @@
 pub mod conn;
 pub mod dmap;
 pub mod format;
+pub mod help;
 pub mod repl;
 pub mod resp;
 pub mod session;

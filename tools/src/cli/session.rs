@@ -5,9 +5,9 @@
 use super::conn::{Conn, ConnError, ConnOpts};
 use super::dmap::{self, Verb};
 use super::format;
+use super::help;
 use super::resp::Reply;
 use super::split::split_args;
-use std::fmt::Write as _;
 use std::io::Write;
 
 /// How replies are printed.
@@ -112,7 +112,10 @@ impl Session {
         match first.as_str() {
             "quit" | "exit" => return Flow::Quit,
             "help" | "?" => {
-                Self::print(help_text(self.dmap.as_deref()).as_bytes());
+                match args.get(1) {
+                    None => Self::print(help::general(self.dmap.as_deref()).as_bytes()),
+                    Some(topic) => self.help_on(&String::from_utf8_lossy(topic)),
+                }
                 return Flow::Continue;
             }
             "clear" => {
@@ -229,6 +232,29 @@ impl Session {
         ));
     }
 
+    /// `help <topic>`: a map verb's usage when a map is in use, else the server's
+    /// `COMMAND DOCS` for it.
+    fn help_on(&mut self, topic: &str) {
+        let lower = topic.to_ascii_lowercase();
+        let verb = dmap::VERBS.iter().find(|(v, _)| *v == lower);
+        if let (Some((_, usage)), Some(_)) = (verb, &self.dmap) {
+            Self::print(format!("\n  {usage}\n  on the DMap chosen with `use`\n\n").as_bytes());
+            return;
+        }
+        let docs = vec![
+            b"COMMAND".to_vec(),
+            b"DOCS".to_vec(),
+            topic.as_bytes().to_vec(),
+        ];
+        match self.call(&docs) {
+            Ok(reply) => match help::command(topic, &reply) {
+                Some(text) => Self::print(text.as_bytes()),
+                None => self.client_error(&format!("no help for '{topic}'")),
+            },
+            Err(e) => self.conn_failed(&e),
+        }
+    }
+
     fn show(&mut self, reply: &Reply) {
         let text = render(reply, self.style);
         if reply.is_error() {
@@ -276,31 +302,4 @@ fn render(reply: &Reply, style: Style) -> Vec<u8> {
     } else {
         format::human(reply, style.color).into_bytes()
     }
-}
-
-/// The `help` text; with a map selected it also lists the map verbs.
-pub fn help_text(dmap: Option<&str>) -> String {
-    let mut s = String::from(
-        "Type a command as you would in redis-cli, e.g. SET k v, DM.GET users alice.\n\
-         Quote arguments with spaces: SET k \"a b\"; \\n, \\t and \\xHH work inside \"...\".\n\
-         \n\
-         Built-ins:\n  \
-           use <dmap>   act on a DMap with put/get/del/... (Olric style)\n  \
-           use          leave the DMap, back to plain commands\n  \
-           help         this text\n  \
-           clear        clear the screen\n  \
-           quit, exit   leave\n\
-         \n\
-         Tab completes command names; Up/Down walk the history.\n",
-    );
-    s.push_str("\nDMap verbs (after `use <dmap>`):\n");
-    for (_, usage) in dmap::VERBS {
-        s.push_str("  ");
-        s.push_str(usage);
-        s.push('\n');
-    }
-    if let Some(m) = dmap {
-        let _ = write!(s, "\nCurrent DMap: {m}\n");
-    }
-    s
 }
