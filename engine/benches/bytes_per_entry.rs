@@ -2,7 +2,8 @@
 //! own accounting (`used_memory_bytes`) and the growth of the process RSS, next to
 //! `std::collections::HashMap<Vec<u8>, Vec<u8>>` measured the same way.
 //!
-//! Run: `cargo bench -p tessera-engine --bench bytes_per_entry` (add `-- 1000000` for 1M only).
+//! Run: `cargo bench -p tessera-engine --bench bytes_per_entry` (or `-- engine 1000000` for one
+//! measurement).
 
 use std::collections::HashMap;
 
@@ -76,20 +77,29 @@ fn hashmap(n: usize) {
     drop(map);
 }
 
+/// Without arguments: runs every measurement in its own child process (so that one
+/// measurement's freed memory cannot hide another's). `engine N` or `hashmap N`: one measurement.
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![1_000_000, 10_000_000]
-    } else {
-        sizes
-    };
-    for n in sizes {
-        // Each measurement in its own process would be cleaner; the allocator keeps freed
-        // pages, so the engine runs first and the HashMap second.
-        engine(n);
-        hashmap(n);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let which = args
+        .iter()
+        .find(|a| a.as_str() == "engine" || a.as_str() == "hashmap");
+    let n = args.iter().find_map(|a| a.parse::<usize>().ok());
+    match (which.map(String::as_str), n) {
+        (Some("engine"), Some(n)) => engine(n),
+        (Some("hashmap"), Some(n)) => hashmap(n),
+        _ => {
+            let exe = std::env::current_exe().expect("own path");
+            for n in [1_000_000usize, 10_000_000] {
+                for what in ["engine", "hashmap"] {
+                    let status = std::process::Command::new(&exe)
+                        .arg(what)
+                        .arg(n.to_string())
+                        .status()
+                        .expect("child runs");
+                    assert!(status.success());
+                }
+            }
+        }
     }
 }

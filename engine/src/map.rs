@@ -93,7 +93,7 @@ pub const INDEX_ESTIMATE_BYTES: u64 = 16;
 #[derive(Debug)]
 struct SlotIndex {
     slot: Slot,
-    table: HashTable<u64>,
+    table: HashTable<Packed>,
     /// Bumped whenever `table` may rehash (grow or rehash in place).
     generation: u32,
 }
@@ -174,12 +174,29 @@ impl std::hash::Hasher for SlotHasherState {
     }
 }
 
+/// An index slot: a location packed into 5 bytes (table id: 16 bits, offset: 24 bits), so a
+/// hashbrown bucket costs 6 bytes (5 + 1 control byte) instead of 9 for a `u64`.
+type Packed = [u8; 5];
+
+/// Most tables a map can have at once (table ids are 16 bits).
+const TABLE_IDS_MAX: usize = 1 << 16;
+
 fn loc(id: u32, off: usize) -> u64 {
-    (u64::from(id) << 32) | off as u64
+    debug_assert!((id as usize) < TABLE_IDS_MAX && off < 1 << 24);
+    (u64::from(id) << 24) | off as u64
 }
 
 fn loc_parts(l: u64) -> (u32, usize) {
-    ((l >> 32) as u32, (l & 0xFFFF_FFFF) as usize)
+    ((l >> 24) as u32, (l & 0xFF_FFFF) as usize)
+}
+
+fn pack(l: u64) -> Packed {
+    let b = l.to_le_bytes();
+    [b[0], b[1], b[2], b[3], b[4]]
+}
+
+fn unpack(p: Packed) -> u64 {
+    u64::from_le_bytes([p[0], p[1], p[2], p[3], p[4], 0, 0, 0])
 }
 
 fn table(tables: &[Option<Table>], id: u32) -> &Table {
@@ -356,8 +373,8 @@ impl Map {
         let tables = &self.tables;
         self.slots[pos as usize]
             .table
-            .find(self.hash(key), |&l| key_at(tables, l) == key)
-            .copied()
+            .find(self.hash(key), |&p| key_at(tables, unpack(p)) == key)
+            .map(|&p| unpack(p))
     }
 
     fn parsed(&self, l: u64) -> (&Table, Parsed) {
@@ -451,7 +468,10 @@ impl Map {
         }
     }
 
-    fn alloc_table(&mut self, chain: usize, min: usize) -> u32 {
+    fn alloc_table(&mut self, chain: usize, min: usize) -> Option<u32> {
+        if self.free_ids.is_empty() && self.tables.len() >= TABLE_IDS_MAX {
+            return None;
+        }
         // The old head stops being written; free it if nothing in it is live any more.
         if let Some(old) = self.heads[chain].take() {
             if table(&self.tables, old).live == 0 {
@@ -472,7 +492,17 @@ impl Map {
         };
         self.order.push(id);
         self.heads[chain] = Some(id);
-        id
+        Some(id)
+    }
+
+    /// True when a write of this size can be placed (a table id is free or the head has room).
+    pub fn can_append(&self, key_len: usize, value_len: usize, ttl: bool) -> bool {
+        let outline = value_len >= self.layout.outline_bytes_min;
+        let total = entry_len(key_len, value_len, ttl, outline);
+        let chain = usize::from(ttl);
+        self.heads[chain].is_some_and(|id| table(&self.tables, id).room() >= total)
+            || !self.free_ids.is_empty()
+            || self.tables.len() < TABLE_IDS_MAX
     }
 
     fn free_table(&mut self, id: u32) {
@@ -494,7 +524,8 @@ impl Map {
         }
     }
 
-    /// Appends an entry to the head of its chain; returns its location.
+    /// Appends an entry to the head of its chain; returns its location, or `None` when the
+    /// map has no table id left (`TABLE_IDS_MAX` tables).
     fn append(
         &mut self,
         header: &Header,
@@ -502,17 +533,17 @@ impl Map {
         value: &[u8],
         value_len: usize,
         slab: Option<u32>,
-    ) -> u64 {
+    ) -> Option<u64> {
         let chain = usize::from(header.flags & F_TTL != 0);
         let total = entry_len(key.len(), value_len, chain == 1, slab.is_some());
         let id = match self.heads[chain] {
             Some(id) if table(&self.tables, id).room() >= total => id,
-            _ => self.alloc_table(chain, total),
+            _ => self.alloc_table(chain, total)?,
         };
         let t = self.tables[id as usize].as_mut().expect("head exists");
         let off = t.append(header, key, value, value_len, slab);
         self.live_bytes += total as u64;
-        loc(id, off)
+        Some(loc(id, off))
     }
 
     /// Marks the entry at `l` garbage and releases its slab value; frees its table when it
@@ -559,8 +590,12 @@ impl Map {
     }
 
     /// Writes a new version of `key` with `meta`; with `keep_stats` the LFU counter and the
-    /// visited bit of the old version (if any) are kept instead of `meta`'s.
-    pub fn put(&mut self, key: &[u8], value: Bytes, meta: Meta, keep_stats: bool) {
+    /// visited bit of the old version (if any) are kept instead of `meta`'s. Returns false
+    /// (changing nothing) when the map has no table id left; see `can_append`.
+    pub fn put(&mut self, key: &[u8], value: Bytes, meta: Meta, keep_stats: bool) -> bool {
+        if !self.can_append(key.len(), value.len(), meta.expire_at_ms != 0) {
+            return false;
+        }
         let old = self.locate(key);
         let mut meta = meta;
         if let Some(o) = old {
@@ -602,7 +637,8 @@ impl Map {
             self.append(&header, key, &[], value_len, Some(id))
         } else {
             self.append(&header, key, &value, value_len, None)
-        };
+        }
+        .expect("can_append checked that a table id is available");
         self.len += 1;
         if meta.expire_at_ms != 0 {
             self.volatile += 1;
@@ -621,20 +657,21 @@ impl Map {
         let before = idx.allocation_size() as u64;
         if let Some(old_loc) = old {
             // The old location's table may have been freed by `retire`: match by location.
-            if let Some(slot) = idx.find_mut(hash, |&l| l == old_loc) {
-                *slot = new_loc;
+            if let Some(slot) = idx.find_mut(hash, |&p| unpack(p) == old_loc) {
+                *slot = pack(new_loc);
             }
         } else {
-            idx.insert_unique(hash, new_loc, |&l| {
+            idx.insert_unique(hash, pack(new_loc), |&p| {
                 if colliding {
                     0x5EED
                 } else {
-                    xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, l), seed)
+                    xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, unpack(p)), seed)
                 }
             });
         }
         let after = idx.allocation_size() as u64;
         self.index_bytes = self.index_bytes + after - before;
+        true
     }
 
     /// Changes the deadline and version of an existing key (in place when both the old and
@@ -656,8 +693,7 @@ impl Map {
         let mut meta = Meta::from_header(&p.header);
         meta.expire_at_ms = expire_at_ms;
         meta.version = version;
-        self.put(key, value, meta, false);
-        true
+        self.put(key, value, meta, false)
     }
 
     pub fn remove(&mut self, key: &[u8]) -> bool {
@@ -669,10 +705,11 @@ impl Map {
         let tables = &self.tables;
         let idx = &mut self.slots[pos as usize].table;
         let before = idx.allocation_size() as u64;
-        let Ok(entry) = idx.find_entry(hash, |&l| key_at(tables, l) == key) else {
+        let Ok(entry) = idx.find_entry(hash, |&p| key_at(tables, unpack(p)) == key) else {
             return false;
         };
-        let (l, _) = entry.remove();
+        let (p, _) = entry.remove();
+        let l = unpack(p);
         let empty = idx.is_empty();
         let after = if empty {
             0
@@ -728,7 +765,8 @@ impl Map {
         let limit = count.saturating_mul(4).saturating_add(64);
         let mut examined = 0;
         while b < n && out.len() < count && examined < limit {
-            if let Some(&l) = idx.get_bucket(b) {
+            if let Some(&p) = idx.get_bucket(b) {
+                let l = unpack(p);
                 out.push(Bytes::copy_from_slice(key_at(&self.tables, l)));
             }
             b += 1;
@@ -810,7 +848,8 @@ impl Map {
                             | (u64::from(si.generation & gen_mask) << CURSOR_BUCKET_BITS)
                             | bucket as u64;
                     }
-                    if let Some(&l) = si.table.get_bucket(bucket) {
+                    if let Some(&p) = si.table.get_bucket(bucket) {
+                        let l = unpack(p);
                         let (t, pe) = self.parsed(l);
                         f(pe.key(&t.data), &Meta::from_header(&pe.header));
                         visited += 1;
@@ -831,12 +870,12 @@ impl Map {
         if self.slots.is_empty() {
             return None;
         }
-        let s = &self.slots[rng.below(self.slots.len() as u64) as usize];
-        let n = s.table.num_buckets();
-        let start = rng.below(n as u64) as usize;
-        for i in 0..n {
-            if let Some(&l) = s.table.get_bucket((start + i) % n) {
-                let (t, p) = self.parsed(l);
+        let si = &self.slots[rng.below(self.slots.len() as u64) as usize];
+        let buckets = si.table.num_buckets();
+        let start = rng.below(buckets as u64) as usize;
+        for i in 0..buckets {
+            if let Some(&packed) = si.table.get_bucket((start + i) % buckets) {
+                let (t, p) = self.parsed(unpack(packed));
                 return Some((
                     Bytes::copy_from_slice(p.key(&t.data)),
                     Meta::from_header(&p.header),
@@ -994,7 +1033,11 @@ impl Map {
                     p.inline_value(&t.data).to_vec()
                 };
                 let old_loc = loc(id, off);
-                let new_loc = self.append(&p.header, &key, &value, p.value_len, slab);
+                let Some(new_loc) = self.append(&p.header, &key, &value, p.value_len, slab) else {
+                    // No table id left: stop here, try again later.
+                    self.compacting = Some((id, off));
+                    return (moved, entries, 0, 0);
+                };
                 // The entry moved; the copy is not a new version.
                 self.live_bytes -= p.total as u64;
                 self.garbage += p.total as u64;
@@ -1005,9 +1048,9 @@ impl Map {
                 if let Some(&pos) = self.slot_pos.get(&key_slot(&key)) {
                     if let Some(s) = self.slots[pos as usize]
                         .table
-                        .find_mut(hash, |&l| l == old_loc)
+                        .find_mut(hash, |&q| unpack(q) == old_loc)
                     {
-                        *s = new_loc;
+                        *s = pack(new_loc);
                     }
                 }
                 moved += p.total;

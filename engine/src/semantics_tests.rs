@@ -762,3 +762,31 @@ fn config_parses_from_toml() {
     e.run("SET k v");
     assert_eq!(e.int("PTTL k"), 5000);
 }
+
+#[test]
+fn running_out_of_table_ids_is_an_error_not_a_panic() {
+    let mut e = env();
+    e.shard = Shard::new(EngineConfig {
+        table_bytes_min: 256,
+        table_bytes_max: 256,
+        ..EngineConfig::default()
+    });
+    // 200-byte keys (values this size would go out of line): one entry per table.
+    let pad = "x".repeat(190);
+    let mut stored = 0u32;
+    let err = loop {
+        match e.run(&format!("SET k{stored:08}{pad} v")) {
+            Reply::Ok => stored += 1,
+            Reply::Error(err) => break err,
+            other => panic!("{other:?}"),
+        }
+        assert!(stored < 100_000);
+    };
+    // One entry per 256-byte table: 2^16 table ids.
+    assert_eq!(stored, 1 << 16);
+    assert_eq!(err, crate::CommandError::OutOfMemory);
+    assert_eq!(e.bulk(&format!("GET k{:08}{pad}", 0)).as_deref(), Some("v"));
+    // Deleting frees table ids again.
+    assert_eq!(e.int(&format!("DEL k{:08}{pad}", 0)), 1);
+    assert_eq!(e.run(&format!("SET k{stored:08}{pad} v")), Reply::Ok);
+}

@@ -560,7 +560,10 @@ impl Shard {
             lfu: LFU_INIT,
             visited: false,
         };
-        m.put(key, value, meta, true);
+        if !m.put(key, value, meta, true) {
+            // The map has no table id left (see `Map::can_append`): nothing was changed.
+            return Err(CommandError::OutOfMemory);
+        }
         // Amortized garbage collection: when a map carries much garbage, each write moves a
         // few times its own size of live entries, so memory is returned at least as fast as
         // writes use it even without background `compact_step` calls.
