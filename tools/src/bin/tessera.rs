@@ -194,9 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let mut session = Session::new(opts, style);
     if interactive {
-        let errors = cli::repl::run(&mut session)?;
-        // In the REPL an error reply is part of the conversation, not a failure of the program.
-        let _ = errors;
+        cli::repl::run(&mut session)?;
         return Ok(ExitCode::SUCCESS);
     }
     // One-shot and script modes: a connection failure is reported once, clearly, up front.

@@ -231,8 +231,9 @@ pub fn is_secret(line: &str) -> bool {
     }
 }
 
-/// Runs the REPL until `quit`, `exit` or Ctrl-D. Returns the session's error count.
-pub fn run(session: &mut Session) -> anyhow::Result<usize> {
+/// Runs the REPL until `quit`, `exit` or Ctrl-D. Error replies are part of the conversation
+/// there, not a failure of the program, so they do not change the exit status.
+pub fn run(session: &mut Session) -> anyhow::Result<()> {
     if let Err(e) = session.connect() {
         println!("{e}");
     }
@@ -277,7 +278,7 @@ pub fn run(session: &mut Session) -> anyhow::Result<usize> {
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(session.errors)
+    Ok(())
 }
 
 #[cfg(test)]
