@@ -67,6 +67,11 @@ impl Redis {
     /// Starts redis-server on a free port, or returns `None` (after saying so) when it is not
     /// installed.
     fn start() -> Option<Redis> {
+        Self::start_with(&[])
+    }
+
+    /// [`Redis::start`] with extra redis-server arguments.
+    fn start_with(extra: &[&str]) -> Option<Redis> {
         if !have("redis-server") {
             eprintln!("SKIPPED: redis-server is not installed");
             return None;
@@ -79,6 +84,7 @@ impl Redis {
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(&dir.0)
+                .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -105,9 +111,10 @@ impl Redis {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 7];
+                // `-NOAUTH` when a password is set: still a live redis.
                 if s.write_all(b"PING\r\n").is_ok()
                     && s.read_exact(&mut buf).is_ok()
-                    && &buf == b"+PONG\r\n"
+                    && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH")
                 {
                     return true;
                 }
@@ -841,4 +848,43 @@ fn resp3_push_messages_before_a_reply_are_shown() {
     assert!(shown.contains(invalidation), "{shown}");
     assert!(shown.ends_with("PONG\n"), "{shown}");
     assert_eq!(shown.matches("OK\n").count(), 2, "{shown}");
+}
+
+#[test]
+fn passwords_authenticate_in_resp2_and_resp3() {
+    let Some(redis) = Redis::start_with(&["--requirepass", "s3cret"]) else {
+        return;
+    };
+    let p = redis.port_arg();
+    let out = run(&["-p", &p, "PING"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("NOAUTH Authentication required"),
+        "{out:?}"
+    );
+    let out = run(&["-p", &p, "-a", "s3cret", "PING"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "PONG\n");
+    let out = run(&[
+        "-p",
+        &p,
+        "--password",
+        "s3cret",
+        "--user",
+        "default",
+        "--resp3",
+        "PING",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "PONG\n");
+    // From the environment, so the password stays out of `ps`.
+    let out = run_with(&["-p", &p, "PING"], b"", &[("TESSERA_AUTH", "s3cret")]);
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&["-p", &p, "--resp3", "-a", "wrong", "PING"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("HELLO failed at 127.0.0.1:"),
+        "{out:?}"
+    );
+    assert!(text(&out.stderr).contains("WRONGPASS"), "{out:?}");
 }
