@@ -2,13 +2,15 @@
 # The standard benchmark suite (docs/benchmarks.md, performance.md): installs redis-server and
 # memcached if missing, builds tesserad and tessera-bench in release mode, starts tesserad,
 # redis-server (--save '' --appendonly no) and memcached on loopback ports, runs every
-# measurement of performance.md the current build supports, writes the results (Markdown
+# measurement of performance.md the current build supports (P1-P4, P6, P7, P8-P11; P5, P12
+# and P13 need server features and a cluster-aware client that do not exist yet), writes the results (Markdown
 # tables with the exact commands, JSON, SVG plots) to $OUT, and stops the servers it started
 # by their pids (also on error or Ctrl-C).
 #
 # If tesserad does not start, Tessera is reported as unavailable and the peers are still
 # measured. Every run is bounded by a duration; the whole suite takes about
 # ROUNDS x (WARMUP + DURATION) x 3 targets x 8 measurements (about 10 minutes by default).
+# The harness's own generator-vs-redis-benchmark check is bench/vs-redis-benchmark.sh.
 #
 # Environment (defaults):
 #   OUT=target/bench-suite/<UTC date>   where results go
@@ -155,6 +157,11 @@ measure() { # id title which args...
 
 measure P1 "server CPU per op, GET/SET 90/10, pipeline 1, client on core 1" all \
   -c 50 -P 1 --mix get=9,set=1 "${PIN_CLIENT[@]}"
+if [ $TESSERA = 1 ] && [ -f "$OUT/P1.json" ]; then
+  SAT=$(python3 -c 'import json,sys; print(int(0.8*json.load(open(sys.argv[1]))["targets"][0]["throughput"]["median"]))' "$OUT/P1.json")
+  measure P7 "open loop at 80% of Tessera's closed-loop rate in P1 ($SAT req/s), GET/SET 90/10" resp \
+    -c 50 -P 1 --mix get=9,set=1 --rate "$SAT" --arrival poisson "${PIN_CLIENT[@]}"
+fi
 measure P2-16 "server CPU per op, GET/SET 90/10, pipeline 16" all -c 50 -P 16 --mix get=9,set=1 "${PIN_CLIENT[@]}"
 measure P2-64 "server CPU per op, GET/SET 90/10, pipeline 64" all -c 50 -P 64 --mix get=9,set=1 "${PIN_CLIENT[@]}"
 measure P3 "GET throughput, pipeline 64" all -c 50 -P 64 --mix get=1 "${PIN_CLIENT[@]}"
@@ -195,6 +202,29 @@ while [ $i -lt ${#T[@]} ]; do
   i=$((i+2))
 done
 echo >>"$RESULTS"
+
+# P10: idle CPU with 100 idle connections (Tessera with 2 executors).
+log "[P10] idle CPU, 100 idle connections"
+T=(); P=()
+if [ $TESSERA = 1 ]; then
+  T2_PORT=$(free_port)
+  if start tesserad-2 "$T2_PORT" "$TESSERAD" --port "$T2_PORT" --cores 2; then
+    T+=(-t "tessera=127.0.0.1:$T2_PORT"); P+=("$STARTED_PID")
+  fi
+fi
+T+=(-t "redis=127.0.0.1:$REDIS_PORT" -t "memcached=memcache://127.0.0.1:$MC_PORT"); P+=("$REDIS_PID" "$MC_PID")
+pids=$(IFS=,; echo "${P[*]}")
+cmd=("$BENCH" idle "${T[@]}" --server-pid "$pids" -c 100 -d 5s --json "$OUT/P10.json")
+{
+  echo "## P10: server CPU with 100 idle connections (tesserad --cores 2)"
+  echo
+  echo '```'
+  echo "${cmd[*]}" | sed "s|$ROOT/||g"
+  echo '```'
+  echo
+  if "${cmd[@]}" >"$OUT/P10.txt" 2>"$OUT/P10.err"; then cat "$OUT/P10.txt"; else echo "FAILED: $(tail -3 "$OUT/P10.err")"; fi
+  echo
+} >>"$RESULTS"
 
 # P8/P9: bytes per item. Fresh servers so RSS growth is only the loaded keys.
 log "[P8] memory, $MEMORY_KEYS keys with 16-byte values"

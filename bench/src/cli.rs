@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::compare::{self, CompareOutcome, MemoryResult, Round, TargetSummary};
+use crate::compare::{self, CompareOutcome, IdleResult, MemoryResult, Round, TargetSummary};
 use crate::plot;
 use crate::report::{write_json, Machine, RunReport};
 use crate::runner::{self, LoadModel, Pinning, RunConfig, Target};
@@ -37,6 +37,8 @@ pub enum Command {
     Compare(CompareArgs),
     /// Load N keys into each target and report RSS growth per key.
     Memory(MemoryArgs),
+    /// Hold idle connections to each target and report the server's CPU use meanwhile.
+    Idle(IdleArgs),
 }
 
 /// Options shared by every mode.
@@ -176,6 +178,26 @@ pub struct MemoryArgs {
     pub json: Option<PathBuf>,
 }
 
+/// `idle` options.
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    /// Target `[label=][resp://|memcache://]host:port` (repeat for several).
+    #[arg(short = 't', long = "target", required = true)]
+    pub targets: Vec<String>,
+    /// Server pid of each target, in target order (required).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub server_pid: Vec<u32>,
+    /// Idle connections to hold.
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub connections: usize,
+    /// How long to measure.
+    #[arg(short = 'd', long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Write the JSON result here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
 /// Parses `10s`, `250ms`, `2m`, `1.5s`, `100us` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -289,6 +311,14 @@ struct CompareReport<'a> {
     rounds: &'a [Round],
 }
 
+/// The JSON document of an idle measurement.
+#[derive(Debug, Serialize)]
+struct IdleReport<'a> {
+    tool: &'static str,
+    machine: Machine,
+    results: &'a [IdleResult],
+}
+
 /// The JSON document of a memory measurement.
 #[derive(Debug, Serialize)]
 struct MemoryReport<'a> {
@@ -316,6 +346,7 @@ where
         Command::Run(a) => run_cmd(&a, out),
         Command::Compare(a) => compare_cmd(&a, out),
         Command::Memory(a) => memory_cmd(&a, out),
+        Command::Idle(a) => idle_cmd(&a, out),
     }
 }
 
@@ -439,6 +470,32 @@ fn memory_cmd(a: &MemoryArgs, out_w: &mut dyn Write) -> Result<(), BenchError> {
         write_json(
             p,
             &MemoryReport {
+                tool: "tessera-bench",
+                machine: Machine::detect(),
+                results: &rs,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn idle_cmd(a: &IdleArgs, out_w: &mut dyn Write) -> Result<(), BenchError> {
+    let targets = a
+        .targets
+        .iter()
+        .map(|t| t.parse::<Target>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let cfg = RunConfig {
+        targets,
+        ..RunConfig::default()
+    };
+    let rs = compare::idle(&cfg, &pids(&a.server_pid), a.connections, a.duration)?;
+    ignore_broken_pipe(write!(out_w, "{}", compare::format_idle(&rs)))?;
+    if let Some(p) = &a.json {
+        make_parent(p)?;
+        write_json(
+            p,
+            &IdleReport {
                 tool: "tessera-bench",
                 machine: Machine::detect(),
                 results: &rs,

@@ -321,3 +321,72 @@ mod tests {
         assert!(Spread::of(&[]).is_none());
     }
 }
+
+/// Server CPU while holding idle connections (performance.md P10).
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleResult {
+    /// Target label.
+    pub label: String,
+    /// Idle connections held open.
+    pub connections: usize,
+    /// Seconds measured.
+    pub seconds: f64,
+    /// Server CPU over that time, percent of one core.
+    pub cpu_percent: f64,
+}
+
+/// Opens `connections` connections to each target in turn, sends nothing for `duration`, and
+/// reports the server's CPU use meanwhile. `pids[i]` is required for every target.
+pub fn idle(
+    base: &RunConfig,
+    pids: &[Option<u32>],
+    connections: usize,
+    duration: std::time::Duration,
+) -> Result<Vec<IdleResult>, BenchError> {
+    if connections > runner::CONNECTIONS_MAX {
+        return Err(BenchError::Config(format!(
+            "at most {} connections",
+            runner::CONNECTIONS_MAX
+        )));
+    }
+    let mut out = Vec::new();
+    for (i, t) in base.targets.iter().enumerate() {
+        let pid = pids.get(i).copied().flatten().ok_or_else(|| {
+            BenchError::Config(format!("idle mode needs --server-pid for {}", t.label))
+        })?;
+        let mut held = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            held.push(runner::connect_blocking(t, base.connect_timeout)?);
+        }
+        // Let the server settle after the connection burst before measuring.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let start = std::time::Instant::now();
+        let before = procfs::cpu_seconds(pid)?;
+        std::thread::sleep(duration);
+        let after = procfs::cpu_seconds(pid)?;
+        let seconds = start.elapsed().as_secs_f64();
+        drop(held);
+        out.push(IdleResult {
+            label: t.label.clone(),
+            connections,
+            seconds,
+            cpu_percent: 100.0 * (after - before) / seconds,
+        });
+    }
+    Ok(out)
+}
+
+/// Formats idle results as a Markdown table.
+pub fn format_idle(rs: &[IdleResult]) -> String {
+    let mut s = String::from(
+        "| target | idle connections | seconds | server CPU % of one core |\n|---|---|---|---|\n",
+    );
+    for r in rs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.1} | {:.2} |",
+            r.label, r.connections, r.seconds, r.cpu_percent
+        );
+    }
+    s
+}

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream as StdTcpStream, ToSocketAddrs};
+use std::net::{TcpStream as StdTcpStream, ToSocketAddrs};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -678,19 +678,26 @@ struct Conn {
 }
 
 fn connect(t: &Target, timeout: Duration) -> Result<TcpStream, BenchError> {
+    let s = connect_blocking(t, timeout)?;
     let err = |source| BenchError::Connect {
         addr: t.addr.clone(),
         source,
     };
-    let addrs: Vec<SocketAddr> = t.addr.to_socket_addrs().map_err(err)?.collect();
+    s.set_nodelay(true).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    Ok(TcpStream::from_std(s))
+}
+
+/// Connects to `t` with a blocking socket (for modes that only hold connections).
+pub fn connect_blocking(t: &Target, timeout: Duration) -> Result<StdTcpStream, BenchError> {
+    let err = |source| BenchError::Connect {
+        addr: t.addr.clone(),
+        source,
+    };
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-    for a in addrs {
+    for a in t.addr.to_socket_addrs().map_err(err)? {
         match StdTcpStream::connect_timeout(&a, timeout) {
-            Ok(s) => {
-                s.set_nodelay(true).map_err(err)?;
-                s.set_nonblocking(true).map_err(err)?;
-                return Ok(TcpStream::from_std(s));
-            }
+            Ok(s) => return Ok(s),
             Err(e) => last = e,
         }
     }

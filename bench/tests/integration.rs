@@ -586,3 +586,34 @@ fn memory_mode_reports_growth_per_key_of_redis() {
         "{rs:?}"
     );
 }
+
+#[test]
+fn idle_mode_measures_a_quiet_server() {
+    let Some(redis) = spawn_server("redis-server", |p| {
+        vec![
+            "--port".into(),
+            p.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+        ]
+    }) else {
+        return;
+    };
+    let cfg = config(&format!("127.0.0.1:{}", redis.port), "resp");
+    let rs = tessera_bench::compare::idle(
+        &cfg,
+        &[Some(redis.child.id())],
+        20,
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    assert_eq!(rs.len(), 1);
+    assert!(rs[0].seconds >= 0.5);
+    // An idle redis (hz 10) uses well under a fifth of a core, whatever the machine's load:
+    // this is CPU time, not wall time.
+    assert!((0.0..20.0).contains(&rs[0].cpu_percent), "{rs:?}");
+}
