@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use foca::{AccumulatingRuntime, Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Timer};
+use hmac::{Hmac, Mac};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use sha2::Sha256;
 
 use crate::node::{NodeId, NodeInfo};
 
@@ -120,8 +122,14 @@ pub struct MembershipConfig {
     /// Suspect-to-down delay; the failure-detection bound is about
     /// `probe_period_ms + suspect_to_down_ms`. Default 4000.
     pub suspect_to_down_ms: u64,
-    /// Largest gossip datagram in bytes. Default 1400 (fits an Ethernet MTU), >= 512.
+    /// Largest gossip datagram in bytes, tag included. Default 1400 (fits an Ethernet MTU),
+    /// >= 512.
     pub max_packet_bytes: usize,
+    /// The cluster secret. Every datagram carries a 16-byte HMAC-SHA256 tag over its bytes
+    /// keyed with it; datagrams without a valid tag are dropped before SWIM sees them, so a
+    /// host without the secret cannot inject members. Empty means untagged datagrams (tests,
+    /// trusted single-host setups only).
+    pub secret: Vec<u8>,
 }
 
 impl Default for MembershipConfig {
@@ -134,9 +142,13 @@ impl Default for MembershipConfig {
             probe_rtt_ms: 500,
             suspect_to_down_ms: 4000,
             max_packet_bytes: 1400,
+            secret: Vec::new(),
         }
     }
 }
+
+/// Bytes of the tag appended to every gossip datagram when a secret is set.
+pub const GOSSIP_TAG_BYTES: usize = 16;
 
 impl MembershipConfig {
     /// Checks the documented constraints.
@@ -168,6 +180,9 @@ pub enum MembershipError {
     /// foca refused a datagram or an operation (malformed, too big, from ourselves).
     #[error("swim: {0}")]
     Swim(#[from] foca::Error),
+    /// A datagram's tag is missing or wrong (no cluster secret, or corrupted): dropped.
+    #[error("gossip datagram failed authentication")]
+    BadTag,
 }
 
 /// A change the driver (and the table keeper) must hear about.
@@ -241,6 +256,7 @@ pub struct SwimMembership {
     timers: BTreeMap<(u64, u64), Timer<GossipId>>,
     timer_seq: u64,
     next_seed_ms: u64,
+    mac: Option<Hmac<Sha256>>,
 }
 
 impl std::fmt::Debug for SwimMembership {
@@ -261,13 +277,19 @@ impl SwimMembership {
         rng_seed: u64,
     ) -> Result<SwimMembership, MembershipError> {
         cfg.validate()?;
+        let cfg_secret = cfg.secret.clone();
         let id = GossipId::from_info(me)?;
         let mut fc = foca::Config::new_lan(NonZeroU32::new(16).expect("nonzero"));
         fc.probe_period = Duration::from_millis(cfg.probe_period_ms);
         fc.probe_rtt = Duration::from_millis(cfg.probe_rtt_ms);
         fc.suspect_to_down_after = Duration::from_millis(cfg.suspect_to_down_ms);
+        let tag = if cfg.secret.is_empty() {
+            0
+        } else {
+            GOSSIP_TAG_BYTES
+        };
         fc.max_packet_size =
-            NonZeroUsize::new(cfg.max_packet_bytes).ok_or(MembershipError::Config)?;
+            NonZeroUsize::new(cfg.max_packet_bytes - tag).ok_or(MembershipError::Config)?;
         let foca = Foca::new(id, fc, SmallRng::seed_from_u64(rng_seed), PostcardCodec);
         Ok(SwimMembership {
             foca,
@@ -276,12 +298,26 @@ impl SwimMembership {
             timers: BTreeMap::new(),
             timer_seq: 0,
             next_seed_ms: 0,
+            mac: (!cfg_secret.is_empty())
+                .then(|| Hmac::<Sha256>::new_from_slice(&cfg_secret).expect("any key length")),
         })
     }
 
     /// Moves what foca accumulated into `out` and the timer queue.
     fn drain(&mut self, now_ms: u64, out: &mut MembershipOutput) {
         while let Some((to, data)) = self.rt.to_send() {
+            let data = match &self.mac {
+                Some(mac) => {
+                    let mut m = mac.clone();
+                    m.update(&data);
+                    let tag = m.finalize().into_bytes();
+                    let mut tagged = Vec::with_capacity(data.len() + GOSSIP_TAG_BYTES);
+                    tagged.extend_from_slice(&data);
+                    tagged.extend_from_slice(&tag[..GOSSIP_TAG_BYTES]);
+                    Bytes::from(tagged)
+                }
+                None => data,
+            };
             out.datagrams.push((to.addr, data));
         }
         while let Some((after, timer)) = self.rt.to_schedule() {
@@ -342,6 +378,20 @@ impl Membership for SwimMembership {
         data: &[u8],
         out: &mut MembershipOutput,
     ) -> Result<(), MembershipError> {
+        let data = match &self.mac {
+            Some(mac) => {
+                if data.len() < GOSSIP_TAG_BYTES {
+                    return Err(MembershipError::BadTag);
+                }
+                let (body, tag) = data.split_at(data.len() - GOSSIP_TAG_BYTES);
+                let mut m = mac.clone();
+                m.update(body);
+                m.verify_truncated_left(tag)
+                    .map_err(|_| MembershipError::BadTag)?;
+                body
+            }
+            None => data,
+        };
         let res = self.foca.handle_data(data, &mut self.rt);
         self.drain(now_ms, out);
         res.map_err(MembershipError::from)
@@ -486,6 +536,41 @@ mod tests {
         run(&mut nodes, now, now + 3_000, &[]);
         assert_eq!(nodes[0].live_members().len(), 2);
         assert_eq!(nodes[1].live_members().len(), 2);
+    }
+
+    #[test]
+    fn datagrams_need_the_cluster_secret() {
+        let with = |secret: &[u8]| MembershipConfig {
+            seeds: vec!["127.0.0.1:7946".parse().unwrap()],
+            secret: secret.to_vec(),
+            ..MembershipConfig::default()
+        };
+        // Node 2 knows the secret, node 3 has another one: only 1 and 2 form a cluster.
+        let mut nodes = vec![
+            SwimMembership::new(&info(1), with(b"k"), 1).unwrap(),
+            SwimMembership::new(&info(2), with(b"k"), 2).unwrap(),
+            SwimMembership::new(&info(3), with(b"other"), 3).unwrap(),
+        ];
+        for n in &mut nodes {
+            n.start(0, &mut MembershipOutput::default());
+        }
+        run(&mut nodes, 0, 3_000, &[]);
+        assert_eq!(nodes[0].live_members().len(), 2);
+        assert_eq!(nodes[1].live_members().len(), 2);
+        assert_eq!(nodes[2].live_members().len(), 1);
+        // A tagged datagram with one flipped bit is refused.
+        let mut out = MembershipOutput::default();
+        nodes[1].leave(3_000, &mut out);
+        let (_, data) = out.datagrams.pop().unwrap();
+        let mut bad = data.to_vec();
+        bad[0] ^= 1;
+        assert!(matches!(
+            nodes[0].handle_datagram(3_000, &bad, &mut MembershipOutput::default()),
+            Err(MembershipError::BadTag)
+        ));
+        assert!(nodes[0]
+            .handle_datagram(3_000, &data, &mut MembershipOutput::default())
+            .is_ok());
     }
 
     #[test]

@@ -18,6 +18,10 @@ use crate::node::{NodeId, NodeInfo};
 use crate::partition::{MigrationId, NodeIdx, PartitionTable, Shard, SlotEntry, SlotState};
 use crate::{Slot, SLOT_COUNT};
 
+/// Most members a table holds; members beyond it (by id) get no slots. A limit on input that
+/// comes from gossip, far above any planned cluster size.
+pub const NODES_MAX: usize = 1024;
+
 /// Planner settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlannerConfig {
@@ -50,13 +54,21 @@ pub fn plan_draining(
     cfg: &PlannerConfig,
 ) -> PartitionTable {
     assert!(!members.is_empty(), "planning needs at least one member");
-    let nodes = normalize(members);
+    let mut nodes = normalize(members);
+    if nodes.len() > NODES_MAX {
+        // Membership comes from gossip: never let its size break the table's index type.
+        tracing::warn!(
+            members = nodes.len(),
+            max = NODES_MAX,
+            "too many members; planning for the first by id"
+        );
+        nodes.truncate(NODES_MAX);
+    }
     let drains: Vec<bool> = nodes.iter().map(|n| draining.contains(&n.id)).collect();
     assert!(
         drains.iter().any(|d| !d),
         "at least one member must not be draining"
     );
-    assert!(nodes.len() <= usize::from(NodeIdx::MAX));
     let epoch = prev.map_or(1, |p| p.epoch + 1);
 
     // Shards, in (node index, core) order; `first_bin[n]` is node n's first shard.
@@ -565,6 +577,21 @@ mod tests {
         assert!(t.slots.iter().all(|e| e.backups.len() == 2));
         let one = plan(None, &members[..1], members[0].id, &cfg);
         assert!(one.slots.iter().all(|e| e.backups.is_empty()));
+    }
+
+    #[test]
+    fn oversized_membership_is_capped_not_a_panic() {
+        let many: Vec<NodeInfo> = (0..1100u16)
+            .map(|i| {
+                let mut n = test_node(1, 1);
+                n.id.0[0] = (i >> 8) as u8;
+                n.id.0[1] = i as u8;
+                n
+            })
+            .collect();
+        let t = plan(None, &many, many[0].id, &PlannerConfig::default());
+        assert_eq!(t.nodes.len(), NODES_MAX);
+        assert_eq!(t.validate(), Ok(()));
     }
 
     #[test]

@@ -222,6 +222,7 @@ impl Sim {
             probe_rtt_ms: 200,
             suspect_to_down_ms: 1500,
             max_packet_bytes: 1400,
+            secret: b"sim cluster secret".to_vec(),
         };
         let mut membership =
             SwimMembership::new(&info, mcfg, self.rng.random()).expect("valid sim config");

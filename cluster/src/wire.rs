@@ -31,6 +31,8 @@ pub const WIRE_VERSION: u16 = 1;
 pub const HEADER_BYTES: usize = 16;
 /// Bodies are padded to a multiple of this.
 pub const BODY_ALIGN: usize = 16;
+/// An idle decoder keeps at most this much buffer; more (after a large frame) is freed.
+pub const BUFFER_KEEP_BYTES: usize = 1 << 20;
 /// Default for [`WireConfig::frame_bytes_max`]: 16 MiB.
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 
@@ -496,6 +498,12 @@ impl FrameDecoder {
 
     /// At least `min` writable bytes after the buffered data (for a socket read).
     pub fn spare(&mut self, min: usize) -> &mut [u8] {
+        if self.start == self.end && self.buf.len() > BUFFER_KEEP_BYTES {
+            // A large frame passed: give its memory back instead of holding it per link.
+            self.buf = AlignedVec::new();
+            self.start = 0;
+            self.end = 0;
+        }
         // Move unconsumed bytes to offset 0 (keeps 16-alignment) when it frees useful room.
         if self.start > 0 && (self.start == self.end || self.buf.len() - self.end < min) {
             self.buf.copy_within(self.start..self.end, 0);
