@@ -262,13 +262,36 @@ pub fn share(total: u64, i: u64, parts: u64) -> (u64, u64) {
     (start, base + u64::from(i < extra))
 }
 
-/// Sends `SET` for keys `0..n` (sequential, pipelined) so reads hit; not measured.
+/// Writes keys `0..n` (sequential, pipelined, not measured) so reads hit: with `SET`, and
+/// with `DM.PUT` into the workload's DMap when the mix uses DMap commands.
 pub fn preload(base: &RunConfig, n: u64) -> Result<(), BenchError> {
     if n == 0 {
         return Ok(());
     }
+    let w = &base.workload;
+    let dmap = w.uses(OpKind::DmGet) || w.uses(OpKind::DmPut);
+    let plain = !dmap
+        || [
+            OpKind::Get,
+            OpKind::Set,
+            OpKind::Del,
+            OpKind::Scan,
+            OpKind::Rmw,
+        ]
+        .iter()
+        .any(|&k| w.uses(k));
+    if plain {
+        preload_with(base, n, OpKind::Set)?;
+    }
+    if dmap {
+        preload_with(base, n, OpKind::DmPut)?;
+    }
+    Ok(())
+}
+
+fn preload_with(base: &RunConfig, n: u64, kind: OpKind) -> Result<(), BenchError> {
     let mut cfg = base.clone();
-    cfg.workload.mix = vec![(OpKind::Set, 1)];
+    cfg.workload.mix = vec![(kind, 1)];
     cfg.workload.keys = n;
     cfg.workload.key_dist = crate::workload::KeyDist::Sequential;
     cfg.load = LoadModel::Closed;

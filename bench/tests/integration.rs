@@ -304,6 +304,18 @@ fn several_targets_in_one_run_share_the_connections() {
 }
 
 #[test]
+fn preload_writes_dmap_keys_for_dmap_workloads() {
+    let server = FakeServer::start(0, Duration::ZERO);
+    let mut cfg = config(&server.addr, "resp");
+    cfg.workload.mix = parse_mix("dm.get=1").unwrap();
+    runner::preload(&cfg, 500).unwrap();
+    assert_eq!(server.seen.load(Ordering::Relaxed), 500, "DM.PUT only");
+    cfg.workload.mix = parse_mix("dm.get=1,get=1").unwrap();
+    runner::preload(&cfg, 500).unwrap();
+    assert_eq!(server.seen.load(Ordering::Relaxed), 1500, "SET and DM.PUT");
+}
+
+#[test]
 fn a_dead_target_is_a_connect_error() {
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
