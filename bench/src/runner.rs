@@ -343,7 +343,6 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
     let stop = Arc::new(AtomicBool::new(false));
     let counters: Vec<Arc<AtomicU64>> = (0..workers).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let (tx, rx) = mpsc::channel::<IntervalMsg>();
-    let cpu_before = crate::procfs::self_cpu_seconds().ok();
 
     let mut handles = Vec::new();
     for w in 0..workers {
@@ -377,6 +376,7 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
     gate.wait_ready(workers);
     let start = Instant::now();
     let wall_start = SystemTime::now();
+    let cpu_before = crate::procfs::self_cpu_seconds().ok();
     gate.open(Some(start));
 
     let measure_base = wall_start + cfg.warmup;
