@@ -9,6 +9,7 @@ pub mod migration;
 pub mod node;
 pub mod partition;
 pub mod planner;
+pub mod redis;
 pub mod sim;
 pub mod table;
 pub mod wire;
