@@ -110,11 +110,11 @@ impl RuntimeConfig {
 /// Starting an executor thread failed.
 #[derive(Debug, Error)]
 pub enum SpawnError {
-    #[error("cannot start the executor for core {core} on CPU {cpu}: {source}")]
+    #[error("cannot start the executor for core {core} on CPU {cpu}: {reason}")]
     Executor {
         core: usize,
         cpu: usize,
-        source: glommio::GlommioError<()>,
+        reason: String,
     },
 }
 
@@ -141,10 +141,11 @@ where
     } else {
         builder
     };
-    let handle =
-        builder
-            .spawn(main)
-            .map_err(|source| SpawnError::Executor { core, cpu, source })?;
+    let handle = builder.spawn(main).map_err(|e| SpawnError::Executor {
+        core,
+        cpu,
+        reason: e.to_string(),
+    })?;
     Ok(ExecutorThread(handle))
 }
 
