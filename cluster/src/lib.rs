@@ -21,8 +21,8 @@ pub use membership::{
     MembershipOutput, SwimMembership,
 };
 pub use migration::{
-    DigestBuilder, MemStore, MigrationConfig, Outgoing, ShardAddr, SlotStore, SourceMigration,
-    SourcePhase, TargetMigration, TargetPhase, WriteGate,
+    DigestBuilder, MemStore, MigrationConfig, MigrationConfigError, Outgoing, ShardAddr, SlotStore,
+    SourceMigration, SourcePhase, TargetMigration, TargetPhase, WriteGate,
 };
 pub use node::{NodeId, NodeIdError, NodeInfo};
 pub use partition::{

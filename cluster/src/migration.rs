@@ -132,6 +132,31 @@ impl Default for MigrationConfig {
     }
 }
 
+/// A [`MigrationConfig`] constraint is violated.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid migration config: {0}")]
+pub struct MigrationConfigError(&'static str);
+
+impl MigrationConfig {
+    /// Checks the documented constraints.
+    pub fn validate(&self) -> Result<(), MigrationConfigError> {
+        if self.batch_ops_max == 0 {
+            return Err(MigrationConfigError("batch_ops_max must be >= 1"));
+        }
+        if self.window_ops_max < self.batch_ops_max as u64 {
+            return Err(MigrationConfigError(
+                "window_ops_max must be >= batch_ops_max",
+            ));
+        }
+        if self.batch_bytes_max == 0 || self.commit_retry_ms == 0 || self.tee_ops_max == 0 {
+            return Err(MigrationConfigError(
+                "batch_bytes_max, commit_retry_ms and tee_ops_max must be > 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How the owner of a migrating slot answers a write right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteGate {
@@ -639,6 +664,7 @@ impl SlotStore for MemStore {
 mod tests {
     use super::*;
     use crate::planner::{commit_migrations, plan, test_node, PlannerConfig};
+    use crate::wire::WireConfig;
 
     fn entry(k: &str, v: u64) -> Entry {
         Entry {
@@ -713,6 +739,22 @@ mod tests {
             assert_eq!(tp, TargetPhase::Verified);
             assert_eq!(src, dst, "writes every {every}");
         }
+    }
+
+    #[test]
+    fn config_validation() {
+        assert_eq!(MigrationConfig::default().validate(), Ok(()));
+        let bad = MigrationConfig {
+            window_ops_max: 1,
+            ..MigrationConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        assert_eq!(WireConfig::default().validate(), Ok(()));
+        assert!(WireConfig {
+            frame_bytes_max: 10
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]

@@ -45,6 +45,20 @@ pub struct WireConfig {
     pub frame_bytes_max: usize,
 }
 
+impl WireConfig {
+    /// Checks the documented constraints.
+    pub fn validate(&self) -> Result<(), FrameError> {
+        if (4096..=u32::MAX as usize - HEADER_BYTES).contains(&self.frame_bytes_max) {
+            Ok(())
+        } else {
+            Err(FrameError::TooLarge {
+                len: self.frame_bytes_max,
+                max: u32::MAX as usize - HEADER_BYTES,
+            })
+        }
+    }
+}
+
 impl Default for WireConfig {
     fn default() -> Self {
         WireConfig {
