@@ -60,7 +60,7 @@ fn free_port() -> u16 {
 struct Redis {
     child: Child,
     port: u16,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Redis {
@@ -89,11 +89,7 @@ impl Redis {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("spawn redis-server");
-            let mut redis = Redis {
-                child,
-                port,
-                _dir: dir,
-            };
+            let mut redis = Redis { child, port, dir };
             if redis.wait_ready() {
                 return Some(redis);
             }
@@ -126,6 +122,25 @@ impl Redis {
 
     fn port_arg(&self) -> String {
         self.port.to_string()
+    }
+
+    /// Kills the server and starts a fresh one on the same port.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        assert!(
+            self.wait_ready(),
+            "redis-server did not restart on its port"
+        );
     }
 }
 
@@ -887,4 +902,50 @@ fn passwords_authenticate_in_resp2_and_resp3() {
         "{out:?}"
     );
     assert!(text(&out.stderr).contains("WRONGPASS"), "{out:?}");
+}
+
+#[test]
+fn a_session_reconnects_after_the_server_restarts() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let mut child = Killer(
+        Command::new(BIN)
+            .args(["-p", &redis.port_arg(), "--no-raw"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut input = child.0.stdin.take().unwrap();
+    let lines = line_reader(&mut child.0);
+    let next = || lines.recv_timeout(STEP_TIMEOUT).expect("a line in time");
+    input.write_all(b"SET a 1\n").unwrap();
+    assert_eq!(next(), "OK");
+    redis.restart();
+    // The old connection is gone: that command fails (and is not silently retried, since it
+    // may have run), the next one reconnects.
+    input.write_all(b"GET a\nSET a 2\nGET a\n").unwrap();
+    assert_eq!(next(), "OK");
+    assert_eq!(next(), "\"2\"");
+    drop(input);
+    let status = child.0.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the failed command is reported in the exit status"
+    );
+    let mut err = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.starts_with(&format!("Error: 127.0.0.1:{}: ", redis.port)),
+        "{err}"
+    );
 }
