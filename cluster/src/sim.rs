@@ -608,10 +608,9 @@ impl Sim {
                 node.sources.remove(&slot);
                 // The table names the target: the source drops its copy (unless the target is
                 // another core of this node, which holds the slot in its own store).
-                let src_core = table.migrations().find(|m| m.0 == slot).map(|m| m.1.core);
                 let keep = table_core_of(&table, slot, me);
                 for (c, st) in node.stores.iter_mut().enumerate() {
-                    if Some(c as u16) != keep || src_core == Some(c as u16) {
+                    if Some(c as u16) != keep {
                         st.drop_slot(slot);
                     }
                 }
