@@ -108,6 +108,13 @@ pub struct Figures {
     pub ops_per_sec: Option<f64>,
     /// Client connections open.
     pub connections: Option<u64>,
+    /// Memory allocated for storage (tables and index), bytes; at least `memory_bytes`' live
+    /// part.
+    pub allocated_bytes: Option<u64>,
+    /// Bytes held by dead entry versions until compaction reclaims them.
+    pub garbage_bytes: Option<u64>,
+    /// Slot ranges owned, as the server writes them (opaque text).
+    pub slots: Option<String>,
 }
 
 /// Accepted spellings, first match wins: Redis's `INFO` names first, then short ones.
@@ -130,6 +137,15 @@ const COMMANDS: &[&str] = &[
     "ops",
 ];
 const CONNECTIONS: &[&str] = &["connected_clients", "connections", "clients"];
+const ALLOCATED: &[&str] = &[
+    "allocated_bytes",
+    "used_memory_allocated",
+    "memory_allocated",
+];
+/// Parts that add up to the allocation when no total is reported (the engine's names).
+const ALLOCATED_PARTS: &[&str] = &["table_bytes", "index_bytes"];
+const GARBAGE: &[&str] = &["garbage_bytes", "used_memory_garbage", "garbage"];
+const SLOTS: &[&str] = &["slots", "slot_ranges"];
 const INSTANT_OPS: &[&str] = &["instantaneous_ops_per_sec", "ops_per_sec"];
 
 /// Something figures can be read from: a whole `INFO` or one core's `k=v` fields.
@@ -173,6 +189,15 @@ fn figures(now: &dyn Fields, before: Option<&dyn Fields>, secs: f64) -> Figures 
         expired: pick(now, EXPIRED),
         ops_per_sec,
         connections: pick(now, CONNECTIONS),
+        allocated_bytes: pick(now, ALLOCATED).or_else(|| {
+            let parts: Vec<u64> = ALLOCATED_PARTS
+                .iter()
+                .filter_map(|n| now.field(n)?.parse().ok())
+                .collect();
+            (!parts.is_empty()).then(|| parts.iter().sum())
+        }),
+        garbage_bytes: pick(now, GARBAGE),
+        slots: SLOTS.iter().find_map(|n| now.field(n)).map(str::to_string),
     }
 }
 
@@ -222,6 +247,15 @@ pub fn node_stats(now: &Sample, before: Option<&Sample>) -> NodeStats {
             Some(core_keys.iter().sum())
         }
     });
+    // Storage figures a node reports per core only are the sum of its cores.
+    let total = |get: fn(&Figures) -> Option<u64>| {
+        let v: Vec<u64> = cores.iter().filter_map(|(_, f, _)| get(f)).collect();
+        (!v.is_empty()).then(|| v.iter().sum())
+    };
+    node.allocated_bytes = node
+        .allocated_bytes
+        .or_else(|| total(|f| f.allocated_bytes));
+    node.garbage_bytes = node.garbage_bytes.or_else(|| total(|f| f.garbage_bytes));
     NodeStats {
         addr: now.addr.clone(),
         node,
@@ -264,6 +298,9 @@ fn figures_json(f: &Figures) -> Map<String, Value> {
     m.insert("expired".into(), json!(f.expired));
     m.insert("ops_per_sec".into(), json!(f.ops_per_sec));
     m.insert("connections".into(), json!(f.connections));
+    m.insert("allocated_bytes".into(), json!(f.allocated_bytes));
+    m.insert("garbage_bytes".into(), json!(f.garbage_bytes));
+    m.insert("slots".into(), json!(f.slots));
     m
 }
 
@@ -314,9 +351,23 @@ pub fn human_bytes(v: Option<u64>) -> String {
     }
 }
 
-/// The table for one refresh: a line per node and, under it, a line per core.
+/// The table for one refresh: a line per node and, under it, a line per core. The ALLOC,
+/// GARBAGE and SLOTS columns appear only when some line has them.
 pub fn to_table(nodes: &[NodeStats]) -> String {
-    let mut rows = vec![[
+    let all: Vec<(String, &Figures)> = nodes
+        .iter()
+        .flat_map(|n| {
+            std::iter::once((n.addr.clone(), &n.node))
+                .chain(n.cores.iter().map(|(c, f, _)| (format!("  core{c}"), f)))
+        })
+        .collect();
+    let any = |has: fn(&Figures) -> bool| all.iter().any(|(_, f)| has(f));
+    let (alloc, garbage, slots) = (
+        any(|f| f.allocated_bytes.is_some()),
+        any(|f| f.garbage_bytes.is_some()),
+        any(|f| f.slots.is_some()),
+    );
+    let mut header: Vec<String> = [
         "NODE/CORE",
         "KEYS",
         "MEMORY",
@@ -327,9 +378,16 @@ pub fn to_table(nodes: &[NodeStats]) -> String {
         "OPS/S",
         "CONNS",
     ]
-    .map(String::from)];
-    let row = |name: String, f: &Figures| {
-        [
+    .map(String::from)
+    .into();
+    for (on, name) in [(alloc, "ALLOC"), (garbage, "GARBAGE"), (slots, "SLOTS")] {
+        if on {
+            header.push(name.into());
+        }
+    }
+    let mut rows = vec![header];
+    for (name, f) in all {
+        let mut r = vec![
             name,
             cell_u(f.keys),
             human_bytes(f.memory_bytes),
@@ -340,13 +398,17 @@ pub fn to_table(nodes: &[NodeStats]) -> String {
             f.ops_per_sec
                 .map_or_else(|| "-".into(), |o| format!("{o:.0}")),
             cell_u(f.connections),
-        ]
-    };
-    for n in nodes {
-        rows.push(row(n.addr.clone(), &n.node));
-        for (c, f, _) in &n.cores {
-            rows.push(row(format!("  core{c}"), f));
+        ];
+        if alloc {
+            r.push(human_bytes(f.allocated_bytes));
         }
+        if garbage {
+            r.push(human_bytes(f.garbage_bytes));
+        }
+        if slots {
+            r.push(f.slots.clone().unwrap_or_else(|| "-".into()));
+        }
+        rows.push(r);
     }
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
@@ -599,6 +661,9 @@ mod tests {
                 expired: Some(4),
                 ops_per_sec: Some(100.0),
                 connections: Some(3),
+                allocated_bytes: None,
+                garbage_bytes: None,
+                slots: None,
             }
         );
         assert_eq!(s.cores.len(), 2);
@@ -664,6 +729,35 @@ mod tests {
         );
         let cells: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(cells, ["core1", "8", "1.02K", "2", "1", "1", "2", "-", "1"]);
+    }
+
+    #[test]
+    fn storage_figures_and_slots_when_reported() {
+        let text = "# Shards\r\n\
+            core0:keys=1,used_memory=100,table_bytes=4096,index_bytes=1024,garbage_bytes=10,slots=0-8191\r\n\
+            core1:keys=2,used_memory=200,allocated_bytes=2048,garbage_bytes=30,slots=8192-16383\r\n";
+        let s = node_stats(&sample_at(text, Instant::now()), None);
+        assert_eq!(s.cores[0].1.allocated_bytes, Some(5120));
+        assert_eq!(s.cores[1].1.allocated_bytes, Some(2048));
+        assert_eq!(s.cores[1].1.slots.as_deref(), Some("8192-16383"));
+        assert_eq!(s.node.allocated_bytes, Some(7168));
+        assert_eq!(s.node.garbage_bytes, Some(40));
+        assert_eq!(s.node.slots, None);
+        let t = to_table(std::slice::from_ref(&s));
+        let lines: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            &lines[0][8..],
+            ["CONNS", "ALLOC", "GARBAGE", "SLOTS"],
+            "{t}"
+        );
+        assert_eq!(&lines[1][9..], ["7.00K", "40B", "-"], "{t}");
+        assert_eq!(&lines[2][9..], ["5.00K", "10B", "0-8191"], "{t}");
+        let j = to_json(&[s]);
+        assert_eq!(j["nodes"][0]["garbage_bytes"], 40);
+        assert_eq!(j["nodes"][0]["cores"][1]["slots"], "8192-16383");
+        // Without them, the columns stay away.
+        let plain = node_stats(&sample_at(INFO_TEXT, Instant::now()), None);
+        assert!(!to_table(&[plain]).contains("GARBAGE"));
     }
 
     #[test]
