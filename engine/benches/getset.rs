@@ -112,7 +112,7 @@ fn bench(crit: &mut Criterion) {
         });
     });
     let mut walk = Walk(3);
-    group.bench_function("engine compact_step(64 KiB) under overwrites", |b| {
+    group.bench_function("engine SET overwrite + compact_step(256 B)", |b| {
         b.iter(|| {
             let i = walk.next();
             shard.execute(set_cmd(keys[i].clone(), values[i].clone()), NOW);
