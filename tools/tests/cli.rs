@@ -582,7 +582,7 @@ impl Drop for Tmux {
 
 fn repl_command(redis: &Redis, home: &Path) -> String {
     format!(
-        "env -u TESSERA_HISTFILE -u XDG_STATE_HOME HOME='{}' TERM=xterm '{BIN}' -p {}",
+        "env -u TESSERA_HISTFILE -u XDG_STATE_HOME -u NO_COLOR HOME='{}' TERM=xterm '{BIN}' -p {}",
         home.display(),
         redis.port
     )
@@ -628,6 +628,12 @@ fn repl_as_a_person_uses_it() {
         line.contains("\x1b[") && line.contains("31"),
         "not red: {line:?}\n{s}"
     );
+    assert!(
+        !styled
+            .lines()
+            .any(|l| l.contains("(integer) 2") && l.contains("\x1b[")),
+        "only errors are styled:\n{styled}"
+    );
 
     // Up arrow recalls the previous line; Enter runs it again.
     t.key("Up");
@@ -672,7 +678,16 @@ fn repl_as_a_person_uses_it() {
     t.key("Enter");
     t.wait_exit();
 
-    let history = std::fs::read_to_string(home.0.join(".tessera_history")).unwrap();
+    let history_file = home.0.join(".tessera_history");
+    let history = std::fs::read_to_string(&history_file).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&history_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "history readable by others: {mode:o}");
+    }
     assert!(history.contains("put alice 42"), "{history}");
     assert!(!history.contains("hunter2"), "{history}");
 

@@ -189,7 +189,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         && std::io::stdin().is_terminal();
     let style = Style {
         raw: cli.raw || (!cli.no_raw && !stdout_tty),
-        color: stdout_tty,
+        // https://no-color.org: a non-empty NO_COLOR turns colour off.
+        color: stdout_tty && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty()),
         errors_to_stderr: !interactive,
     };
     let mut session = Session::new(opts, style);

@@ -210,6 +210,17 @@ pub fn history_path() -> Option<PathBuf> {
         .map(|h| PathBuf::from(h).join(".tessera_history"))
 }
 
+/// Creates the history file readable by its owner only (it holds what was typed), unless it
+/// exists already.
+fn create_private(path: &std::path::Path) {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    // Exists already, or cannot be made: history then works (or not) as rustyline finds it.
+    let _ = opts.open(path);
+}
+
 /// Lines that carry secrets and so are never written to history (as `redis-cli` does).
 pub fn is_secret(line: &str) -> bool {
     let words: Vec<String> = line
@@ -251,6 +262,7 @@ pub fn run(session: &mut Session) -> anyhow::Result<()> {
     editor.set_helper(Some(CommandCompleter::new(names)));
     let history = history_path();
     if let Some(p) = &history {
+        create_private(p);
         // A missing or unreadable file is a first run, not an error.
         let _ = editor.load_history(p);
     }
