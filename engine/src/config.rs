@@ -139,8 +139,8 @@ pub struct EngineConfig {
     /// Seed of the shard's pseudo-random generator (sampling, RANDOMKEY, lock tokens).
     /// Default 0x7e55e7a.
     pub seed: u64,
-    /// Keys a single SCAN/KEYS/DM.SCAN call may examine beyond COUNT; bounds the work of one
-    /// call (KEYS returns an error past it). Default 10 000 000.
+    /// Largest COUNT a SCAN/DM.SCAN call honours, and the most keys KEYS returns (past it KEYS
+    /// replies with an error pointing to SCAN). Default 10 000 000.
     pub scan_keys_max: usize,
     /// Testing knob: every key of every map gets the same hash, so each lookup must tell
     /// colliding keys apart by comparing stored keys. Never set it in production. Default false.

@@ -790,3 +790,20 @@ fn running_out_of_table_ids_is_an_error_not_a_panic() {
     assert_eq!(e.int(&format!("DEL k{:08}{pad}", 0)), 1);
     assert_eq!(e.run(&format!("SET k{stored:08}{pad} v")), Reply::Ok);
 }
+
+#[test]
+fn keys_is_bounded() {
+    let mut e = env();
+    e.shard = Shard::new(EngineConfig {
+        scan_keys_max: 10,
+        ..EngineConfig::default()
+    });
+    for i in 0..20 {
+        e.run(&format!("SET k{i} v"));
+    }
+    assert!(e.err("KEYS *").contains("use SCAN"));
+    let Reply::Array(some) = e.run("KEYS k1?") else {
+        panic!()
+    };
+    assert_eq!(some.len(), 10);
+}

@@ -254,7 +254,10 @@ impl Shard {
     fn is_expired(meta: &Meta, cfg: &MapConfig, now_ms: u64) -> bool {
         // Redis: a key is expired when now > deadline.
         (meta.expire_at_ms != 0 && now_ms > meta.expire_at_ms)
-            || (cfg.max_idle_ms != 0 && now_ms.saturating_sub(meta.access_ms) > cfg.max_idle_ms)
+            // Access times are floored to the second: count from the end of that second, so
+            // a key is never treated as idle early (at most one second late).
+            || (cfg.max_idle_ms != 0
+                && now_ms.saturating_sub(meta.access_ms + 999) > cfg.max_idle_ms)
     }
 
     /// Finds a live key, deleting it lazily when expired or idle; `touch` updates the access
@@ -852,6 +855,12 @@ impl Shard {
                 loop {
                     let (next, keys) = self.scan_glob(d, cursor, &glob, 1024, now);
                     out.extend(keys.into_iter().map(Reply::Bulk));
+                    if out.len() > self.config.scan_keys_max {
+                        return Err(CommandError::Other(format!(
+                            "KEYS would return more than scan_keys_max ({}) keys; use SCAN",
+                            self.config.scan_keys_max
+                        )));
+                    }
                     if next == 0 {
                         break;
                     }
