@@ -964,3 +964,140 @@ fn a_session_reconnects_after_the_server_restarts() {
         "{err}"
     );
 }
+/// A tesserad child process (this package's server binary), killed by pid on drop.
+struct Tesserad {
+    child: Child,
+    port: u16,
+    cores: usize,
+}
+
+impl Tesserad {
+    fn start() -> Tesserad {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+        for _ in 0..5 {
+            let port = free_port();
+            let child = Command::new(env!("CARGO_BIN_EXE_tesserad"))
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--cores", &cores.to_string(), "--log-level", "warn"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn tesserad");
+            let mut t = Tesserad { child, port, cores };
+            let deadline = Instant::now() + STEP_TIMEOUT;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = t.child.try_wait() {
+                    break;
+                }
+                if run(&["-p", &port.to_string(), "--timeout", "2", "PING"])
+                    .status
+                    .success()
+                {
+                    return t;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = t.child.kill();
+        }
+        panic!("tesserad did not start on any of 5 ports");
+    }
+}
+
+impl Drop for Tesserad {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn dmap_verbs_and_stats_against_tesserad() {
+    let server = Tesserad::start();
+    let p = server.port.to_string();
+    let script = b"use users\nput alice 42\nget alice\nincr visits\nincr visits 5\n\
+                   put bob \"x y\" EX 100\nget bob\nscan\ndel alice\nget alice\n";
+    let out = run_with(&["-p", &p, "--no-raw"], script, &[]);
+    assert_eq!(out.status.code(), Some(1), "the last get fails: {out:?}");
+    let shown = text(&out.stdout);
+    assert!(
+        shown.starts_with("OK\n\"42\"\n(integer) 1\n(integer) 6\nOK\n\"x y\"\n"),
+        "{shown}"
+    );
+    let scanned: Vec<&str> = shown
+        .lines()
+        .filter(|l| l.contains(") \"") && !l.contains("x y"))
+        .collect();
+    assert_eq!(scanned.len(), 3, "{shown}");
+    for key in ["alice", "visits", "bob"] {
+        assert!(
+            shown.contains(&format!("\"{key}\"\n")),
+            "{key} not scanned: {shown}"
+        );
+    }
+    assert!(shown.ends_with("(integer) 1\n"), "{shown}");
+    assert_eq!(text(&out.stderr), "(error) KEYNOTFOUND key not found\n");
+
+    // Per-core lines from the shards section; the node's keys are the cores' keys.
+    let out = run(&["stats", "-p", &p, "--json", "--interval", "0.2"]);
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = &doc["nodes"][0];
+    let cores = node["cores"].as_array().unwrap();
+    assert_eq!(cores.len(), server.cores, "{node}");
+    let core_keys: u64 = cores.iter().map(|c| c["keys"].as_u64().unwrap()).sum();
+    assert_eq!(node["keys"], 2, "{node}");
+    assert_eq!(core_keys, 2, "{node}");
+    assert!(node["memory_bytes"].as_u64().unwrap() > 0, "{node}");
+    assert!(node["ops_per_sec"].as_f64().unwrap() > 0.0, "{node}");
+
+    // A map's own figures from DM.STATS.
+    let out = run(&["stats", "-p", &p, "--dmap", "users", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["dmap"], "users");
+    assert_eq!(doc["nodes"][0]["stats"]["length"], 2, "{doc}");
+}
+
+#[test]
+fn repl_against_tesserad() {
+    if !have("tmux") {
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    }
+    let server = Tesserad::start();
+    let home = TempDir::new("home");
+    let t = Tmux::start(&format!(
+        "env -u TESSERA_HISTFILE -u XDG_STATE_HOME -u NO_COLOR HOME='{}' TERM=xterm '{BIN}' -p {}",
+        home.0.display(),
+        server.port
+    ));
+    let prompt = format!("127.0.0.1:{}>", server.port);
+    t.wait_last_line(&prompt);
+    // DM.* names come from tesserad's COMMAND table.
+    t.type_text("dm.destr");
+    t.key("Tab");
+    t.wait_last_line(&format!("{prompt} dm.destroy"));
+    t.key("C-u");
+    t.type_text("use users");
+    t.key("Enter");
+    let map_prompt = format!("127.0.0.1:{}[users]>", server.port);
+    t.wait_last_line(&map_prompt);
+    t.type_text("put alice 42");
+    t.key("Enter");
+    t.wait_for("OK", |s| s.lines().any(|l| l == "OK"));
+    t.type_text("get alice");
+    t.key("Enter");
+    t.wait_for("the value", |s| s.contains("\n\"42\"\n"));
+    t.type_text("get nobody");
+    t.key("Enter");
+    t.wait_for("not found", |s| {
+        s.contains("(error) KEYNOTFOUND key not found")
+    });
+    t.key("Up");
+    t.key("Up");
+    t.wait_last_line(&format!("{map_prompt} get alice"));
+    t.key("C-u");
+    t.type_text("quit");
+    t.key("Enter");
+    t.wait_exit();
+}
