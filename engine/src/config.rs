@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use thiserror::Error;
 
+const DEFAULT_MAP_NAME_LEN: usize = crate::DEFAULT_MAP.len();
+
 /// What a shard does when a write would take it over `maxmemory_bytes`.
 #[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -116,6 +118,9 @@ pub struct EngineConfig {
     /// Largest key in bytes; longer keys get `-ERR key exceeds maximum allowed size`.
     /// Default 64 KiB.
     pub key_bytes_max: usize,
+    /// Longest map (DMap) name in bytes; longer names get
+    /// `-ERR map name exceeds maximum allowed size`. Default 256.
+    pub map_name_bytes_max: usize,
     /// Largest value in bytes (also the limit for APPEND/SETRANGE results). Default 16 MiB.
     pub value_bytes_max: usize,
     /// Size of the first arena table of a map in bytes; each new table doubles up to
@@ -157,6 +162,7 @@ impl Default for EngineConfig {
             maxmemory_bytes: 0,
             maxmemory_policy: EvictionPolicy::NoEviction,
             key_bytes_max: 64 * 1024,
+            map_name_bytes_max: 256,
             value_bytes_max: 16 * 1024 * 1024,
             table_bytes_min: 4 * 1024,
             table_bytes_max: 1024 * 1024,
@@ -196,6 +202,9 @@ impl EngineConfig {
         }
         if self.key_bytes_max > 512 * 1024 * 1024 {
             return invalid("key_bytes_max", "must be at most 512 MiB");
+        }
+        if self.map_name_bytes_max < DEFAULT_MAP_NAME_LEN {
+            return invalid("map_name_bytes_max", "must fit the name `default`");
         }
         if self.value_bytes_max > 1 << 32 {
             return invalid("value_bytes_max", "must be at most 4 GiB");

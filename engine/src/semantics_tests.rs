@@ -807,3 +807,21 @@ fn keys_is_bounded() {
     };
     assert_eq!(some.len(), 10);
 }
+
+#[test]
+fn map_names_are_limited_like_keys() {
+    let mut e = env();
+    e.shard = Shard::new(EngineConfig {
+        map_name_bytes_max: 8,
+        ..EngineConfig::default()
+    });
+    assert_eq!(
+        e.err("DM.PUT averylongmapname k v"),
+        "ERR map name exceeds maximum allowed size"
+    );
+    assert_eq!(
+        e.err("DM.CONFIG SET averylongmapname ttl 5"),
+        "ERR map name exceeds maximum allowed size"
+    );
+    assert_eq!(e.run("DM.PUT short k v"), Reply::Ok);
+}

@@ -322,6 +322,15 @@ impl Shard {
         Some((self.maps.get(map)?.value_at(h), meta))
     }
 
+    fn check_map_name(&self, map: &[u8]) -> Result<(), CommandError> {
+        if map.len() > self.config.map_name_bytes_max {
+            return Err(CommandError::Other(
+                "map name exceeds maximum allowed size".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_key(&self, key: &[u8]) -> Result<(), CommandError> {
         if key.len() > self.config.key_bytes_max {
             return Err(CommandError::KeyTooLong);
@@ -549,6 +558,7 @@ impl Shard {
         expire_at_ms: u64,
         now_ms: u64,
     ) -> Result<(), CommandError> {
+        self.check_map_name(map)?;
         self.check_key(key)?;
         self.check_value_len(value.len() as u64)?;
         let value_len = value.len();
@@ -1010,6 +1020,7 @@ impl Shard {
                 )
             }
             Command::DmConfigSet { map, option } => {
+                self.check_map_name(&map)?;
                 let m = self.map_entry(&map);
                 option.apply(&mut m.config);
                 let cfg = m.config.clone();
