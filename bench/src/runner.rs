@@ -832,10 +832,16 @@ fn drive(
     let mut timer = SendTimer::new(&poll)?;
     let mut done_local = 0u64;
     let drain_end_ns = end_ns.saturating_add(cfg.drain.as_nanos() as u64);
+    let open_loop = matches!(cfg.load, LoadModel::Open { .. });
+    let mut final_pass_done = false;
     loop {
         let now = now_ns();
         let stopped = ctx.stop.load(Ordering::Relaxed);
-        let sending = now < end_ns && !stopped;
+        // Open loop: one last pass after the deadline sends what was due before it, so the
+        // final poll's sleep does not turn due requests into "unsent" ones.
+        let final_pass = open_loop && now >= end_ns && !final_pass_done;
+        final_pass_done |= final_pass;
+        let sending = (now < end_ns || final_pass) && !stopped;
         // Report intervals this worker has left (replies drained after the deadline belong to
         // the last interval).
         let t = now.min(end_ns.saturating_sub(1));
