@@ -575,6 +575,11 @@ mod tests {
         assert!(parse(&["-t", "memcache://127.0.0.1:1", "--mix", "dm.get=1"]).is_err());
         assert!(parse(&["-t", "127.0.0.1:1", "-d", "3 parsecs"]).is_err());
         assert!(parse(&["-t", "127.0.0.1:1", "--ycsb", "f", "--mix", "get=1"]).is_err());
+        assert!(parse(&["-t", "127.0.0.1:1", "--interval", "1us"]).is_err());
+        assert!(parse(&["-t", "127.0.0.1:1", "-d", "1000000h"]).is_err());
+        assert!(parse(&["-t", "127.0.0.1:1", "--keys", "0"]).is_err());
+        assert!(parse(&["-t", "127.0.0.1:1", "--keys", "18446744073709551615"]).is_err());
+        assert!(parse(&["-t", "127.0.0.1:1", "--workers", "5000"]).is_err());
     }
 
     #[test]

@@ -111,11 +111,12 @@ pub struct RunConfig {
     pub pinning: Pinning,
     /// Warm-up before measurement; its samples are discarded.
     pub warmup: Duration,
-    /// Measured time after warm-up (the run's deadline is `warmup + duration`).
+    /// Measured time after warm-up (the run's deadline is `warmup + duration`; warm-up,
+    /// duration and drain together at most [`RUN_TIME_MAX`]).
     pub duration: Duration,
     /// Stop after this many measured requests in total (split evenly over connections).
     pub requests: Option<u64>,
-    /// Length of an interval in the interval log and the time-series plot.
+    /// Length of an interval in the interval log and the time-series plot (>= [`INTERVAL_MIN`]).
     pub interval: Duration,
     /// Seed of every random choice (per-connection seeds derive from it).
     pub seed: u64,
@@ -133,6 +134,10 @@ pub struct RunConfig {
 
 /// Most connections one run opens.
 pub const CONNECTIONS_MAX: usize = 100_000;
+/// Shortest interval of the interval log and time series.
+pub const INTERVAL_MIN: Duration = Duration::from_millis(10);
+/// Longest run (warm-up + duration + drain).
+pub const RUN_TIME_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most worker threads one run starts.
 pub const WORKERS_MAX: usize = 1024;
 /// Deepest pipeline accepted.
@@ -181,11 +186,14 @@ impl RunConfig {
         if !(1..=WORKERS_MAX).contains(&self.workers) {
             return bad("workers must be in 1..=1024");
         }
-        if self.interval.is_zero() {
-            return bad("interval must be > 0");
+        if self.interval < INTERVAL_MIN {
+            return bad("interval must be >= 10ms");
         }
         if self.duration.is_zero() {
             return bad("duration must be > 0");
+        }
+        if self.warmup + self.duration + self.drain > RUN_TIME_MAX {
+            return bad("warm-up + duration + drain must be <= 30 days");
         }
         if let LoadModel::Open { rate, .. } = self.load {
             if !(rate.is_finite() && rate > 0.0) {

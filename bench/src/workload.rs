@@ -146,6 +146,10 @@ pub struct ValueSize {
     pub max: usize,
 }
 
+/// Largest key space (2^48): key numbers plus scan lengths and YCSB D inserts stay far from
+/// `u64` overflow.
+pub const KEYS_MAX: u64 = 1 << 48;
+
 /// Largest value size the generator will produce (memcached's default item limit is 1 MiB).
 pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
 
@@ -193,7 +197,7 @@ pub enum Ycsb {
 pub struct Workload {
     /// Command kinds with integer weights (at least one weight non-zero).
     pub mix: Vec<(OpKind, u32)>,
-    /// Size of the key space: keys are `{key_prefix}0 .. {key_prefix}{keys-1}`.
+    /// Size of the key space: keys are `{key_prefix}0 .. {key_prefix}{keys-1}` (1..=[`KEYS_MAX`]).
     pub keys: u64,
     /// How keys are drawn.
     pub key_dist: KeyDist,
@@ -265,10 +269,10 @@ impl Workload {
 
     /// Checks the invariants the generator relies on.
     pub fn validate(&self) -> Result<(), BenchError> {
-        if self.keys == 0 {
-            return Err(BenchError::Config(
-                "key space must hold at least 1 key".into(),
-            ));
+        if self.keys == 0 || self.keys > KEYS_MAX {
+            return Err(BenchError::Config(format!(
+                "key space must hold 1..={KEYS_MAX} keys"
+            )));
         }
         if self.mix.iter().all(|&(_, w)| w == 0) {
             return Err(BenchError::Config(
