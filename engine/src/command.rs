@@ -909,6 +909,30 @@ impl Command {
         }
     }
 
+    /// The DMap a `DM.*` command names (None for plain Redis commands, which use
+    /// `DEFAULT_MAP`, and for `DM.STATS` without a map).
+    pub fn dmap(&self) -> Option<&Bytes> {
+        match self {
+            Command::DmPut { map, .. }
+            | Command::DmGet { map, .. }
+            | Command::DmGetEntry { map, .. }
+            | Command::DmDel { map, .. }
+            | Command::DmExpire { map, .. }
+            | Command::DmIncr { map, .. }
+            | Command::DmIncrByFloat { map, .. }
+            | Command::DmGetPut { map, .. }
+            | Command::DmCas { map, .. }
+            | Command::DmLock { map, .. }
+            | Command::DmUnlock { map, .. }
+            | Command::DmLockLease { map, .. }
+            | Command::DmScan { map, .. }
+            | Command::DmDestroy { map }
+            | Command::DmConfigSet { map, .. } => Some(map),
+            Command::DmStats { map } => map.as_ref(),
+            _ => None,
+        }
+    }
+
     /// True when the command may modify data (for replication, read-only replicas, WATCH).
     pub fn is_write(&self) -> bool {
         !matches!(

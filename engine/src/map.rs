@@ -143,6 +143,8 @@ pub struct Map {
     hand: Cursor,
     pub config: MapConfig,
     pub stats: MapStats,
+    /// `memory_bytes()` as last added to the shard's total (kept by the shard).
+    pub(crate) accounted: u64,
 }
 
 /// Hasher for the slot -> position map: a multiply (slots are already uniform).
@@ -240,6 +242,7 @@ impl Map {
             hand: Cursor::default(),
             config,
             stats: MapStats::default(),
+            accounted: 0,
         }
     }
 
@@ -731,16 +734,18 @@ impl Map {
 
     /// Drops everything (FLUSHDB); settings and statistics stay.
     pub fn clear(&mut self) {
-        let (config, stats, layout, seed, cap) = (
+        let (config, stats, layout, seed, cap, accounted) = (
             self.config.clone(),
             self.stats,
             self.layout,
             self.seed,
             self.table_cap,
+            self.accounted,
         );
         *self = Map::new(b"", config, layout);
         self.seed = seed;
         self.stats = stats;
+        self.accounted = accounted;
         self.set_table_cap(cap);
     }
 

@@ -87,6 +87,9 @@ pub struct Shard {
     rng: Rng,
     evicted_keys: u64,
     expired_keys: u64,
+    /// Sum of the maps' `accounted` bytes: the memory in use, kept up to date by `sync` so that
+    /// a write's budget check is O(1) whatever the number of maps.
+    mem_total: u64,
     /// When `Some`, evicted `(map, key)` pairs are recorded here (for models and replication).
     eviction_log: Option<Vec<(Bytes, Bytes)>>,
 }
@@ -103,6 +106,7 @@ impl Shard {
             config,
             maps: BTreeMap::new(),
             last_version: 0,
+            mem_total: 0,
             rng,
             evicted_keys: 0,
             expired_keys: 0,
@@ -152,7 +156,21 @@ impl Shard {
 
     /// Bytes accounted against `maxmemory`.
     pub fn used_memory(&self) -> u64 {
-        self.maps.values().map(Map::memory_bytes).sum()
+        debug_assert_eq!(
+            self.mem_total,
+            self.maps.values().map(Map::memory_bytes).sum::<u64>(),
+            "memory accounting drifted"
+        );
+        self.mem_total
+    }
+
+    /// Brings the shard's memory total up to date with map `name` after a change.
+    fn sync(&mut self, name: &[u8]) {
+        if let Some(m) = self.maps.get_mut(name) {
+            let now = m.memory_bytes();
+            self.mem_total = self.mem_total - m.accounted + now;
+            m.accounted = now;
+        }
     }
 
     /// Counters and gauges.
@@ -190,7 +208,9 @@ impl Shard {
 
     /// Version of a key for WATCH (None when absent/expired). Versions only grow.
     pub fn key_version(&mut self, map: &[u8], key: &[u8], now_ms: u64) -> Option<u64> {
-        self.lookup(map, key, now_ms, false).map(|m| m.version)
+        let v = self.lookup(map, key, now_ms, false).map(|m| m.version);
+        self.sync(map);
+        v
     }
 
     fn next_version(&mut self, now_ms: u64) -> u64 {
@@ -247,6 +267,7 @@ impl Shard {
             if let Some(m) = self.maps.get_mut(name) {
                 m.set_table_cap(cap);
             }
+            self.sync(name);
         }
         self.maps.get_mut(name).expect("inserted above")
     }
@@ -423,6 +444,7 @@ impl Shard {
         }
         let ratio = self.config.compaction_garbage_ratio;
         for _ in 0..1_000_000 {
+            self.sync(map);
             let growth = self.maps.get(map).map_or_else(
                 || (self.config.table_bytes_min + value_len + key.len()) as u64 + 2048,
                 |m| m.write_growth(key, value_len, ttl),
@@ -448,18 +470,24 @@ impl Shard {
     /// was freed.
     fn reclaim(&mut self, ratio: f64) -> bool {
         let before = self.used_memory();
-        for m in self.maps.values_mut() {
-            if m.needs_compaction(ratio) {
-                for _ in 0..1_000_000 {
-                    let (_, _, freed, _) = m.compact_step(usize::MAX, ratio);
-                    if freed > 0 || !m.needs_compaction(ratio) {
-                        break;
-                    }
+        let Some(name) = self
+            .maps
+            .iter()
+            .find(|(_, m)| m.needs_compaction(ratio))
+            .map(|(n, _)| n.clone())
+        else {
+            return false;
+        };
+        if let Some(m) = self.maps.get_mut(&name) {
+            for _ in 0..1_000_000 {
+                let (_, _, freed, _) = m.compact_step(usize::MAX, ratio);
+                if freed > 0 || !m.needs_compaction(ratio) {
+                    break;
                 }
-                return self.used_memory() < before;
             }
         }
-        false
+        self.sync(&name);
+        self.used_memory() < before
     }
 
     /// Evicts one key chosen by `policy` from `only` (or any map); never the key being
@@ -540,6 +568,7 @@ impl Shard {
             if m.remove(&key) {
                 m.stats.evictions += 1;
                 self.evicted_keys += 1;
+                self.sync(&name);
                 if let Some(log) = self.eviction_log.as_mut() {
                     log.push((name, key));
                 }
@@ -583,6 +612,7 @@ impl Shard {
         if m.garbage_pressure(ratio) {
             m.compact_step((4 * (key.len() + value_len)).max(512), ratio);
         }
+        self.sync(map);
         Ok(())
     }
 
@@ -590,7 +620,9 @@ impl Shard {
         let Some(m) = self.maps.get_mut(map) else {
             return false;
         };
-        m.remove(key)
+        let removed = m.remove(key);
+        self.sync(map);
+        removed
     }
 
     fn set_expire(&mut self, map: &[u8], key: &[u8], expire_at_ms: u64, now_ms: u64) {
@@ -598,14 +630,22 @@ impl Shard {
         if let Some(m) = self.maps.get_mut(map) {
             m.set_expire(key, expire_at_ms, version);
         }
+        self.sync(map);
     }
 
     /// Executes one command at time `now_ms`.
     pub fn execute(&mut self, command: Command, now_ms: u64) -> Reply {
-        match self.run(command, now_ms) {
+        let dmap = command.dmap().cloned();
+        let reply = match self.run(command, now_ms) {
             Ok(r) => r,
             Err(e) => Reply::Error(e),
+        };
+        // Lazy expiry may have removed keys of the command's map.
+        self.sync(DEFAULT_MAP);
+        if let Some(m) = dmap {
+            self.sync(&m);
         }
+        reply
     }
 
     fn run(&mut self, command: Command, now: u64) -> Result<Reply, CommandError> {
@@ -883,8 +923,10 @@ impl Shard {
             Command::Flush { all } => {
                 if all {
                     self.maps.clear();
+                    self.mem_total = 0;
                 } else if let Some(m) = self.maps.get_mut(d) {
                     m.clear();
+                    self.sync(d);
                 }
                 Reply::Ok
             }
@@ -1003,7 +1045,9 @@ impl Shard {
                 scan_reply(next, keys)
             }
             Command::DmDestroy { map } => {
-                self.maps.remove(&map);
+                if let Some(m) = self.maps.remove(&map) {
+                    self.mem_total -= m.accounted;
+                }
                 Reply::Ok
             }
             Command::DmStats { map: Some(map) } => self.map_stats_reply(&map),
@@ -1280,6 +1324,7 @@ impl Shard {
                         report.expired += 1;
                     }
                 }
+                self.sync(&name);
                 // Repeat while more than 25% of the sample had expired (Redis's rule).
                 if sampled == 0 || expired * 4 <= sampled {
                     break;
@@ -1296,7 +1341,11 @@ impl Shard {
         let ratio = self.config.compaction_garbage_ratio;
         let mut report = CompactReport::default();
         let mut budget = byte_budget;
-        for m in self.maps.values_mut() {
+        let names: Vec<Bytes> = self.maps.keys().cloned().collect();
+        for name in names {
+            let Some(m) = self.maps.get_mut(&name) else {
+                continue;
+            };
             while budget > 0 && m.needs_compaction(ratio) {
                 let (moved, entries, freed, freed_bytes) = m.compact_step(budget, ratio);
                 report.bytes_moved += moved;
@@ -1305,6 +1354,7 @@ impl Shard {
                 report.bytes_freed += freed_bytes;
                 budget = budget.saturating_sub(moved.max(1));
             }
+            self.sync(&name);
             if budget == 0 {
                 break;
             }
