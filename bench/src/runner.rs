@@ -893,13 +893,15 @@ fn drive(
             break;
         }
         let now = now_ns();
-        let deadline = if sending { end_ns } else { drain_end_ns };
-        let mut timeout = Duration::from_nanos(
-            deadline
-                .saturating_sub(now)
-                .min(IDLE_TICK.as_nanos() as u64)
-                .min((warmup_ns + (interval_index + 1) * interval_ns).saturating_sub(now)),
-        );
+        // Wake for the deadline, the end of the current interval (while sending: drained
+        // replies all go to the last interval), or at least every IDLE_TICK.
+        let wake_ns = if sending {
+            end_ns.min(warmup_ns + (interval_index + 1) * interval_ns)
+        } else {
+            drain_end_ns
+        };
+        let mut timeout =
+            Duration::from_nanos(wake_ns.saturating_sub(now).min(IDLE_TICK.as_nanos() as u64));
         let mut spinning = false;
         if next_due != u64::MAX {
             let wait = next_due.saturating_sub(now);
