@@ -274,6 +274,19 @@ fn stdin_runs_one_command_per_line() {
         text(&out.stderr).starts_with("(error) WRONGTYPE"),
         "{out:?}"
     );
+    // With stdout and stderr on one pipe, replies and errors keep their order even though
+    // stdout is buffered for speed.
+    let merged = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf 'PING\\nHSET h2 f v\\nINCR h2\\nPING\\n' | '{BIN}' -p {p} 2>&1"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&merged.stdout),
+        "PONG\n1\nWRONGTYPE Operation against a key holding the wrong kind of value\nPONG\n"
+    );
     // `use` and map verbs work in scripts too; redis-server's error text shows what was sent.
     let out = run_with(&["-p", &p], b"use users\nput alice 1 EX 10\n", &[]);
     assert_eq!(out.status.code(), Some(1));

@@ -192,6 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // https://no-color.org: a non-empty NO_COLOR turns colour off.
         color: stdout_tty && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty()),
         errors_to_stderr: !interactive,
+        buffered: !interactive && !stdout_tty,
     };
     let mut session = Session::new(opts, style);
     if interactive {
@@ -205,8 +206,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else if let Some(Sub::Command(words)) = cli.sub {
         session.run_args(words.into_iter().map(String::into_bytes).collect());
     } else {
-        for line in std::io::stdin().lock().lines() {
-            let line = line?;
+        let mut input = std::io::BufReader::new(std::io::stdin());
+        let mut line = String::new();
+        loop {
+            // Replies are flushed whenever the next line has not arrived yet, so a program that
+            // feeds commands one at a time and waits for each reply never waits forever.
+            if !input.buffer().contains(&b'\n') {
+                session.flush();
+            }
+            line.clear();
+            if input.read_line(&mut line)? == 0 {
+                break;
+            }
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
@@ -216,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    session.flush();
     Ok(if session.errors == 0 {
         ExitCode::SUCCESS
     } else {

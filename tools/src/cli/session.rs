@@ -20,6 +20,46 @@ pub struct Style {
     /// Print error replies and client-side errors to stderr (one-shot and stdin modes, so stdout
     /// carries only data) instead of stdout (the REPL, like `redis-cli`).
     pub errors_to_stderr: bool,
+    /// Buffer stdout instead of writing each reply at once (scripts writing to a pipe or file:
+    /// one write per buffer instead of one per line). Flushed by [`Session::flush`], before
+    /// anything goes to stderr, and for every streamed message.
+    pub buffered: bool,
+}
+
+/// Where replies go: stdout, buffered or not, kept in order with stderr.
+struct Output {
+    out: std::io::BufWriter<std::io::Stdout>,
+    buffered: bool,
+}
+
+impl Output {
+    /// Bytes of stdout buffered before a write, when buffering.
+    const BUFFER_BYTES: usize = 64 * 1024;
+
+    fn new(buffered: bool) -> Self {
+        Self {
+            out: std::io::BufWriter::with_capacity(Self::BUFFER_BYTES, std::io::stdout()),
+            buffered,
+        }
+    }
+
+    fn print(&mut self, bytes: &[u8]) {
+        // A closed stdout (`| head`) is not worth a panic; the exit status still reports errors.
+        let _ = self.out.write_all(bytes);
+        if !self.buffered {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let _ = self.out.flush();
+    }
+
+    /// Writes to stderr after everything printed before it.
+    fn eprint(&mut self, bytes: &[u8]) {
+        self.flush();
+        let _ = std::io::stderr().write_all(bytes);
+    }
 }
 
 /// Whether to keep reading lines.
@@ -54,6 +94,7 @@ pub struct Session {
     conn: Option<Conn>,
     dmap: Option<String>,
     style: Style,
+    out: Output,
     /// Error replies, client-side errors and connection failures seen so far.
     pub errors: usize,
 }
@@ -66,6 +107,7 @@ impl Session {
             conn: None,
             dmap: None,
             style,
+            out: Output::new(style.buffered),
             errors: 0,
         }
     }
@@ -113,13 +155,15 @@ impl Session {
             "quit" | "exit" => return Flow::Quit,
             "help" | "?" => {
                 match args.get(1) {
-                    None => Self::print(help::general(self.dmap.as_deref()).as_bytes()),
+                    None => self
+                        .out
+                        .print(help::general(self.dmap.as_deref()).as_bytes()),
                     Some(topic) => self.help_on(&String::from_utf8_lossy(topic)),
                 }
                 return Flow::Continue;
             }
             "clear" => {
-                Self::print(b"\x1b[H\x1b[2J");
+                self.out.print(b"\x1b[H\x1b[2J");
                 return Flow::Continue;
             }
             "use" => {
@@ -171,8 +215,9 @@ impl Session {
             .unwrap_or_default();
         let push_is_reply = PUSH_REPLY.contains(&name.as_str());
         let conn = self.conn.as_mut().expect("connected above");
+        let out = &mut self.out;
         conn.call_with_push(command, push_is_reply, &mut |push| {
-            let _ = std::io::stdout().write_all(&render(push, style));
+            out.print(&render(push, style));
         })
     }
 
@@ -180,14 +225,19 @@ impl Session {
     /// user presses Ctrl-C (which ends the process, as in `redis-cli`).
     fn stream(&mut self) {
         if !self.style.raw {
-            Self::print(b"Reading messages... (press Ctrl-C to quit)\n");
+            self.out
+                .print(b"Reading messages... (press Ctrl-C to quit)\n");
         }
+        self.out.flush();
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return;
             };
             match conn.read() {
-                Ok(reply) => self.show(&reply),
+                Ok(reply) => {
+                    self.show(&reply);
+                    self.out.flush();
+                }
                 Err(e) => {
                     self.conn_failed(&e);
                     return;
@@ -238,7 +288,8 @@ impl Session {
         let lower = topic.to_ascii_lowercase();
         let verb = dmap::VERBS.iter().find(|(v, _)| *v == lower);
         if let (Some((_, usage)), Some(_)) = (verb, &self.dmap) {
-            Self::print(format!("\n  {usage}\n  on the DMap chosen with `use`\n\n").as_bytes());
+            self.out
+                .print(format!("\n  {usage}\n  on the DMap chosen with `use`\n\n").as_bytes());
             return;
         }
         let docs = vec![
@@ -248,7 +299,7 @@ impl Session {
         ];
         match self.call(&docs) {
             Ok(reply) => match help::command(topic, &reply) {
-                Some(text) => Self::print(text.as_bytes()),
+                Some(text) => self.out.print(text.as_bytes()),
                 None => self.client_error(&format!("no help for '{topic}'")),
             },
             Err(e) => self.conn_failed(&e),
@@ -260,17 +311,16 @@ impl Session {
         if reply.is_error() {
             self.errors += 1;
             if self.style.errors_to_stderr {
-                let _ = std::io::stderr().write_all(&text);
+                self.out.eprint(&text);
                 return;
             }
         }
-        Self::print(&text);
+        self.out.print(&text);
     }
 
-    fn print(bytes: &[u8]) {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(bytes);
-        let _ = out.flush();
+    /// Writes out whatever replies are buffered.
+    pub fn flush(&mut self) {
+        self.out.flush();
     }
 
     /// A mistake caught before anything was sent (bad quoting, wrong verb usage).
@@ -278,9 +328,9 @@ impl Session {
         self.errors += 1;
         let line = format!("(error) {msg}\n");
         if self.style.errors_to_stderr {
-            let _ = std::io::stderr().write_all(line.as_bytes());
+            self.out.eprint(line.as_bytes());
         } else {
-            Self::print(line.as_bytes());
+            self.out.print(line.as_bytes());
         }
     }
 
@@ -289,9 +339,9 @@ impl Session {
         self.conn = None;
         let line = format!("Error: {e}\n");
         if self.style.errors_to_stderr {
-            let _ = std::io::stderr().write_all(line.as_bytes());
+            self.out.eprint(line.as_bytes());
         } else {
-            Self::print(line.as_bytes());
+            self.out.print(line.as_bytes());
         }
     }
 }
