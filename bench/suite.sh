@@ -135,7 +135,7 @@ measure() { # id title which args...
   targets "$which"
   local pids; pids=$(IFS=,; echo "${P[*]}")
   local cmd=("$BENCH" compare "${T[@]}" --server-pid "$pids" --rounds "$ROUNDS" "${COMMON[@]}" "$@"
-             --json "$OUT/$id.json" --plot-dir "$OUT/$id")
+             --json "$OUT/$id.json" --plot-dir "$OUT/$id" --hdr-log-dir "$OUT/$id/hlog")
   log "[$id] $title"
   {
     echo "## $id: $title"

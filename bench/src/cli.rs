@@ -86,9 +86,10 @@ pub struct LoadArgs {
     /// Key space size.
     #[arg(short = 'k', long, default_value_t = 1_000_000)]
     pub keys: u64,
-    /// Key distribution: `uniform`, `zipf[:S]`, `sequential`, `latest[:S]`.
-    #[arg(long, default_value = "uniform")]
-    pub key_dist: String,
+    /// Key distribution: `uniform`, `zipf[:S]`, `sequential`, `latest[:S]` (default uniform;
+    /// with `--ycsb`, overrides the preset's).
+    #[arg(long)]
+    pub key_dist: Option<String>,
     /// Key prefix.
     #[arg(long, default_value = "key:")]
     pub key_prefix: String,
@@ -162,6 +163,10 @@ pub struct CompareArgs {
     /// Write `latency-percentiles.svg` and `timeline.svg` into this directory.
     #[arg(long)]
     pub plot_dir: Option<PathBuf>,
+    /// Write each round's HdrHistogram interval log (`<label>.round<N>.hlog`) into this
+    /// directory.
+    #[arg(long)]
+    pub hdr_log_dir: Option<PathBuf>,
 }
 
 /// `memory` options.
@@ -230,10 +235,12 @@ impl LoadArgs {
             None => Workload {
                 mix: parse_mix(&self.mix)?,
                 keys: self.keys,
-                key_dist: self.key_dist.parse::<KeyDist>()?,
                 ..Workload::default()
             },
         };
+        if let Some(d) = &self.key_dist {
+            workload.key_dist = d.parse::<KeyDist>()?;
+        }
         workload.key_prefix.clone_from(&self.key_prefix);
         workload.value_size = self.value_size.parse::<ValueSize>()?;
         workload.ttl_ms = self.ttl_ms;
@@ -413,8 +420,17 @@ fn run_cmd(a: &RunArgs, out_w: &mut dyn Write) -> Result<(), BenchError> {
 
 fn compare_cmd(a: &CompareArgs, out_w: &mut dyn Write) -> Result<(), BenchError> {
     let cfg = a.load.to_config()?;
-    let out: CompareOutcome =
-        compare::compare(&cfg, a.rounds, &pids(&a.server_pid), a.load.preload)?;
+    if let Some(d) = &a.hdr_log_dir {
+        std::fs::create_dir_all(d)
+            .map_err(|e| BenchError::Output(format!("{}: {e}", d.display())))?;
+    }
+    let out: CompareOutcome = compare::compare(
+        &cfg,
+        a.rounds,
+        &pids(&a.server_pid),
+        a.load.preload,
+        a.hdr_log_dir.as_deref(),
+    )?;
     ignore_broken_pipe(write!(
         out_w,
         "{:?}, {} connections x pipeline {}, {} rounds per target, medians (min-max)\n{}",
@@ -575,6 +591,10 @@ mod tests {
         assert!(parse(&["-t", "memcache://127.0.0.1:1", "--mix", "dm.get=1"]).is_err());
         assert!(parse(&["-t", "127.0.0.1:1", "-d", "3 parsecs"]).is_err());
         assert!(parse(&["-t", "127.0.0.1:1", "--ycsb", "f", "--mix", "get=1"]).is_err());
+        let y = parse(&["-t", "127.0.0.1:1", "--ycsb", "c"]).unwrap();
+        assert_eq!(y.workload.key_dist, KeyDist::Zipf(0.99));
+        let y = parse(&["-t", "127.0.0.1:1", "--ycsb", "c", "--key-dist", "uniform"]).unwrap();
+        assert_eq!(y.workload.key_dist, KeyDist::Uniform);
         assert!(parse(&["-t", "127.0.0.1:1", "--interval", "1us"]).is_err());
         assert!(parse(&["-t", "127.0.0.1:1", "-d", "1000000h"]).is_err());
         assert!(parse(&["-t", "127.0.0.1:1", "--keys", "0"]).is_err());

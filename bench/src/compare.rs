@@ -3,6 +3,7 @@
 //! local servers) and memory (load N keys, RSS growth / N per target).
 
 use std::fmt::Write as _;
+use std::path::Path;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -113,12 +114,14 @@ pub struct CompareOutcome {
 
 /// Runs `base`'s workload against each of its targets in turn, `rounds` times (A B A B ...).
 /// `pids[i]` is target i's server process, if local. Each target is preloaded with `preload`
-/// keys first.
+/// keys first. With `hdr_log_dir`, each round's interval log is written there as
+/// `<label>.round<N>.hlog`.
 pub fn compare(
     base: &RunConfig,
     rounds: usize,
     pids: &[Option<u32>],
     preload: u64,
+    hdr_log_dir: Option<&Path>,
 ) -> Result<CompareOutcome, BenchError> {
     if rounds == 0 {
         return Err(BenchError::Config("rounds must be >= 1".into()));
@@ -144,7 +147,21 @@ pub fn compare(
             let cfg = single(i);
             let pid = pids.get(i).copied().flatten();
             let cpu_before = pid.map(procfs::cpu_seconds).transpose()?;
-            let run = runner::run(&cfg, None)?;
+            let run = match hdr_log_dir {
+                Some(dir) => {
+                    let name: String = base.targets[i]
+                        .label
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect();
+                    let path = dir.join(format!("{name}.round{round}.hlog"));
+                    let file = std::fs::File::create(&path)
+                        .map_err(|e| BenchError::Output(format!("{}: {e}", path.display())))?;
+                    let mut w = std::io::BufWriter::new(file);
+                    runner::run(&cfg, Some(&mut w))?
+                }
+                None => runner::run(&cfg, None)?,
+            };
             let cpu_after = pid.map(procfs::cpu_seconds).transpose()?;
             let rss = pid.map(procfs::rss_bytes).transpose()?;
             let total = run.stats.total();

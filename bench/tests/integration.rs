@@ -553,7 +553,11 @@ fn command_line_run_and_compare_write_every_output() {
         format!("{},0", std::process::id()),
     ];
     args.extend(common.iter().map(|s| (*s).to_string()));
-    args.extend(["--json", &p("cmp.json")].iter().map(|s| (*s).to_string()));
+    args.extend(
+        ["--json", &p("cmp.json"), "--hdr-log-dir", &p("logs")]
+            .iter()
+            .map(|s| (*s).to_string()),
+    );
     let mut out = Vec::new();
     tessera_bench::cli::main_with_args(args, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -573,6 +577,15 @@ fn command_line_run_and_compare_write_every_output() {
         .is_some());
     assert!(json["targets"][0]["server_rss_bytes"].as_u64().unwrap() > 0);
     assert!(json["targets"][1]["server_cpu_per_op_us"].is_null());
+    for f in ["logs/a.round0.hlog", "logs/b.round1.hlog"] {
+        let log = std::fs::read(p(f)).unwrap();
+        let n: u64 = read_interval_log(&log)
+            .unwrap()
+            .iter()
+            .map(|i| i.histogram.len())
+            .sum();
+        assert_eq!(n, 300, "{f}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
