@@ -848,6 +848,14 @@ fn silent_and_garbled_servers_fail_cleanly() {
         text(&out.stderr).contains("protocol error: unknown reply type byte 'H'"),
         "{out:?}"
     );
+    // stats waits a bounded time even without --timeout (here shortened to keep the test quick).
+    let port = fake_server(b"");
+    let out = run(&["stats", "-p", &port.to_string(), "--timeout", "0.3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no reply within the timeout"),
+        "{out:?}"
+    );
     // A reply that claims more than the limits allow is refused, not allocated.
     let port = fake_server(b"*99999999999\r\n");
     let out = run(&["-p", &port.to_string(), "PING"]);

@@ -73,7 +73,7 @@ struct ConnArgs {
     /// Seconds to wait for the TCP connection.
     #[arg(long, default_value_t = 5.0, value_name = "SECS", global = true)]
     connect_timeout: f64,
-    /// Seconds to wait for a reply (default: forever, as blocking commands need).
+    /// Seconds to wait for a reply (default: forever, as blocking commands need; 10 for stats).
     #[arg(long, value_name = "SECS", global = true)]
     timeout: Option<f64>,
     /// Print help.
@@ -113,6 +113,9 @@ struct StatsArgs {
     nodes: Vec<String>,
 }
 
+/// How long `tessera stats` waits for a reply when `--timeout` is not given.
+const STATS_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(v)
         .map_err(|_| anyhow::anyhow!("--{name} must be a non-negative number of seconds, not {v}"))
@@ -151,6 +154,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let stdout_tty = std::io::stdout().is_terminal();
     match cli.sub {
         Some(Sub::Stats(s)) => {
+            let mut opts = opts;
+            // INFO never blocks, so stats waits a bounded time for it unless told otherwise.
+            if cli.conn.timeout.is_none() {
+                opts.read_timeout = Some(STATS_TIMEOUT);
+            }
             let mut nodes = vec![opts.clone()];
             for n in &s.nodes {
                 let (host, port) = n
