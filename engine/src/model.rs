@@ -67,6 +67,30 @@ pub enum Op {
     DmDel {
         key: u8,
     },
+    /// `GETEX k PX ms+1`, or `GETEX k PERSIST` for `None`.
+    GetEx {
+        key: u8,
+        ms: Option<u16>,
+    },
+    SetRange {
+        key: u8,
+        offset: u8,
+        value: u8,
+    },
+    Rename {
+        from: u8,
+        to: u8,
+    },
+    /// `DM.LOCK m k 0 PX ttl+1` (one attempt); the token becomes the key's value.
+    DmLock {
+        key: u8,
+        ttl: u16,
+    },
+    /// `DM.UNLOCK m k token` with the right token or a wrong one.
+    DmUnlock {
+        key: u8,
+        right: bool,
+    },
     Advance {
         ms: u16,
     },
@@ -88,7 +112,7 @@ impl Op {
         let mut it = data.chunks_exact(4);
         for c in &mut it {
             let (a, b, x) = (c[1] % 24, c[2], c[3]);
-            ops.push(match c[0] % 17 {
+            ops.push(match c[0] % 22 {
                 0 => Op::Set {
                     key: a,
                     value: b,
@@ -119,6 +143,27 @@ impl Op {
                     budget: u16::from(b) * 16,
                 },
                 15 => Op::ActiveExpire { budget: b },
+                16 => Op::GetEx {
+                    key: a,
+                    ms: (x & 1 == 1).then_some(u16::from(b) * 8),
+                },
+                17 => Op::SetRange {
+                    key: a,
+                    offset: x % 40,
+                    value: b,
+                },
+                18 => Op::Rename {
+                    from: a,
+                    to: x % 24,
+                },
+                19 => Op::DmLock {
+                    key: a,
+                    ttl: u16::from(b) * 8,
+                },
+                20 => Op::DmUnlock {
+                    key: a,
+                    right: x & 1 == 1,
+                },
                 _ => Op::ScanAll { count: b % 16 + 1 },
             });
         }
@@ -313,6 +358,79 @@ pub fn check(ops: &[Op], setup: Setup) -> Result<(), String> {
                 let n = i64::from(model.live(true, &k, now).is_some());
                 (args(&[b"DM.DEL", b"m", &k]), Some(Reply::Int(n)))
             }
+            Op::GetEx { key: k, ms } => {
+                let k = key(*k);
+                let r = model
+                    .live(false, &k, now)
+                    .map_or(Reply::Nil, |i| Reply::Bulk(i.value.clone()));
+                let a = match ms {
+                    Some(ms) => args(&[
+                        b"GETEX",
+                        &k,
+                        b"PX",
+                        (u64::from(*ms) + 1).to_string().as_bytes(),
+                    ]),
+                    None => args(&[b"GETEX", &k, b"PERSIST"]),
+                };
+                (a, Some(r))
+            }
+            Op::SetRange {
+                key: k,
+                offset,
+                value: v,
+            } => {
+                let k = key(*k);
+                let v = value(*v, 0);
+                let old = model.live(false, &k, now).map_or(0, |i| i.value.len());
+                let len = old.max(usize::from(*offset) + v.len());
+                (
+                    args(&[b"SETRANGE", &k, offset.to_string().as_bytes(), &v]),
+                    Some(Reply::Int(len as i64)),
+                )
+            }
+            Op::Rename { from, to } => {
+                let (f, t) = (key(*from), key(*to));
+                let r = if model.live(false, &f, now).is_some() {
+                    Reply::Ok
+                } else {
+                    Reply::Error(CommandError::NoSuchKey)
+                };
+                (args(&[b"RENAME", &f, &t]), Some(r))
+            }
+            Op::DmLock { key: k, ttl } => {
+                let k = key(*k);
+                let r = if model.live(true, &k, now).is_some() {
+                    Reply::Error(CommandError::LockNotAcquired)
+                } else {
+                    // Any token: checked below.
+                    Reply::Simple(Bytes::new())
+                };
+                (
+                    args(&[
+                        b"DM.LOCK",
+                        b"m",
+                        &k,
+                        b"0",
+                        b"PX",
+                        (u64::from(*ttl) + 1).to_string().as_bytes(),
+                    ]),
+                    Some(r),
+                )
+            }
+            Op::DmUnlock { key: k, right } => {
+                let k = key(*k);
+                let held = model.live(true, &k, now).map(|i| i.value.clone());
+                let token = match (&held, right) {
+                    (Some(v), true) => v.clone(),
+                    _ => Bytes::from_static(b"wrong-token"),
+                };
+                let r = if held.as_ref() == Some(&token) {
+                    Reply::Ok
+                } else {
+                    Reply::Error(CommandError::NoSuchLock)
+                };
+                (args(&[b"DM.UNLOCK", b"m", &k, &token]), Some(r))
+            }
             Op::Advance { ms } => {
                 now += u64::from(*ms);
                 (Vec::new(), None)
@@ -385,13 +503,22 @@ pub fn check(ops: &[Op], setup: Setup) -> Result<(), String> {
             let command = Command::parse(&cmd_args).map_err(|e| format!("parse: {e}"))?;
             let got = shard.execute(command, now);
             let evicted = shard.take_evicted();
+            let any_token = expected == Reply::Simple(Bytes::new());
             if got == Reply::Error(CommandError::OutOfMemory) && may_oom {
                 // Nothing changed except the evictions.
+            } else if any_token {
+                let Reply::Simple(token) = &got else {
+                    return fail(format!("expected a lock token, got {got:?}"));
+                };
+                if token.is_empty() {
+                    return fail("empty lock token".to_owned());
+                }
+                apply(&mut model, op, now, &got);
             } else if got != expected {
                 return fail(format!("expected {expected:?}, got {got:?}"));
             } else if !got.is_error() {
                 // An error reply changes nothing; anything else is applied to the model.
-                apply(&mut model, op, now);
+                apply(&mut model, op, now, &got);
             }
             for (map, k) in evicted {
                 let dm = map.as_ref() == b"m";
@@ -409,7 +536,7 @@ pub fn check(ops: &[Op], setup: Setup) -> Result<(), String> {
 }
 
 /// Applies a successful command to the model.
-fn apply(model: &mut Model, op: &Op, now: u64) {
+fn apply(model: &mut Model, op: &Op, now: u64, got: &Reply) {
     match op {
         Op::Set {
             key: k,
@@ -488,8 +615,55 @@ fn apply(model: &mut Model, op: &Op, now: u64) {
                 },
             );
         }
-        Op::DmDel { key: k } => {
+        Op::DmDel { key: k } | Op::DmUnlock { key: k, .. } => {
             model.data.remove(&(true, key(*k)));
+        }
+        Op::GetEx { key: k, ms } => {
+            if let Some(i) = model.live(false, &key(*k), now) {
+                i.deadline = ms.map_or(0, |ms| now + u64::from(ms) + 1);
+            }
+        }
+        Op::SetRange {
+            key: k,
+            offset,
+            value: v,
+        } => {
+            let k = key(*k);
+            let v = value(*v, 0);
+            let (mut cur, deadline) = model
+                .live(false, &k, now)
+                .map_or((Vec::new(), 0), |i| (i.value.to_vec(), i.deadline));
+            let off = usize::from(*offset);
+            if cur.len() < off + v.len() {
+                cur.resize(off + v.len(), 0);
+            }
+            cur[off..off + v.len()].copy_from_slice(&v);
+            model.data.insert(
+                (false, k),
+                Item {
+                    value: Bytes::from(cur),
+                    deadline,
+                },
+            );
+        }
+        Op::Rename { from, to } => {
+            let (f, t) = (key(*from), key(*to));
+            if f != t {
+                if let Some(item) = model.data.remove(&(false, f)) {
+                    model.data.insert((false, t), item);
+                }
+            }
+        }
+        Op::DmLock { key: k, ttl } => {
+            if let Reply::Simple(token) = got {
+                model.data.insert(
+                    (true, key(*k)),
+                    Item {
+                        value: token.clone(),
+                        deadline: now + u64::from(*ttl) + 1,
+                    },
+                );
+            }
         }
         _ => {}
     }
@@ -517,6 +691,11 @@ mod tests {
             1 => k.clone().prop_map(|key| Op::Exists { key }),
             1 => (k.clone(), any::<u8>()).prop_map(|(key, value)| Op::DmPut { key, value }),
             1 => k.clone().prop_map(|key| Op::DmGet { key }),
+            1 => (k.clone(), proptest::option::of((0u16..60).prop_map(|t| t * 50))).prop_map(|(key, ms)| Op::GetEx { key, ms }),
+            1 => (k.clone(), 0u8..40, any::<u8>()).prop_map(|(key, offset, value)| Op::SetRange { key, offset, value }),
+            1 => (k.clone(), k.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
+            1 => (k.clone(), (0u16..60).prop_map(|t| t * 50)).prop_map(|(key, ttl)| Op::DmLock { key, ttl }),
+            1 => (k.clone(), any::<bool>()).prop_map(|(key, right)| Op::DmUnlock { key, right }),
             1 => k.prop_map(|key| Op::DmDel { key }),
             2 => (0u16..30, 0u16..2).prop_map(|(ms, one)| Op::Advance { ms: ms * 50 + one }),
             2 => (0u16..2000).prop_map(|budget| Op::Compact { budget }),
