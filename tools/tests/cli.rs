@@ -809,7 +809,8 @@ fn subscribe_streams_messages_in_resp2_and_resp3() {
 
 /// A one-connection fake server: reads whatever comes and answers the first read with `reply`
 /// (nothing when empty), then keeps the socket open until the client leaves.
-fn fake_server(reply: &'static [u8]) -> u16 {
+fn fake_server(reply: impl Into<Vec<u8>>) -> u16 {
+    let reply = reply.into();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -824,7 +825,7 @@ fn fake_server(reply: &'static [u8]) -> u16 {
                 return;
             }
             if !answered && !reply.is_empty() {
-                let _ = s.write_all(reply);
+                let _ = s.write_all(&reply);
                 answered = true;
             }
         }
@@ -834,14 +835,14 @@ fn fake_server(reply: &'static [u8]) -> u16 {
 
 #[test]
 fn silent_and_garbled_servers_fail_cleanly() {
-    let port = fake_server(b"");
+    let port = fake_server(&b""[..]);
     let out = run(&["-p", &port.to_string(), "--timeout", "0.3", "PING"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr),
         format!("Error: 127.0.0.1:{port}: no reply within the timeout\n")
     );
-    let port = fake_server(b"HTTP/1.1 400 Bad Request\r\n\r\n");
+    let port = fake_server(&b"HTTP/1.1 400 Bad Request\r\n\r\n"[..]);
     let out = run(&["-p", &port.to_string(), "PING"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -849,7 +850,7 @@ fn silent_and_garbled_servers_fail_cleanly() {
         "{out:?}"
     );
     // stats waits a bounded time even without --timeout (here shortened to keep the test quick).
-    let port = fake_server(b"");
+    let port = fake_server(&b""[..]);
     let out = run(&["stats", "-p", &port.to_string(), "--timeout", "0.3"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -857,7 +858,7 @@ fn silent_and_garbled_servers_fail_cleanly() {
         "{out:?}"
     );
     // A reply that claims more than the limits allow is refused, not allocated.
-    let port = fake_server(b"*99999999999\r\n");
+    let port = fake_server(&b"*99999999999\r\n"[..]);
     let out = run(&["-p", &port.to_string(), "PING"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("exceeds the limit"), "{out:?}");
@@ -1121,4 +1122,26 @@ fn repl_against_tesserad() {
     t.type_text("quit");
     t.key("Enter");
     t.wait_exit();
+}
+
+#[test]
+fn cluster_redirects_are_followed() {
+    let Some(redis) = Redis::start() else { return };
+    let p = redis.port_arg();
+    assert!(run(&["-p", &p, "SET", "k", "v"]).status.success());
+    // MOVED: the session moves to the named node and the command runs there.
+    let moved = fake_server(format!("-MOVED 3999 127.0.0.1:{p}\r\n"));
+    let out = run(&["-p", &moved.to_string(), "GET", "k"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "v\n");
+    assert_eq!(
+        text(&out.stderr),
+        format!("-> Redirected to slot [3999] located at 127.0.0.1:{p}\n")
+    );
+    // ASK: the named node is asked once (after ASKING).
+    let ask = fake_server(format!("-ASK 12 127.0.0.1:{p}\r\n"));
+    let out = run(&["-p", &ask.to_string(), "--no-raw", "GET", "k"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "\"v\"\n");
+    assert!(text(&out.stderr).contains("slot [12]"), "{out:?}");
 }

@@ -1,5 +1,6 @@
 //! A CLI session: one server connection plus what the user selected (`use <dmap>`), and the
-//! interpretation of one typed line (built-ins, map verbs, or a command sent as is). Shared by the
+//! interpretation of one typed line (built-ins, map verbs, or a command sent as is), reconnection
+//! after a broken connection, and following cluster redirects (`-MOVED`, `-ASK`). Shared by the
 //! REPL, one-shot mode and stdin mode, so all three behave the same.
 
 use super::conn::{Conn, ConnError, ConnOpts};
@@ -87,6 +88,51 @@ const PUSH_REPLY: &[&str] = &[
     "punsubscribe",
     "sunsubscribe",
 ];
+
+/// Redirects followed for one command before its last reply is shown as it is.
+pub const REDIRECTS_MAX: usize = 5;
+
+fn push_is_reply(command: &[Vec<u8>]) -> bool {
+    let name = command
+        .first()
+        .map(|c| String::from_utf8_lossy(c).to_ascii_lowercase())
+        .unwrap_or_default();
+    PUSH_REPLY.contains(&name.as_str())
+}
+
+/// A cluster redirect reply: `MOVED <slot> <host>:<port>` or `ASK <slot> <host>:<port>`.
+#[derive(Debug, PartialEq, Eq)]
+struct Redirect {
+    ask: bool,
+    slot: u16,
+    host: String,
+    port: u16,
+}
+
+impl Redirect {
+    fn parse(reply: &Reply) -> Option<Redirect> {
+        let Reply::Error(e) = reply else { return None };
+        let text = std::str::from_utf8(e).ok()?;
+        let mut words = text.split_whitespace();
+        let ask = match words.next()? {
+            "MOVED" => false,
+            "ASK" => true,
+            _ => return None,
+        };
+        let slot = words.next()?.parse().ok()?;
+        let (host, port) = words.next()?.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || words.next().is_some() {
+            return None;
+        }
+        Some(Redirect {
+            ask,
+            slot,
+            host: host.to_string(),
+            port: port.parse().ok()?,
+        })
+    }
+}
 
 /// One session.
 pub struct Session {
@@ -202,21 +248,55 @@ impl Session {
         Flow::Continue
     }
 
-    /// Sends a command, reconnecting first if the last connection broke. RESP3 push messages
-    /// that arrive before the reply are printed as they come.
+    /// Sends a command, reconnecting first if the last connection broke, and follows cluster
+    /// redirects: `-MOVED` moves the session to the named node (as `redis-cli -c` does), `-ASK`
+    /// asks the named node once. RESP3 push messages that arrive before the reply are printed
+    /// as they come.
     fn call(&mut self, command: &[Vec<u8>]) -> Result<Reply, ConnError> {
         if self.conn.is_none() {
             self.connect()?;
         }
+        let mut reply = self.call_on_session_conn(command)?;
+        for _ in 0..REDIRECTS_MAX {
+            let Some(redirect) = Redirect::parse(&reply) else {
+                break;
+            };
+            let note = format!(
+                "-> Redirected to slot [{}] located at {}:{}\n",
+                redirect.slot, redirect.host, redirect.port
+            );
+            if self.style.errors_to_stderr {
+                self.out.eprint(note.as_bytes());
+            } else {
+                self.out.print(note.as_bytes());
+            }
+            let target = ConnOpts {
+                host: redirect.host,
+                port: redirect.port,
+                ..self.opts.clone()
+            };
+            if redirect.ask {
+                let mut conn = Conn::connect(&target)?;
+                conn.call(&[b"ASKING".to_vec()])?;
+                let style = self.style;
+                let out = &mut self.out;
+                reply = conn.call_with_push(command, push_is_reply(command), &mut |push| {
+                    out.print(&render(push, style));
+                })?;
+            } else {
+                self.opts = target;
+                self.connect()?;
+                reply = self.call_on_session_conn(command)?;
+            }
+        }
+        Ok(reply)
+    }
+
+    fn call_on_session_conn(&mut self, command: &[Vec<u8>]) -> Result<Reply, ConnError> {
         let style = self.style;
-        let name = command
-            .first()
-            .map(|c| String::from_utf8_lossy(c).to_ascii_lowercase())
-            .unwrap_or_default();
-        let push_is_reply = PUSH_REPLY.contains(&name.as_str());
-        let conn = self.conn.as_mut().expect("connected above");
+        let conn = self.conn.as_mut().expect("connected before the call");
         let out = &mut self.out;
-        conn.call_with_push(command, push_is_reply, &mut |push| {
+        conn.call_with_push(command, push_is_reply(command), &mut |push| {
             out.print(&render(push, style));
         })
     }
@@ -351,5 +431,52 @@ fn render(reply: &Reply, style: Style) -> Vec<u8> {
         format::raw(reply)
     } else {
         format::human(reply, style.color).into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(s: &str) -> Reply {
+        Reply::Error(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn redirects_are_parsed_from_redis_cluster_errors() {
+        assert_eq!(
+            Redirect::parse(&err("MOVED 3999 127.0.0.1:6381")),
+            Some(Redirect {
+                ask: false,
+                slot: 3999,
+                host: "127.0.0.1".into(),
+                port: 6381
+            })
+        );
+        assert_eq!(
+            Redirect::parse(&err("ASK 12 [::1]:7000")),
+            Some(Redirect {
+                ask: true,
+                slot: 12,
+                host: "::1".into(),
+                port: 7000
+            })
+        );
+        for not in [
+            "ERR MOVED 1 a:1",
+            "MOVED",
+            "MOVED x a:1",
+            "MOVED 1 nohost",
+            "MOVED 1 :1",
+            "MOVED 1 a:99999",
+            "MOVED 1 a:1 extra",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+        ] {
+            assert_eq!(Redirect::parse(&err(not)), None, "{not}");
+        }
+        assert_eq!(
+            Redirect::parse(&Reply::Simple(b"MOVED 1 a:1".to_vec())),
+            None
+        );
     }
 }
