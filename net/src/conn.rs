@@ -151,7 +151,7 @@ impl Conn {
             return;
         }
         match spec.route {
-            Route::Data => self.data(spec, args.clone(), batch).await,
+            Route::Data => self.data(spec, &args, batch).await,
             Route::Conn if matches!(spec.name, "ping" | "echo" | "time" | "select" | "command") => {
                 // Stateless replies: no need to wait for what precedes them.
                 self.conn_command(spec, &args, batch, out).await;
@@ -174,17 +174,17 @@ impl Conn {
         }
     }
 
-    async fn data(&mut self, spec: &Spec, args: Vec<Bytes>, batch: &mut Batch) {
+    async fn data(&mut self, spec: &Spec, args: &[Bytes], batch: &mut Batch) {
         let core = Rc::clone(&self.core);
         match spec.name {
             "scan" | "dm.scan" => {
                 let at = if spec.name == "scan" { 1 } else { 2 };
-                let out = dispatch::route_scan(&core, batch, &args, at);
+                let out = dispatch::route_scan(&core, batch, args, at);
                 return batch.push(out);
             }
             _ => {}
         }
-        let cmd = match Command::parse(&args) {
+        let cmd = match Command::parse(args) {
             Ok(c) => c,
             Err(e) => return batch.reply(Reply::Error(e)),
         };
@@ -934,6 +934,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
     let mut scratch = vec![0u8; net.read_bytes];
     let mut out = BytesMut::with_capacity(4096);
     let depth = net.pipeline_depth_max;
+    let mut batch = Batch::new(shared.cores);
     'conn: loop {
         // 1. Take every complete request already buffered (up to the pipeline limit).
         let mut reqs = Vec::new();
@@ -950,7 +951,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
         }
         let full = reqs.len() == depth;
         if !reqs.is_empty() {
-            let mut batch = Batch::new(shared.cores);
+            batch.begin();
             for args in reqs {
                 conn.handle(args, &mut batch, &mut out).await;
                 if conn.closing {

@@ -18,7 +18,10 @@ use crate::resp::{encode, Protocol};
 /// Where one sub-reply will come from.
 pub enum Part {
     Ready(Reply),
-    Remote { core: usize, idx: usize },
+    /// The next reply of `core`'s batch (parts of one core resolve in append order).
+    Remote {
+        core: usize,
+    },
 }
 
 /// How the parts of a split or fanned-out command become one reply.
@@ -68,6 +71,11 @@ impl Batch {
         }
     }
 
+    /// Starts a new read: takes the time once for every command executed inline.
+    pub fn begin(&mut self) {
+        self.now_ms = crate::runtime::now_ms();
+    }
+
     /// True when nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.outs.is_empty()
@@ -91,18 +99,15 @@ impl Batch {
         if target == core.id {
             Part::Ready(core.execute(op, self.now_ms))
         } else {
-            let list = &mut self.remote[target];
-            list.push(op);
-            Part::Remote {
-                core: target,
-                idx: list.len() - 1,
-            }
+            self.remote[target].push(op);
+            Part::Remote { core: target }
         }
     }
 
-    /// Sends every remote batch (one message per core), waits for all, and returns the
-    /// replies in request order. The batch is empty afterwards.
-    pub async fn finish_replies(&mut self, core: &Core) -> Vec<Reply> {
+    /// Sends every remote batch (one message per core), waits for all, and hands each reply
+    /// slot to `each` in request order: `Ok(reply)`, or `Err(bytes)` for pre-encoded frames.
+    /// The batch is empty afterwards.
+    async fn resolve(&mut self, core: &Core, mut each: impl FnMut(Result<Reply, Bytes>)) {
         let mut waits: Vec<(usize, usize, Option<SendFuture>)> = Vec::new();
         for (target, ops) in self.remote.iter_mut().enumerate() {
             if ops.is_empty() {
@@ -112,62 +117,68 @@ impl Batch {
             let n = ops.len();
             waits.push((target, n, core.send(target, ops)));
         }
-        let mut results: Vec<Vec<Option<Reply>>> =
-            (0..self.remote.len()).map(|_| Vec::new()).collect();
-        for (target, n, fut) in waits {
-            let replies = match fut {
-                Some(f) => f.wait(core, n).await,
-                None => (0..n).map(|_| stopping()).collect(),
-            };
-            results[target] = replies.into_iter().map(Some).collect();
+        let mut results: Vec<std::vec::IntoIter<Reply>> = Vec::new();
+        if !waits.is_empty() {
+            results = (0..self.remote.len())
+                .map(|_| Vec::new().into_iter())
+                .collect();
+            for (target, n, fut) in waits {
+                let replies = match fut {
+                    Some(f) => f.wait(core, n).await,
+                    None => (0..n).map(|_| stopping()).collect(),
+                };
+                results[target] = replies.into_iter();
+            }
         }
+        // Remote parts of each core are consumed in the order they were appended, which is
+        // the order of the reply slots, so an iterator per core suffices.
         let mut take = |p: Part| -> Reply {
             match p {
                 Part::Ready(r) => r,
-                Part::Remote { core, idx } => results[core]
-                    .get_mut(idx)
-                    .and_then(Option::take)
+                Part::Remote { core } => results
+                    .get_mut(core)
+                    .and_then(Iterator::next)
                     .unwrap_or_else(stopping),
             }
         };
-        let outs = std::mem::take(&mut self.outs);
-        let mut replies = Vec::with_capacity(outs.len());
-        for out in outs {
-            replies.push(match out {
-                Out::One(p) => take(p),
-                Out::Merge(m, parts) => merge(m, parts.into_iter().map(&mut take).collect()),
-                // Application threads get pre-encoded errors as `CommandError::Other` (text kept).
-                Out::Raw(b) => Reply::Error(CommandError::Other(
+        for out in self.outs.drain(..) {
+            each(match out {
+                Out::One(p) => Ok(take(p)),
+                Out::Merge(m, parts) => Ok(merge(m, parts.into_iter().map(&mut take).collect())),
+                Out::Raw(b) => Err(b),
+            });
+        }
+        self.now_ms = crate::runtime::now_ms();
+    }
+
+    /// Like [`Batch::finish`], returning the replies (application threads; pre-encoded
+    /// errors become `CommandError::Other` with their text).
+    pub async fn finish_replies(&mut self, core: &Core) -> Vec<Reply> {
+        let mut replies = Vec::with_capacity(self.outs.len());
+        self.resolve(core, |r| {
+            replies.push(match r {
+                Ok(r) => r,
+                Err(b) => Reply::Error(CommandError::Other(
                     String::from_utf8_lossy(b.strip_prefix(b"-").unwrap_or(&b))
                         .trim_end()
                         .to_owned(),
                 )),
             });
-        }
-        self.now_ms = crate::runtime::now_ms();
+        })
+        .await;
         replies
     }
 
-    /// Like [`Batch::finish_replies`], encoding into `out` (raw frames are copied as they are).
+    /// Finishes the batch into `out`, encoding replies in `proto`, in request order.
     pub async fn finish(&mut self, core: &Core, proto: Protocol, out: &mut BytesMut) {
         if self.outs.is_empty() {
             return;
         }
-        let raws: Vec<Option<Bytes>> = self
-            .outs
-            .iter()
-            .map(|o| match o {
-                Out::Raw(b) => Some(b.clone()),
-                _ => None,
-            })
-            .collect();
-        let replies = self.finish_replies(core).await;
-        for (r, raw) in replies.iter().zip(raws) {
-            match raw {
-                Some(b) => out.extend_from_slice(&b),
-                None => encode(r, proto, out),
-            }
-        }
+        self.resolve(core, |r| match r {
+            Ok(r) => encode(&r, proto, out),
+            Err(b) => out.extend_from_slice(&b),
+        })
+        .await;
     }
 }
 

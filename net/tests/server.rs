@@ -958,3 +958,34 @@ fn shutdown_finishes_in_flight_requests() {
     drop(idle);
     assert!(TcpStream::connect(addr).is_err(), "no longer accepting");
 }
+
+#[test]
+fn background_expiry_runs_without_client_access() {
+    let mut cfg = config(2);
+    cfg.net.background_tick_ms = 10;
+    let node = Node::start(cfg).unwrap();
+    let mut c = client(&node);
+    for i in 0..200 {
+        let _: () = q(&mut c, &["SET", &format!("ttl:{i}"), "v", "PX", "20"]);
+    }
+    let _: () = q(&mut c, &["SET", "keeper", "v"]);
+    // Nothing reads these keys: only the background task can remove them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut expired = 0;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        expired = (0..node.cores())
+            .map(|core| shard_counter(&mut c, core, "expired_keys"))
+            .sum::<u64>();
+        if expired == 200 {
+            break;
+        }
+    }
+    assert_eq!(expired, 200, "active expiry removed every volatile key");
+    let ticks_work: u64 = (0..node.cores())
+        .map(|core| shard_counter(&mut c, core, "expired_active"))
+        .sum();
+    assert!(ticks_work >= 200, "{ticks_work}");
+    assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 1);
+    node.shutdown();
+}

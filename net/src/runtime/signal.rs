@@ -1,6 +1,9 @@
-//! A single-threaded latch: tasks of one executor await it; it fires once (shutdown).
+//! A single-threaded latch: tasks of one executor await it; it fires once (shutdown, a killed
+//! client). A waiter that stops waiting (its future is dropped, e.g. the losing side of a
+//! `select`) removes its waker, so waiting in a loop does not accumulate wakers.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -13,7 +16,8 @@ pub struct Signal(Rc<Inner>);
 #[derive(Default)]
 struct Inner {
     fired: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    next_id: Cell<u64>,
+    waiters: RefCell<HashMap<u64, Waker>>,
 }
 
 impl Signal {
@@ -26,7 +30,7 @@ impl Signal {
     pub fn fire(&self) {
         self.0.fired.set(true);
         let waiters = std::mem::take(&mut *self.0.waiters.borrow_mut());
-        for w in waiters {
+        for (_, w) in waiters {
             w.wake();
         }
     }
@@ -38,22 +42,45 @@ impl Signal {
 
     /// Resolves when the latch fires.
     pub fn wait(&self) -> Wait {
-        Wait(self.clone())
+        let id = self.0.next_id.get();
+        self.0.next_id.set(id + 1);
+        Wait {
+            signal: self.clone(),
+            id,
+        }
+    }
+
+    /// Wakers currently registered (for tests).
+    pub fn waiters(&self) -> usize {
+        self.0.waiters.borrow().len()
     }
 }
 
 /// Future returned by [`Signal::wait`].
-pub struct Wait(Signal);
+pub struct Wait {
+    signal: Signal,
+    id: u64,
+}
 
 impl Future for Wait {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.is_fired() {
+        if self.signal.is_fired() {
             return Poll::Ready(());
         }
-        self.0 .0.waiters.borrow_mut().push(cx.waker().clone());
+        self.signal
+            .0
+            .waiters
+            .borrow_mut()
+            .insert(self.id, cx.waker().clone());
         Poll::Pending
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        self.signal.0.waiters.borrow_mut().remove(&self.id);
     }
 }
 
@@ -71,5 +98,24 @@ mod tests {
             s.clone().wait().await;
         });
         assert!(s.is_fired());
+    }
+
+    #[test]
+    fn abandoned_waits_leave_no_wakers() {
+        let s = Signal::new();
+        futures_lite::future::block_on(async {
+            for _ in 0..100 {
+                // the ready side wins; the wait is polled once and dropped
+                let r = futures_lite::future::or(async { 1 }, async {
+                    s.wait().await;
+                    2
+                })
+                .await;
+                assert_eq!(r, 1);
+                let mut w = Box::pin(s.wait());
+                assert!(futures_lite::future::poll_once(&mut w).await.is_none());
+            }
+        });
+        assert_eq!(s.waiters(), 0);
     }
 }
