@@ -479,6 +479,38 @@ fn stats_reports_the_node_as_table_and_json() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["nodes"].as_array().unwrap().len(), 2);
 
+    // A node that does not answer: an error when printing once; shown as down while watching.
+    let closed = free_port();
+    let other = format!("127.0.0.1:{closed}");
+    let out = run(&["stats", "-p", &p, "--interval", "0", "--node", &other]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!("could not connect to {other}")),
+        "{out:?}"
+    );
+    let out = run(&[
+        "stats",
+        "-p",
+        &p,
+        "--json",
+        "--watch",
+        "0.1",
+        "--iterations",
+        "2",
+        "--interval",
+        "0.1",
+        "--node",
+        &other,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    for line in text(&out.stdout).lines() {
+        let doc: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(doc["nodes"][0]["keys"], 25, "{doc}");
+        assert_eq!(doc["nodes"][1]["addr"], other, "{doc}");
+        let why = doc["nodes"][1]["error"].as_str().unwrap();
+        assert!(why.contains("could not connect"), "{doc}");
+    }
+
     // redis-server has no DM.STATS: a clear error and a failing status.
     let out = run(&["stats", "-p", &p, "--dmap", "users"]);
     assert_eq!(out.status.code(), Some(1));

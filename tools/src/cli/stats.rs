@@ -304,8 +304,9 @@ fn figures_json(f: &Figures) -> Map<String, Value> {
     m
 }
 
-/// The JSON document for one refresh: `{"nodes": [{"addr", figures..., "cores": [...]}]}`.
-pub fn to_json(nodes: &[NodeStats]) -> Value {
+/// The JSON document for one refresh: `{"nodes": [{"addr", figures..., "cores": [...]}]}`,
+/// with `{"addr", "error"}` for a node that did not answer.
+pub fn to_json(nodes: &[NodeStats], down: &[Down]) -> Value {
     let nodes: Vec<Value> = nodes
         .iter()
         .map(|n| {
@@ -326,6 +327,10 @@ pub fn to_json(nodes: &[NodeStats]) -> Value {
             m.insert("cores".into(), Value::Array(cores));
             Value::Object(m)
         })
+        .chain(
+            down.iter()
+                .map(|(addr, why)| json!({ "addr": addr, "error": why })),
+        )
         .collect();
     json!({ "nodes": nodes })
 }
@@ -352,8 +357,9 @@ pub fn human_bytes(v: Option<u64>) -> String {
 }
 
 /// The table for one refresh: a line per node and, under it, a line per core. The ALLOC,
-/// GARBAGE and SLOTS columns appear only when some line has them.
-pub fn to_table(nodes: &[NodeStats]) -> String {
+/// GARBAGE and SLOTS columns appear only when some line has them. Nodes that did not answer
+/// follow the table, one `DOWN` line each.
+pub fn to_table(nodes: &[NodeStats], down: &[Down]) -> String {
     let all: Vec<(String, &Figures)> = nodes
         .iter()
         .flat_map(|n| {
@@ -424,6 +430,9 @@ pub fn to_table(nodes: &[NodeStats]) -> String {
         }
         out.push('\n');
     }
+    for (addr, why) in down {
+        let _ = writeln!(out, "{addr}  DOWN  {why}");
+    }
     out
 }
 
@@ -489,44 +498,72 @@ pub struct StatsOpts {
     pub clear: bool,
 }
 
-/// Runs `tessera stats`, writing to `out`.
+/// One node being watched: where it is, its connection while it answers, and its last
+/// sample (the baseline for ops/s).
+struct Watched {
+    opts: ConnOpts,
+    conn: Option<Conn>,
+    before: Option<Sample>,
+}
+
+impl Watched {
+    /// Samples the node, (re)connecting if needed; a failure drops the connection so the next
+    /// refresh tries afresh.
+    fn sample(&mut self) -> Result<Sample, String> {
+        let result = (|| {
+            if self.conn.is_none() {
+                self.conn = Some(Conn::connect(&self.opts)?);
+            }
+            sample(self.conn.as_mut().expect("connected above"))
+        })();
+        result.map_err(|e| {
+            self.conn = None;
+            self.before = None;
+            format!("{e:#}")
+        })
+    }
+}
+
+/// A node that did not answer a refresh: `(addr, why)`.
+pub type Down = (String, String);
+
+/// Runs `tessera stats`, writing to `out`. Printing once, an unreachable node is an error; in
+/// watch mode it is shown as down and tried again at the next refresh, like `top` would.
 pub fn run(opts: &StatsOpts, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    let mut conns = opts
-        .nodes
-        .iter()
-        .map(Conn::connect)
-        .collect::<Result<Vec<_>, _>>()?;
     let refreshes = match (opts.watch, opts.iterations) {
         (None, _) => Some(1),
         (Some(_), n) => n,
     };
-    let mut before: Option<Vec<Sample>> = None;
+    let mut nodes: Vec<Watched> = opts
+        .nodes
+        .iter()
+        .map(|o| Watched {
+            opts: o.clone(),
+            conn: None,
+            before: None,
+        })
+        .collect();
     let mut done = 0u64;
     while refreshes.map_or(true, |r| done < r) {
         if done > 0 {
             std::thread::sleep(opts.watch.unwrap_or_default());
         }
         let text = if let Some(map) = &opts.dmap {
+            let mut conns = Vec::new();
+            for n in &nodes {
+                conns.push(Conn::connect(&n.opts)?);
+            }
             dmap_stats(&mut conns, map, opts.json)?
         } else {
-            let first = if let Some(b) = before.take() {
-                b
-            } else {
-                let b = sample_all(&mut conns)?;
-                std::thread::sleep(opts.interval);
-                b
-            };
-            let now = sample_all(&mut conns)?;
-            let stats: Vec<NodeStats> = now
-                .iter()
-                .zip(&first)
-                .map(|(n, b)| node_stats(n, Some(b)))
-                .collect();
-            before = Some(now);
+            let (up, down) = refresh(&mut nodes, opts.interval);
+            // The reason names the node already.
+            if let (Some((_, why)), None) = (down.first(), opts.watch) {
+                anyhow::bail!("{why}");
+            }
             if opts.json {
-                format!("{}\n", to_json(&stats))
+                format!("{}\n", to_json(&up, &down))
             } else {
-                to_table(&stats)
+                to_table(&up, &down)
             }
         };
         if opts.clear {
@@ -549,8 +586,37 @@ pub fn run(opts: &StatsOpts, out: &mut dyn std::io::Write) -> anyhow::Result<()>
     Ok(())
 }
 
-fn sample_all(conns: &mut [Conn]) -> anyhow::Result<Vec<Sample>> {
-    conns.iter_mut().map(sample).collect()
+/// One refresh: nodes without a baseline are sampled twice, `interval` apart; the others once
+/// against their last sample.
+fn refresh(nodes: &mut [Watched], interval: Duration) -> (Vec<NodeStats>, Vec<Down>) {
+    let mut down = Vec::new();
+    let mut waited_for_baseline = false;
+    for n in nodes.iter_mut().filter(|n| n.before.is_none()) {
+        match n.sample() {
+            Ok(s) => {
+                n.before = Some(s);
+                waited_for_baseline = true;
+            }
+            Err(why) => down.push((n.opts.addr(), why)),
+        }
+    }
+    if waited_for_baseline {
+        std::thread::sleep(interval);
+    }
+    let mut up = Vec::new();
+    for n in nodes.iter_mut() {
+        if down.iter().any(|(a, _)| *a == n.opts.addr()) {
+            continue;
+        }
+        match n.sample() {
+            Ok(now) => {
+                up.push(node_stats(&now, n.before.as_ref()));
+                n.before = Some(now);
+            }
+            Err(why) => down.push((n.opts.addr(), why)),
+        }
+    }
+    (up, down)
 }
 
 fn dmap_stats(conns: &mut [Conn], map: &str, as_json: bool) -> anyhow::Result<String> {
@@ -712,15 +778,22 @@ mod tests {
     #[test]
     fn json_and_table_show_every_figure() {
         let s = node_stats(&sample_at(INFO_TEXT, Instant::now()), None);
-        let j = to_json(std::slice::from_ref(&s));
+        let j = to_json(std::slice::from_ref(&s), &[]);
         assert_eq!(j["nodes"][0]["addr"], "n1:6379");
         assert_eq!(j["nodes"][0]["keys"], 15);
         assert_eq!(j["nodes"][0]["cores"][1]["core"], 1);
         assert_eq!(j["nodes"][0]["cores"][1]["fields"]["memory"], "1048");
         assert_eq!(j["nodes"][0]["cores"][0]["hits"], 3);
-        let t = to_table(&[s]);
+        let down = [("n2:1".to_string(), "connection refused".to_string())];
+        let j = to_json(std::slice::from_ref(&s), &down);
+        assert_eq!(
+            j["nodes"][1],
+            json!({"addr": "n2:1", "error": "connection refused"})
+        );
+        let t = to_table(&[s], &down);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 4, "{t}");
+        assert_eq!(lines.len(), 5, "{t}");
+        assert_eq!(lines[4], "n2:1  DOWN  connection refused");
         assert!(lines[0].starts_with("NODE/CORE"));
         let cells: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(
@@ -743,7 +816,7 @@ mod tests {
         assert_eq!(s.node.allocated_bytes, Some(7168));
         assert_eq!(s.node.garbage_bytes, Some(40));
         assert_eq!(s.node.slots, None);
-        let t = to_table(std::slice::from_ref(&s));
+        let t = to_table(std::slice::from_ref(&s), &[]);
         let lines: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
         assert_eq!(
             &lines[0][8..],
@@ -752,12 +825,12 @@ mod tests {
         );
         assert_eq!(&lines[1][9..], ["7.00K", "40B", "-"], "{t}");
         assert_eq!(&lines[2][9..], ["5.00K", "10B", "0-8191"], "{t}");
-        let j = to_json(&[s]);
+        let j = to_json(&[s], &[]);
         assert_eq!(j["nodes"][0]["garbage_bytes"], 40);
         assert_eq!(j["nodes"][0]["cores"][1]["slots"], "8192-16383");
         // Without them, the columns stay away.
         let plain = node_stats(&sample_at(INFO_TEXT, Instant::now()), None);
-        assert!(!to_table(&[plain]).contains("GARBAGE"));
+        assert!(!to_table(&[plain], &[]).contains("GARBAGE"));
     }
 
     #[test]
