@@ -688,12 +688,25 @@ fn repl_as_a_person_uses_it() {
     t.key("Enter");
     t.wait_for("the list twice", |s| s.matches("2) \"b\"").count() == 2);
 
+    // Inside MULTI the prompt says so; EXEC runs the queue.
+    t.type_text("MULTI");
+    t.key("Enter");
+    let tx_prompt = format!("127.0.0.1:{}(TX)>", redis.port);
+    t.wait_last_line(&tx_prompt);
+    t.type_text("INCR counter");
+    t.key("Enter");
+    t.wait_for("queued", |s| s.contains("QUEUED"));
+    t.type_text("EXEC");
+    t.key("Enter");
+    t.wait_for("the exec reply", |s| s.contains("1) (integer) 1"));
+    t.wait_last_line(&prompt);
+
     // Tab completes command names from the server's COMMAND table.
     t.type_text("DBSI");
     t.key("Tab");
     t.wait_last_line(&format!("{prompt} DBSIZE"));
     t.key("Enter");
-    t.wait_for("dbsize", |s| s.contains("(integer) 2"));
+    t.wait_for("dbsize", |s| s.contains("(integer) 3"));
 
     // `use` selects a map: the prompt shows it and `put` becomes DM.PUT on it.
     t.type_text("use users");

@@ -139,6 +139,8 @@ pub struct Session {
     opts: ConnOpts,
     conn: Option<Conn>,
     dmap: Option<String>,
+    /// Inside MULTI (commands are queued until EXEC or DISCARD).
+    in_multi: bool,
     style: Style,
     out: Output,
     /// Error replies, client-side errors and connection failures seen so far.
@@ -152,6 +154,7 @@ impl Session {
             opts,
             conn: None,
             dmap: None,
+            in_multi: false,
             style,
             out: Output::new(style.buffered),
             errors: 0,
@@ -161,6 +164,8 @@ impl Session {
     /// Connects (or reconnects).
     pub fn connect(&mut self) -> Result<(), ConnError> {
         self.conn = None;
+        // A new connection has no transaction open.
+        self.in_multi = false;
         self.conn = Some(Conn::connect(&self.opts)?);
         Ok(())
     }
@@ -170,13 +175,14 @@ impl Session {
         self.conn.as_mut()
     }
 
-    /// The REPL prompt: `host:port> `, `host:port[map]> ` with a map selected, or
-    /// `not connected> `.
+    /// The REPL prompt: `host:port> `, `host:port[map]> ` with a map selected, `(TX)` before
+    /// the `>` inside MULTI, or `not connected> `.
     pub fn prompt(&self) -> String {
+        let tx = if self.in_multi { "(TX)" } else { "" };
         match (&self.conn, &self.dmap) {
             (None, _) => "not connected> ".into(),
-            (Some(c), None) => format!("{}> ", c.addr()),
-            (Some(c), Some(m)) => format!("{}[{m}]> ", c.addr()),
+            (Some(c), None) => format!("{}{tx}> ", c.addr()),
+            (Some(c), Some(m)) => format!("{}[{m}]{tx}> ", c.addr()),
         }
     }
 
@@ -239,6 +245,17 @@ impl Session {
         match self.call(&command) {
             Ok(reply) => {
                 self.show(&reply);
+                if !reply.is_error() {
+                    match first.as_str() {
+                        "multi" => self.in_multi = true,
+                        "exec" | "discard" | "reset" => self.in_multi = false,
+                        _ => {}
+                    }
+                }
+                if first == "exec" {
+                    // EXEC ends the transaction even when it fails (EXECABORT).
+                    self.in_multi = false;
+                }
                 if streaming && !reply.is_error() {
                     self.stream();
                 }
