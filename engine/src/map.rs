@@ -419,6 +419,16 @@ impl Map {
         }
     }
 
+    /// Sets the SIEVE visited bit of `key` (no-op when absent).
+    pub fn set_visited(&mut self, key: &[u8]) {
+        if let Some(l) = self.locate(key) {
+            let (id, off) = loc_parts(l);
+            if let Some(t) = self.tables[id as usize].as_mut() {
+                t.set_visited(off, true);
+            }
+        }
+    }
+
     pub fn meta(&self, key: &[u8]) -> Option<Meta> {
         let l = self.locate(key)?;
         let (_, p) = self.parsed(l);

@@ -521,7 +521,16 @@ impl Shard {
             }
             if policy == EvictionPolicy::AllkeysSieve {
                 let sz = m.memory_bytes();
-                if let Some(k) = m.sieve_victim() {
+                // The key being written is never the victim: mark it visited and move on.
+                let mut victim = m.sieve_victim();
+                if victim
+                    .as_ref()
+                    .is_some_and(|k| name.as_ref() == protect_map && k.as_ref() == protect)
+                {
+                    m.set_visited(protect);
+                    victim = m.sieve_victim();
+                }
+                if let Some(k) = victim {
                     // The largest map's SIEVE victim goes.
                     let s = u64::MAX - sz;
                     let guarded = name.as_ref() == protect_map && k.as_ref() == protect;
@@ -1106,7 +1115,8 @@ impl Shard {
         let old = if get {
             self.read(map, key, now)
         } else {
-            self.lookup(map, key, now, false).map(|m| (Bytes::new(), m))
+            // A write counts as an access (Redis's lookupKeyWrite touches LRU/LFU too).
+            self.lookup(map, key, now, true).map(|m| (Bytes::new(), m))
         };
         let found = old.is_some();
         let old_reply = || {
