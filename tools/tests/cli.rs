@@ -1117,6 +1117,30 @@ fn dmap_verbs_and_stats_against_tesserad() {
     assert!(node["memory_bytes"].as_u64().unwrap() > 0, "{node}");
     assert!(node["ops_per_sec"].as_f64().unwrap() > 0.0, "{node}");
 
+    // scan stops at SCAN_KEYS_MAX (10,000) keys and says so.
+    let mut script = String::from("use big\n");
+    for i in 0..10_050 {
+        script.push_str("put k");
+        script.push_str(&i.to_string());
+        script.push_str(" v\n");
+    }
+    assert!(run_with(&["-p", &p], script.as_bytes(), &[])
+        .status
+        .success());
+    let out = run_with(&["-p", &p], b"use big\nscan\n", &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout).lines().count(), 10_000);
+    assert_eq!(
+        text(&out.stderr),
+        "(stopped after 10000 keys: narrow it with scan <glob>)\n"
+    );
+    let out = run_with(&["-p", &p], b"use big\nscan k1000*\n", &[]);
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        11,
+        "k1000 and k10000..k10049: {out:?}"
+    );
+
     // A map's own figures from DM.STATS.
     let out = run(&["stats", "-p", &p, "--dmap", "users", "--json"]);
     assert!(out.status.success(), "{out:?}");

@@ -76,6 +76,10 @@ pub enum Flow {
 /// returns cursor 0 cannot hang the CLI.
 pub const SCAN_ROUNDS_MAX: usize = 100_000;
 
+/// The most keys one `scan` verb collects and shows; past it the walk stops with a note to
+/// narrow the glob, so a huge map cannot flood the terminal or the CLI's memory.
+pub const SCAN_KEYS_MAX: usize = 10_000;
+
 /// Commands after which the server streams messages until the connection closes.
 const STREAMING: &[&str] = &["subscribe", "psubscribe", "ssubscribe", "monitor"];
 
@@ -365,7 +369,16 @@ impl Session {
                         return self.client_error("DM.SCAN returned a malformed reply");
                     };
                     keys.extend(batch);
-                    if next == "0" {
+                    let more = next != "0";
+                    if keys.len() > SCAN_KEYS_MAX || (keys.len() == SCAN_KEYS_MAX && more) {
+                        keys.truncate(SCAN_KEYS_MAX);
+                        self.show(&Reply::Array(keys));
+                        let note = format!(
+                            "(stopped after {SCAN_KEYS_MAX} keys: narrow it with scan <glob>)\n"
+                        );
+                        return self.out.eprint(note.as_bytes());
+                    }
+                    if !more {
                         return self.show(&Reply::Array(keys));
                     }
                     cursor = next.into_bytes();
