@@ -1147,6 +1147,23 @@ fn dmap_verbs_and_stats_against_tesserad() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["dmap"], "users");
     assert_eq!(doc["nodes"][0]["stats"]["length"], 2, "{doc}");
+    // Every map at once.
+    let out = run(&["stats", "-p", &p, "--dmap", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["dmap"], serde_json::Value::Null);
+    assert_eq!(doc["nodes"][0]["stats"]["users"]["length"], 2, "{doc}");
+    assert_eq!(doc["nodes"][0]["stats"]["big"]["length"], 10_050, "{doc}");
+    let out = run(&["stats", "-p", &p, "--dmap"]);
+    let table = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(&rows[0][..2], ["NODE", "DMAP"], "{table}");
+    let length = rows[0].iter().position(|c| *c == "LENGTH").unwrap();
+    let users = rows.iter().find(|r| r[1] == "users").unwrap();
+    assert_eq!(users[length], "2", "{table}");
 }
 
 #[test]

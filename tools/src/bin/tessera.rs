@@ -93,8 +93,8 @@ enum Sub {
 
 #[derive(Debug, Args)]
 struct StatsArgs {
-    /// Show this DMap's figures (DM.STATS) instead.
-    #[arg(long, value_name = "NAME")]
+    /// Show this DMap's figures (DM.STATS) instead; without NAME, every map's.
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
     dmap: Option<String>,
     /// Print JSON, one document per refresh.
     #[arg(long)]

@@ -484,7 +484,7 @@ fn key_text(r: &Reply) -> String {
 pub struct StatsOpts {
     /// The nodes to ask.
     pub nodes: Vec<ConnOpts>,
-    /// Show this map's `DM.STATS` instead of `INFO` figures.
+    /// Show this map's `DM.STATS` instead of `INFO` figures; empty: every map's.
     pub dmap: Option<String>,
     /// Print JSON (one document per refresh, one per line) instead of a table.
     pub json: bool,
@@ -619,10 +619,16 @@ fn refresh(nodes: &mut [Watched], interval: Duration) -> (Vec<NodeStats>, Vec<Do
     (up, down)
 }
 
+/// `DM.STATS map` (or, for an empty `map`, `DM.STATS` for every map) on each node.
 fn dmap_stats(conns: &mut [Conn], map: &str, as_json: bool) -> anyhow::Result<String> {
     let mut docs = Vec::new();
     for c in conns.iter_mut() {
-        let reply = c.call(&args(&["DM.STATS", map]))?;
+        let command = if map.is_empty() {
+            args(&["DM.STATS"])
+        } else {
+            args(&["DM.STATS", map])
+        };
+        let reply = c.call(&command)?;
         if let Reply::Error(e) = &reply {
             anyhow::bail!(
                 "DM.STATS {map} failed at {}: {}",
@@ -633,11 +639,15 @@ fn dmap_stats(conns: &mut [Conn], map: &str, as_json: bool) -> anyhow::Result<St
         docs.push((c.addr().to_string(), reply_json(&reply)));
     }
     if as_json {
+        let name = (!map.is_empty()).then_some(map);
         let nodes: Vec<Value> = docs
             .into_iter()
             .map(|(addr, stats)| json!({ "addr": addr, "stats": stats }))
             .collect();
-        return Ok(format!("{}\n", json!({ "dmap": map, "nodes": nodes })));
+        return Ok(format!("{}\n", json!({ "dmap": name, "nodes": nodes })));
+    }
+    if map.is_empty() {
+        return Ok(maps_table(&docs));
     }
     let mut out = String::new();
     for (addr, stats) in docs {
@@ -657,9 +667,85 @@ fn dmap_stats(conns: &mut [Conn], map: &str, as_json: bool) -> anyhow::Result<St
     Ok(out)
 }
 
+/// Every map of every node as one table: a row per (node, map), a column per figure.
+pub fn maps_table(docs: &[(String, Value)]) -> String {
+    let mut fields: Vec<String> = Vec::new();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for (addr, maps) in docs {
+        let Value::Object(maps) = maps else { continue };
+        for (name, stats) in maps {
+            let Value::Object(stats) = stats else {
+                continue;
+            };
+            for k in stats.keys() {
+                if !fields.contains(k) {
+                    fields.push(k.clone());
+                }
+            }
+            let mut row = vec![addr.clone(), name.clone()];
+            row.extend(fields.iter().map(|f| {
+                stats
+                    .get(f)
+                    .map_or_else(|| "-".to_string(), |v| v.to_string())
+            }));
+            rows.push(row);
+        }
+    }
+    let mut header = vec!["NODE".to_string(), "DMAP".to_string()];
+    header.extend(fields.iter().map(|f| f.to_ascii_uppercase()));
+    let width = header.len();
+    let mut all = vec![header];
+    all.extend(rows.into_iter().map(|mut r| {
+        // A map seen before a later map added fields has no value for them.
+        r.resize(width, "-".into());
+        r
+    }));
+    let widths: Vec<usize> = (0..width)
+        .map(|i| all.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &all {
+        for (i, cell) in r.iter().enumerate() {
+            if i < 2 {
+                let _ = write!(out, "{cell:<w$}  ", w = widths[i]);
+            } else {
+                let _ = write!(out, "{cell:>w$}  ", w = widths[i]);
+            }
+        }
+        let trimmed = out.trim_end_matches(' ').len();
+        out.truncate(trimmed);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_map_in_one_table() {
+        let docs = vec![
+            (
+                "n1:1".to_string(),
+                json!({"big": {"length": 10, "hits": 2}, "users": {"length": 2, "hits": 0}}),
+            ),
+            (
+                "n2:1".to_string(),
+                json!({"users": {"length": 1, "misses": 4}}),
+            ),
+        ];
+        let t = maps_table(&docs);
+        let lines: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines[0],
+            ["NODE", "DMAP", "HITS", "LENGTH", "MISSES"],
+            "{t}"
+        );
+        assert_eq!(lines[1], ["n1:1", "big", "2", "10", "-"], "{t}");
+        assert_eq!(lines[2], ["n1:1", "users", "0", "2", "-"], "{t}");
+        assert_eq!(lines[3], ["n2:1", "users", "-", "1", "4"], "{t}");
+    }
 
     /// A Redis 7 `INFO` excerpt (the real names), plus a `shards` section in the
     /// `core<N>:k=v,...` form Tessera adds: core0 with the names tesserad prints today, core1
