@@ -686,7 +686,7 @@ pub fn maps_table(docs: &[(String, Value)]) -> String {
             row.extend(fields.iter().map(|f| {
                 stats
                     .get(f)
-                    .map_or_else(|| "-".to_string(), |v| v.to_string())
+                    .map_or_else(|| "-".to_string(), ToString::to_string)
             }));
             rows.push(row);
         }
