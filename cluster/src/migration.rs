@@ -418,9 +418,10 @@ fn judge(table: &PartitionTable, slot: Slot, id: MigrationId, to: ShardAddr) -> 
     let e = table.entry(slot);
     match e.state {
         SlotState::Migrating { id: cur, .. } if cur == id => Verdict::StillMigrating,
-        SlotState::Stable
-            if table.node(e.primary.node).id == to.node && e.primary.core == to.core =>
-        {
+        // The target is the primary: this migration committed, even if the table that
+        // committed it never reached us and a later one already plans the next move (a new
+        // coordinator may plan from the committing table it received from the old one).
+        _ if table.node(e.primary.node).id == to.node && e.primary.core == to.core => {
             Verdict::Committed
         }
         _ => Verdict::Abandoned,
@@ -510,6 +511,10 @@ impl TargetMigration {
             } if *id == self.id => {
                 if self.phase != TargetPhase::Receiving {
                     return None;
+                }
+                if *end_seq == 0 && self.expected_seq == 0 {
+                    // An empty slot: whatever this store held for it is stale.
+                    store.drop_slot(self.slot);
                 }
                 let ok =
                     *end_seq == self.expected_seq && store.digest(self.slot, *cutoff_ms) == *digest;
@@ -755,6 +760,69 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    #[test]
+    fn a_commit_seen_only_through_a_later_table_still_commits() {
+        let members = [test_node(1, 1), test_node(2, 1)];
+        let t0 = plan(
+            None,
+            &members[..1],
+            members[0].id,
+            &PlannerConfig::default(),
+        );
+        let t1 = plan(
+            Some(&t0),
+            &members,
+            members[0].id,
+            &PlannerConfig::default(),
+        );
+        let (slot, _, to, id) = t1.migrations().next().unwrap();
+        let to = ShardAddr {
+            node: t1.node(to.node).id,
+            core: to.core,
+        };
+        let mut src = MemStore::default();
+        src.put(slot, entry("x", 3));
+        let mut s: SourceMigration<Option<Vec<u8>>> =
+            SourceMigration::new(id, slot, to, MigrationConfig::default());
+        let mut t = TargetMigration::new(id, slot, to);
+        let mut dst = MemStore::default();
+        while let Some(Outgoing::Peer(m)) = s.poll(&src, 0) {
+            if let Some(Outgoing::Peer(r)) = t.on_message(&mut dst, &m) {
+                s.on_message(&r);
+            }
+        }
+        // The commit table is lost; the next table already moves the slot on from the target.
+        let t2 = commit_migrations(
+            &t1,
+            &[(slot, id)],
+            t1.coordinator,
+            &PlannerConfig::default(),
+        )
+        .unwrap();
+        let mut t3 = t2.clone();
+        t3.epoch += 1;
+        let primary = t3.slots[usize::from(slot)].primary;
+        let other = crate::partition::Shard {
+            node: 1 - primary.node,
+            core: 0,
+        };
+        t3.slots[usize::from(slot)].state = SlotState::Migrating {
+            from: primary,
+            to: other,
+            id: MigrationId(999_999),
+        };
+        assert_eq!(t3.validate(), Ok(()));
+        t.on_table(&mut dst, &t3);
+        s.on_table(&t3);
+        assert_eq!(
+            t.phase(),
+            TargetPhase::Committed,
+            "the target keeps its verified copy"
+        );
+        assert_eq!(s.write_gate(), WriteGate::Moved);
+        assert_eq!(dst.get(slot, b"x"), Some(&entry("x", 3)));
     }
 
     #[test]

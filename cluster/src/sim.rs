@@ -628,6 +628,13 @@ impl Sim {
             } else if matches!(phase, SourcePhase::Aborted(_)) {
                 node.sources.remove(&slot);
                 self.report.migrations_aborted += 1;
+                // Abandoned and not ours any more (the slot went to a third shard): what we hold
+                // is stale and must not come back if the slot ever returns here.
+                if table_core_of(&table, slot, me).is_none() {
+                    for st in &mut node.stores {
+                        st.drop_slot(slot);
+                    }
+                }
             }
             if let Some(Outgoing::Peer(m)) = out {
                 self.send_peer(me, to, &m);
