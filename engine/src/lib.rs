@@ -6,6 +6,25 @@
 //!
 //! The seam with the rest of the system (pelikan style):
 //! `Command::parse(args) -> Command`, `Shard::execute(command, now_ms) -> Reply`.
+//!
+//! Code map:
+//! - `command`: `Command` and its parser (arity, options, error texts of Redis and Olric).
+//! - `shard`: `Shard`, the semantics of every command, lazy and active expiry, the memory
+//!   budget and eviction, compaction steps, statistics.
+//! - `map`: `Map`, one map's storage: arena tables in two chains (with / without TTL), the
+//!   per-slot index of packed 5-byte locations, the out-of-line value slab, SCAN, sampling,
+//!   the SIEVE hand, compaction.
+//! - `arena`: an arena table and the byte layout of an entry.
+//! - `evict`: LFU arithmetic, candidate ranking, the seeded PRNG.
+//! - `config`: `EngineConfig`, `MapConfig`, `EvictionPolicy`.
+//! - `number`, `glob`: Redis's number parsing/formatting and glob matching.
+//! - `slot`: the slot function; `reply`, `error`: what a command returns.
+//! - `model` (tests, feature `model`): the `HashMap` reference model used by the property test
+//!   and the fuzz target.
+//!
+//! The executor that owns a `Shard` is expected to call `active_expire` and `compact_step`
+//! with small budgets between requests; writes also compact a little by themselves when a map
+//! carries much garbage, so memory stays bounded without them.
 #![forbid(unsafe_code)]
 
 pub mod arena;
