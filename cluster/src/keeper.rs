@@ -9,7 +9,7 @@
 use crate::membership::coordinator;
 use crate::node::{NodeId, NodeInfo};
 use crate::partition::{MigrationId, PartitionTable, TableError};
-use crate::planner::{commit_migrations, plan_draining, PlannerConfig};
+use crate::planner::{commit_migrations, plan_at, PlannerConfig};
 use crate::Slot;
 
 /// The verdict on a table received from a peer.
@@ -151,15 +151,17 @@ impl TableKeeper {
             (None, Some(f)) => Some(f),
             (own, _) => own.as_ref(),
         };
-        let mut next = plan_draining(base, members, &draining, self.me, &self.cfg);
+        let epoch = self.max_epoch_seen.max(self.epoch()) + 1;
+        let next = plan_at(base, members, &draining, self.me, epoch, &self.cfg);
         self.foreign = None;
         if let Some(cur) = &self.table {
+            // Unchanged but for freshly minted ids of migrations that were already planned?
+            // Ids of continuing migrations are kept by the planner, so equal rows mean no change.
             if cur.nodes == next.nodes && cur.slots == next.slots {
                 return None;
             }
         }
-        next.epoch = self.max_epoch_seen.max(self.epoch()) + 1;
-        self.max_epoch_seen = next.epoch;
+        self.max_epoch_seen = epoch;
         self.table = Some(next);
         self.table.as_ref()
     }

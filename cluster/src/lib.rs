@@ -28,7 +28,7 @@ pub use node::{NodeId, NodeIdError, NodeInfo};
 pub use partition::{
     MigrationId, NodeIdx, PartitionTable, Route, Shard, SlotEntry, SlotState, TableError,
 };
-pub use planner::{commit_migrations, plan, plan_draining, PlannerConfig};
+pub use planner::{commit_migrations, plan, plan_at, plan_draining, PlannerConfig, NODES_MAX};
 pub use table::{CoreId, SlotTable};
 pub use tessera_engine::slot::{hash_tag, key_slot, Slot, SLOT_COUNT};
 pub use wire::{

@@ -34,7 +34,10 @@ pub struct Shard {
     pub core: CoreId,
 }
 
-/// Identifies one migration of one slot; unique within a cluster's table history.
+/// Identifies one migration of one slot: a hash of (coordinator, epoch, slot). The coordinator
+/// is part of it because during a split view two coordinators can mint the same epoch number,
+/// and their migrations of one slot must never be mistaken for each other (the simulator found
+/// exactly that with ids made of epoch and slot alone).
 #[derive(
     Clone,
     Copy,
@@ -52,9 +55,13 @@ pub struct Shard {
 pub struct MigrationId(pub u64);
 
 impl MigrationId {
-    /// The id minted for `slot` by the table of `epoch` (unique: one per slot per epoch).
-    pub fn new(epoch: u64, slot: Slot) -> MigrationId {
-        MigrationId(epoch * SLOT_COUNT as u64 + u64::from(slot))
+    /// The id minted for `slot` by `coordinator`'s table of `epoch`.
+    pub fn new(coordinator: NodeId, epoch: u64, slot: Slot) -> MigrationId {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&coordinator.0);
+        h.update(&epoch.to_le_bytes());
+        h.update(&slot.to_le_bytes());
+        MigrationId(h.digest())
     }
 }
 

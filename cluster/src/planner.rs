@@ -53,6 +53,21 @@ pub fn plan_draining(
     coordinator: NodeId,
     cfg: &PlannerConfig,
 ) -> PartitionTable {
+    let epoch = prev.map_or(1, |p| p.epoch + 1);
+    plan_at(prev, members, draining, coordinator, epoch, cfg)
+}
+
+/// [`plan_draining`] numbering the table `epoch` (the keeper numbers above every epoch it has
+/// seen). Migration ids are minted from (coordinator, epoch, slot), so a coordinator must never
+/// plan two different tables with one epoch.
+pub fn plan_at(
+    prev: Option<&PartitionTable>,
+    members: &[NodeInfo],
+    draining: &[NodeId],
+    coordinator: NodeId,
+    epoch: u64,
+    cfg: &PlannerConfig,
+) -> PartitionTable {
     assert!(!members.is_empty(), "planning needs at least one member");
     let mut nodes = normalize(members);
     if nodes.len() > NODES_MAX {
@@ -69,7 +84,6 @@ pub fn plan_draining(
         drains.iter().any(|d| !d),
         "at least one member must not be draining"
     );
-    let epoch = prev.map_or(1, |p| p.epoch + 1);
 
     // Shards, in (node index, core) order; `first_bin[n]` is node n's first shard.
     let mut first_bin = Vec::with_capacity(nodes.len());
@@ -185,7 +199,8 @@ pub fn plan_draining(
                         }
                         _ => None,
                     });
-                    let id = keep_id.unwrap_or_else(|| MigrationId::new(epoch, slot as Slot));
+                    let id = keep_id
+                        .unwrap_or_else(|| MigrationId::new(coordinator, epoch, slot as Slot));
                     (
                         p,
                         SlotState::Migrating {

@@ -508,6 +508,23 @@ impl Sim {
         let Some(t) = node.targets.get_mut(&slot) else {
             return Ok(());
         };
+        if self.trace == Some(slot) {
+            let what = match msg {
+                Message::MigrateBatch(b) => {
+                    format!("batch {:?} seq {}+{}", b.id, b.first_seq, b.ops.len())
+                }
+                Message::Handoff { id, end_seq, .. } => format!("handoff {id:?} end {end_seq}"),
+                Message::Abort { id, reason, .. } => format!("abort {id:?} {reason:?}"),
+                _ => "other".into(),
+            };
+            eprintln!(
+                "[{:>6} ms] slot {slot}: node {i} target {:?} ({:?}, applied {}) gets {what} from {from:?}",
+                self.now,
+                t.id,
+                t.phase(),
+                t.applied_ops()
+            );
+        }
         let store = &mut node.stores[usize::from(t.me.core)];
         let out = t.on_message(store, msg);
         if let TargetPhase::Aborted(AbortReason::Sequence) = t.phase() {
