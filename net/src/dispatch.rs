@@ -500,3 +500,84 @@ async fn finish_one(core: &Core, f: impl FnOnce(&mut Batch) -> Out) -> Reply {
         .pop()
         .unwrap_or_else(stopping)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Reply {
+        Reply::Bulk(Bytes::from(s.to_owned()))
+    }
+
+    #[test]
+    fn mget_parts_go_back_to_request_order() {
+        let r = merge(
+            Merge::Mget {
+                positions: vec![vec![0, 2], vec![1, 3]],
+                n: 4,
+            },
+            vec![
+                Reply::Array(vec![b("a"), Reply::Nil]),
+                Reply::Array(vec![b("b"), b("d")]),
+            ],
+        );
+        assert_eq!(r, Reply::Array(vec![b("a"), b("b"), Reply::Nil, b("d")]));
+    }
+
+    #[test]
+    fn scan_cursor_carries_the_core_in_the_top_byte() {
+        let page = |c: &str| Reply::Array(vec![b(c), Reply::Array(vec![b("k")])]);
+        let cur = |r: Reply| match r {
+            Reply::Array(v) => v[0].clone(),
+            _ => Reply::Nil,
+        };
+        // more on this core: same core, its local cursor
+        let r = merge(Merge::Scan { core: 1, cores: 3 }, vec![page("42")]);
+        assert_eq!(cur(r), b(&((1u64 << 56) + 42).to_string()));
+        // this core done: next core from 0
+        let r = merge(Merge::Scan { core: 1, cores: 3 }, vec![page("0")]);
+        assert_eq!(cur(r), b(&(2u64 << 56).to_string()));
+        // last core done: 0 ends the walk
+        let r = merge(Merge::Scan { core: 2, cores: 3 }, vec![page("0")]);
+        assert_eq!(cur(r), b("0"));
+    }
+
+    #[test]
+    fn counts_maps_and_errors() {
+        assert_eq!(
+            merge(Merge::Sum, vec![Reply::Int(2), Reply::Int(3)]),
+            Reply::Int(5)
+        );
+        assert_eq!(merge(Merge::AllOk, vec![Reply::Ok, Reply::Ok]), Reply::Ok);
+        let err = Reply::Error(CommandError::OutOfMemory);
+        assert_eq!(merge(Merge::AllOk, vec![Reply::Ok, err.clone()]), err);
+        let m = |v: i64| {
+            Reply::Map(vec![(
+                b("m"),
+                Reply::Map(vec![(Reply::simple("length"), Reply::Int(v))]),
+            )])
+        };
+        assert_eq!(merge(Merge::SumMaps, vec![m(2), m(5)]), m(7));
+        let r = merge(
+            Merge::Numsub {
+                channels: vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+            },
+            vec![
+                Reply::Array(vec![Reply::Int(1), Reply::Int(0)]),
+                Reply::Array(vec![Reply::Int(2), Reply::Int(1)]),
+            ],
+        );
+        assert_eq!(
+            r,
+            Reply::Array(vec![b("a"), Reply::Int(3), b("b"), Reply::Int(1)])
+        );
+        assert_eq!(merge(Merge::FirstNonNil, vec![Reply::Nil, b("x")]), b("x"));
+        assert_eq!(
+            merge(
+                Merge::Concat,
+                vec![Reply::Array(vec![b("x")]), Reply::Array(vec![b("y")])]
+            ),
+            Reply::Array(vec![b("x"), b("y")])
+        );
+    }
+}

@@ -989,3 +989,31 @@ fn background_expiry_runs_without_client_access() {
     assert_eq!(q::<i64>(&mut c, &["DBSIZE"]), 1);
     node.shutdown();
 }
+
+#[test]
+fn client_kill_and_shutdown_command() {
+    let node = start(2);
+    let mut victim = client(&node);
+    let id: i64 = q(&mut victim, &["CLIENT", "ID"]);
+    let mut admin = client(&node);
+    assert_eq!(
+        q::<i64>(&mut admin, &["CLIENT", "KILL", "ID", &id.to_string()]),
+        1
+    );
+    assert!(
+        redis::cmd("PING").query::<String>(&mut victim).is_err(),
+        "killed connection is closed"
+    );
+    assert_eq!(q::<i64>(&mut admin, &["CLIENT", "KILL", "ID", "999999"]), 0);
+    let requested = node.shutdown_requested();
+    let mut s = raw(&node);
+    s.write_all(b"SHUTDOWN\r\n").unwrap();
+    assert!(
+        read_to_close(&mut s).is_empty(),
+        "SHUTDOWN closes without a reply"
+    );
+    requested
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the process owner is told");
+    node.shutdown();
+}

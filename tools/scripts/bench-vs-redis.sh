@@ -37,8 +37,8 @@ start_server() { # kind cores pin -> sets PID PORT
 }
 stop_server() { kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; }
 
-rps() { # port args... -> requests per second of the (single) test
-    redis-benchmark -p "$1" "${@:2}" -q --csv | tail -1 | cut -d, -f2 | tr -d '"'
+rps() { # port args... -> requests per second, mean over the tests run
+    timeout 300 redis-benchmark -p "$1" "${@:2}" -q --csv | awk -F, 'NR > 1 { gsub(/"/, "", $2); s += $2; n++ } END { if (n) printf "%.0f", s / n }'
 }
 
 for round in $(seq "$ROUNDS"); do
@@ -49,17 +49,17 @@ for round in $(seq "$ROUNDS"); do
         for p in 1 16 64; do
             n=$((N * (p == 1 ? 1 : 5)))
             before="$(cpu_ticks "$PID")"
-            r="$(taskset -c 1 redis-benchmark -p "$PORT" -t get,set -n "$n" -r 100000 -d 32 -c 50 -P "$p" -q --csv | wc -l)"
+            r="$(timeout 300 taskset -c 1 redis-benchmark -p "$PORT" -t get,set -n "$n" -r 100000 -d 32 -c 50 -P "$p" -q --csv | wc -l)"
             after="$(cpu_ticks "$PID")"
             ops=$((2 * n))
             echo "$kind,cpu_us_per_op,$p,$(awk -v a="$after" -v b="$before" -v hz="$hz" -v ops="$ops" 'BEGIN { printf "%.3f", (a - b) / hz * 1e6 / ops }')"
             [ "$r" -ge 2 ] || echo "$kind,error,$p,benchmark-failed"
             if [ "$p" = 64 ]; then
-                echo "$kind,get_rps_1core,64,$(taskset -c 1 redis-benchmark -p "$PORT" -t get -n "$((N * 5))" -r 100000 -d 32 -c 50 -P 64 -q --csv | tail -1 | cut -d, -f2 | tr -d '"')"
+                echo "$kind,get_rps_1core,64,$(timeout 300 taskset -c 1 redis-benchmark -p "$PORT" -t get -n "$((N * 5))" -r 100000 -d 32 -c 50 -P 64 -q --csv | tail -1 | cut -d, -f2 | tr -d '"')"
             fi
         done
         # single-connection round trip
-        r="$(taskset -c 1 redis-benchmark -p "$PORT" -t get -n 50000 -c 1 -P 1 -q --csv | tail -1 | cut -d, -f2 | tr -d '"')"
+        r="$(timeout 300 taskset -c 1 redis-benchmark -p "$PORT" -t get -n 50000 -c 1 -P 1 -q --csv | tail -1 | cut -d, -f2 | tr -d '"')"
         echo "$kind,rtt_us,1,$(awk -v r="$r" 'BEGIN { printf "%.1f", 1e6 / r }')"
         stop_server
         # throughput with 2 executors, --threads 2, P=1

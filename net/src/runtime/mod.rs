@@ -38,7 +38,8 @@ pub struct RuntimeConfig {
     /// Capacity of each core's cross-core request channel, in batches. A sender finding it full
     /// yields and retries (backpressure). Default 1024, 16..=1048576.
     pub mesh_capacity: usize,
-    /// Preemption interval of glommio's scheduler, in microseconds. Default 500.
+    /// Preemption interval of glommio's scheduler, in microseconds (how long one task queue
+    /// runs before the background queue may get a turn). Default 10000.
     pub preempt_timer_us: u64,
 }
 
@@ -50,7 +51,7 @@ impl Default for RuntimeConfig {
             io_memory_bytes: 256 * 1024,
             ring_depth: 128,
             mesh_capacity: 1024,
-            preempt_timer_us: 500,
+            preempt_timer_us: 10_000,
         }
     }
 }
