@@ -615,11 +615,13 @@ impl Shard {
             // The map has no table id left (see `Map::can_append`): nothing was changed.
             return Err(CommandError::OutOfMemory);
         }
-        // Amortized garbage collection: when a map carries much garbage, each write moves a
-        // few times its own size of live entries, so memory is returned at least as fast as
-        // writes use it even without background `compact_step` calls.
+        // Amortized garbage collection: when a map carries much garbage (at least `ratio` of
+        // its table bytes), each write moves twice its own size of live entries. Compacting a
+        // table with garbage ratio g frees g bytes per (1 - g) moved, so at g >= 1/3 this
+        // returns memory at least as fast as writes use it, even without background
+        // `compact_step` calls.
         if m.garbage_pressure(ratio) {
-            m.compact_step((4 * (key.len() + value_len)).max(512), ratio);
+            m.compact_step((2 * (key.len() + value_len + 24)).max(128), ratio);
         }
         self.sync(map);
         Ok(())
