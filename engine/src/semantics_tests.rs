@@ -839,3 +839,21 @@ fn sieve_never_fails_a_write_because_its_victim_is_the_written_key() {
     }
     assert!(e.shard.stats().used_memory_bytes <= 40_000);
 }
+
+#[test]
+fn extreme_deadlines_do_not_overflow() {
+    let mut e = env();
+    e.run("SET k v PXAT 9223372036854775807");
+    assert_eq!(e.int("PEXPIRETIME k"), i64::MAX);
+    assert_eq!(e.int("EXPIRETIME k"), i64::MAX / 1000);
+    assert!(e.int("TTL k") > 0);
+    e.run("DM.PUT m k v");
+    e.run("DM.PEXPIRE m k 9223372036854775807");
+    let Reply::Map(entry) = e.run("DM.GETENTRY m k") else {
+        panic!()
+    };
+    assert_eq!(entry[1].1, Reply::Int(i64::MAX));
+    e.now = 0;
+    e.run("SET z v PX 9223372036854775807");
+    assert_eq!(e.int("TTL z"), i64::MAX / 1000);
+}

@@ -94,6 +94,11 @@ pub struct Shard {
     eviction_log: Option<Vec<(Bytes, Bytes)>>,
 }
 
+/// `now + ms`, capped at `i64::MAX` (deadlines are reported as signed Redis integers).
+fn deadline_after(now_ms: u64, ms: u64) -> u64 {
+    now_ms.saturating_add(ms).min(i64::MAX as u64)
+}
+
 fn seconds_floor(ms: u64) -> u64 {
     ms - ms % 1000
 }
@@ -379,7 +384,7 @@ impl Shard {
                 if map_cfg.ttl_ms == 0 {
                     0
                 } else {
-                    now_ms.saturating_add(map_cfg.ttl_ms)
+                    deadline_after(now_ms, map_cfg.ttl_ms)
                 }
             }
             Expiry::Keep => old.map_or(0, |m| m.expire_at_ms),
@@ -844,7 +849,11 @@ impl Shard {
                 Some(m) if m.expire_at_ms == 0 => Reply::Int(-1),
                 Some(m) => {
                     let ttl = m.expire_at_ms.saturating_sub(now) as i64;
-                    Reply::Int(if millis { ttl } else { (ttl + 500) / 1000 })
+                    Reply::Int(if millis {
+                        ttl
+                    } else {
+                        ttl.saturating_add(500) / 1000
+                    })
                 }
             },
             Command::ExpireTime { key, millis } => match self.lookup(d, &key, now, false) {
@@ -852,7 +861,11 @@ impl Shard {
                 Some(m) if m.expire_at_ms == 0 => Reply::Int(-1),
                 Some(m) => {
                     let at = m.expire_at_ms as i64;
-                    Reply::Int(if millis { at } else { (at + 500) / 1000 })
+                    Reply::Int(if millis {
+                        at
+                    } else {
+                        at.saturating_add(500) / 1000
+                    })
                 }
             },
             Command::Persist { key } => match self.lookup(d, &key, now, false) {
@@ -977,7 +990,7 @@ impl Shard {
                 if self.lookup(&map, &key, now, false).is_none() {
                     return Err(CommandError::KeyNotFound);
                 }
-                self.set_expire(&map, &key, now.saturating_add(ttl_ms), now);
+                self.set_expire(&map, &key, deadline_after(now, ttl_ms), now);
                 Reply::Ok
             }
             Command::DmIncr { map, key, delta } => Reply::Int(self.incr(&map, &key, delta, now)?),
@@ -1023,7 +1036,7 @@ impl Shard {
                     return Err(CommandError::LockNotAcquired);
                 }
                 let token = format!("{:016x}", self.rng.next_u64());
-                let at = lease_ms.map_or(0, |l| now.saturating_add(l));
+                let at = lease_ms.map_or(0, |l| deadline_after(now, l));
                 self.store(&map, &key, Bytes::from(token.clone().into_bytes()), at, now)?;
                 Reply::Simple(Bytes::from(token.into_bytes()))
             }
@@ -1041,7 +1054,7 @@ impl Shard {
                 lease_ms,
             } => match self.read_for_write(&map, &key, now) {
                 Some((v, _)) if v == token => {
-                    self.set_expire(&map, &key, now.saturating_add(lease_ms), now);
+                    self.set_expire(&map, &key, deadline_after(now, lease_ms), now);
                     Reply::Ok
                 }
                 _ => return Err(CommandError::NoSuchLock),
