@@ -790,6 +790,54 @@ impl Map {
         (if b >= n { 0 } else { b }, out)
     }
 
+    /// Rehash generation of `slot`'s index table (0 when the slot has no keys).
+    pub fn slot_generation(&self, slot: Slot) -> u32 {
+        self.slot_pos
+            .get(&slot)
+            .map_or(0, |&p| self.slots[p as usize].generation)
+    }
+
+    /// Migration scan: visits up to `max` entries of `slot` from `bucket`, restarting at bucket
+    /// 0 when the slot's table rehashed since `generation` was read (so every key present for
+    /// the whole scan is visited at least once). Returns `(generation, next bucket)`, or `None`
+    /// when the slot is done. Bounded work: at most `max * 4 + 64` buckets per call.
+    pub fn slot_scan(
+        &self,
+        slot: Slot,
+        generation: u32,
+        bucket: usize,
+        max: usize,
+        mut visit: impl FnMut(&[u8], Bytes, &Meta),
+    ) -> Option<(u32, usize)> {
+        let &pos = self.slot_pos.get(&slot)?;
+        let si = &self.slots[pos as usize];
+        let mut bucket_at = if si.generation == generation {
+            bucket
+        } else {
+            0
+        };
+        let buckets = si.table.num_buckets();
+        let limit = max.saturating_mul(4).saturating_add(64);
+        let (mut visited, mut examined) = (0, 0);
+        while bucket_at < buckets {
+            if visited >= max || examined >= limit {
+                return Some((si.generation, bucket_at));
+            }
+            if let Some(&packed) = si.table.get_bucket(bucket_at) {
+                let (t, pe) = self.parsed(unpack(packed));
+                visit(
+                    pe.key(&t.data),
+                    self.value_of(t, &pe),
+                    &Meta::from_header(&pe.header),
+                );
+                visited += 1;
+            }
+            bucket_at += 1;
+            examined += 1;
+        }
+        None
+    }
+
     fn is_live(&self, id: u32, off: usize, key: &[u8]) -> bool {
         self.locate(key) == Some(loc(id, off))
     }

@@ -857,3 +857,65 @@ fn extreme_deadlines_do_not_overflow() {
     e.run("SET z v PX 9223372036854775807");
     assert_eq!(e.int("TTL z"), i64::MAX / 1000);
 }
+
+#[test]
+fn slot_scan_migrates_every_stable_key_across_maps_and_rehashes() {
+    use crate::shard::{SlotCursor, SlotEntry};
+    let mut src = env();
+    let slot = crate::key_slot(b"tag");
+    for i in 0..300 {
+        src.run(&format!("SET {{tag}}:{i} v{i}"));
+        src.run(&format!("DM.PUT m {{tag}}:{i} w{i} PX 100000"));
+    }
+    src.run("SET other v");
+    assert_eq!(src.shard.slot_key_count(slot), 600);
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = SlotCursor::default();
+    let mut dst = Shard::new(EngineConfig::default());
+    for round in 0..10_000 {
+        let mut out: Vec<SlotEntry> = Vec::new();
+        let next = src.shard.scan_slot(slot, &cursor, 7, &mut out);
+        assert!(out.len() <= 7);
+        for e in out {
+            seen.insert((e.map.clone(), e.key.clone()));
+            assert!(dst
+                .put_versioned(&e.map, &e.key, e.value, e.expire_at_ms, e.version, T0)
+                .is_ok());
+        }
+        // New keys during the scan make the slot's tables grow (rehash).
+        src.run(&format!("SET {{tag}}:new{round} x"));
+        match next {
+            Some(c) => cursor = c,
+            None => break,
+        }
+    }
+    for i in 0..300 {
+        assert!(seen.contains(&(
+            Bytes::from_static(b"default"),
+            Bytes::from(format!("{{tag}}:{i}"))
+        )));
+        assert!(seen.contains(&(
+            Bytes::from_static(b"m"),
+            Bytes::from(format!("{{tag}}:{i}"))
+        )));
+    }
+    // Versions decide: an older write does not replace a newer one.
+    let v = dst.key_version(b"m", b"{tag}:1", T0).unwrap();
+    assert!(!dst
+        .put_versioned(b"m", b"{tag}:1", Bytes::from_static(b"old"), 0, v - 1, T0)
+        .unwrap());
+    assert!(!dst.delete_versioned(b"m", b"{tag}:1", v));
+    assert!(dst.delete_versioned(b"m", b"{tag}:1", v + 1));
+    // Local writes after a migrated version get larger versions.
+    let mut d = Env {
+        shard: dst,
+        now: T0,
+    };
+    d.run("SET {tag}:2 local");
+    assert!(d.shard.key_version(b"default", b"{tag}:2", T0).unwrap() > v);
+    let before = src.shard.slot_key_count(slot) as usize;
+    assert!(before >= 600);
+    assert_eq!(src.shard.drop_slot(slot), before);
+    assert_eq!(src.shard.slot_key_count(slot), 0);
+    assert_eq!(src.int("EXISTS other"), 1);
+}

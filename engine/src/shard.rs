@@ -78,6 +78,26 @@ pub struct ShardStats {
     pub expired_keys: u64,
 }
 
+/// A resumable position of `Shard::scan_slot` (maps in name order, then index buckets).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotCursor {
+    map: Bytes,
+    generation: u32,
+    bucket: usize,
+}
+
+/// One entry as a migration or replication stream carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotEntry {
+    pub map: Bytes,
+    pub key: Bytes,
+    pub value: Bytes,
+    /// The entry's version (versions only grow; the higher one wins).
+    pub version: u64,
+    /// Absolute deadline in ms; 0 = none.
+    pub expire_at_ms: u64,
+}
+
 /// One shard: owned by one core, `Send`, never shared.
 #[derive(Debug)]
 pub struct Shard {
@@ -250,6 +270,134 @@ impl Shard {
         self.maps
             .get(map)
             .map_or((0, Vec::new()), |m| m.slot_keys(slot, cursor, count))
+    }
+
+    /// Appends up to `max` entries of `slot` (all maps) from `cursor` to `out`; returns the next
+    /// cursor, or `None` when the slot is done. Every key present in the slot for the whole
+    /// scan is returned at least once (a rehash of a slot's index restarts that map's part);
+    /// keys written or deleted meanwhile may or may not be. Bounded work per call.
+    pub fn scan_slot(
+        &self,
+        slot: Slot,
+        cursor: &SlotCursor,
+        max: usize,
+        out: &mut Vec<SlotEntry>,
+    ) -> Option<SlotCursor> {
+        let max = max.max(1);
+        let mut taken = 0;
+        let start = std::ops::Bound::Included(cursor.map.clone());
+        for (name, m) in self.maps.range((start, std::ops::Bound::Unbounded)) {
+            let same = *name == cursor.map;
+            let (generation, bucket) = if same {
+                (cursor.generation, cursor.bucket)
+            } else {
+                (m.slot_generation(slot), 0)
+            };
+            let next = m.slot_scan(slot, generation, bucket, max - taken, |k, v, meta| {
+                out.push(SlotEntry {
+                    map: name.clone(),
+                    key: Bytes::copy_from_slice(k),
+                    value: v,
+                    version: meta.version,
+                    expire_at_ms: meta.expire_at_ms,
+                });
+                taken += 1;
+            });
+            if let Some((generation, bucket)) = next {
+                return Some(SlotCursor {
+                    map: name.clone(),
+                    generation,
+                    bucket,
+                });
+            }
+            if taken >= max {
+                // Continue with the next map (or finish) on the next call.
+                let next_map = self
+                    .maps
+                    .range::<Bytes, _>((
+                        std::ops::Bound::Excluded(name.clone()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .next()
+                    .map(|(n, m)| (n.clone(), m.slot_generation(slot)));
+                return next_map.map(|(map, generation)| SlotCursor {
+                    map,
+                    generation,
+                    bucket: 0,
+                });
+            }
+        }
+        None
+    }
+
+    /// Writes `key` with a given version (migration, replication): a no-op returning
+    /// `Ok(false)` when the stored version is already at least `version`. Later local writes
+    /// get larger versions.
+    pub fn put_versioned(
+        &mut self,
+        map: &[u8],
+        key: &[u8],
+        value: Bytes,
+        expire_at_ms: u64,
+        version: u64,
+        now_ms: u64,
+    ) -> Result<bool, CommandError> {
+        if let Some(m) = self.maps.get(map).and_then(|m| m.meta(key)) {
+            if m.version >= version {
+                return Ok(false);
+            }
+        }
+        self.check_map_name(map)?;
+        self.check_key(key)?;
+        self.check_value_len(value.len() as u64)?;
+        self.make_room(map, key, value.len(), expire_at_ms != 0, now_ms)?;
+        self.last_version = self.last_version.max(version);
+        let m = self.map_entry(map);
+        let meta = Meta {
+            expire_at_ms,
+            version,
+            access_ms: seconds_floor(now_ms),
+            lfu: LFU_INIT,
+            visited: false,
+        };
+        let stored = m.put(key, value, meta, true);
+        self.sync(map);
+        if stored {
+            Ok(true)
+        } else {
+            Err(CommandError::OutOfMemory)
+        }
+    }
+
+    /// Deletes `key` if its stored version is older than `version` (a migrated or replicated
+    /// delete); true when something was removed. Later local writes get larger versions.
+    pub fn delete_versioned(&mut self, map: &[u8], key: &[u8], version: u64) -> bool {
+        self.last_version = self.last_version.max(version);
+        let older = self
+            .maps
+            .get(map)
+            .and_then(|m| m.meta(key))
+            .is_some_and(|m| m.version < version);
+        older && self.remove(map, key)
+    }
+
+    /// Removes every key of `slot` in every map; returns how many.
+    pub fn drop_slot(&mut self, slot: Slot) -> usize {
+        let mut removed = 0;
+        for name in self.map_names() {
+            loop {
+                let (_, keys) = self.slot_keys(&name, slot, 0, 1024);
+                if keys.is_empty() {
+                    break;
+                }
+                for k in keys {
+                    if self.remove(&name, &k) {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        removed
     }
 
     /// Names of the maps present on this shard.
