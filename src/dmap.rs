@@ -311,7 +311,9 @@ impl<E: Execute> DMap<E> {
     }
 
     /// Takes the lock on `key`, waiting up to `wait` for it; the lock expires after `lease`
-    /// unless extended. Fails with [`Error::LockNotAcquired`] when the wait runs out.
+    /// unless extended. Fails with [`Error::LockNotAcquired`] when the wait runs out. As in
+    /// Olric, the lock is an entry of this map under `key` holding the token, so a key that
+    /// holds a value cannot be locked: use a map (or key prefix) of its own for locks.
     pub fn lock(
         &self,
         key: impl AsRef<[u8]>,

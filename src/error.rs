@@ -21,6 +21,9 @@ pub enum Error {
         command: &'static str,
         reply: String,
     },
+    /// An embedded node could not start (bad configuration, no CPUs, a port in use ...).
+    #[error("node did not start: {0}")]
+    Start(String),
     /// The node is shut down or unreachable.
     #[error("node unavailable: {0}")]
     Unavailable(String),

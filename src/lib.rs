@@ -1,5 +1,7 @@
 //! `tessera`: the embedding API of the Tessera cache.
 //!
+//! - [`Node`] runs a Tessera node inside this process (the same executors as `tesserad`);
+//!   [`Client`] talks to a remote `tesserad` (or Redis Cluster-compatible servers).
 //! - [`DMap`] is the typed DMap API (Olric's operations) over any [`Execute`] backend: an
 //!   embedded node's handle or a remote connection. Switching modes is a constructor change.
 //! - The crates below are re-exported for users who need the lower layers.
@@ -7,10 +9,12 @@
 
 pub mod dmap;
 pub mod error;
+pub mod node;
 pub mod remote;
 
 pub use dmap::{DMap, Entry, Execute, LockGuard, PutOptions};
 pub use error::Error;
+pub use node::{Node, NodeConfig, NodeHandle};
 pub use remote::{Client, ClientConfig};
 pub use tessera_engine::{CommandError, Reply};
 

@@ -301,12 +301,17 @@ impl NodeHandle {
     /// thread for its reply. Data commands only (connection commands need a connection).
     /// Must not be called from an executor thread.
     pub fn execute(&self, args: Vec<Bytes>) -> Reply {
+        // SCAN and DM.SCAN carry a node-wide cursor (core index in its top bits): they must go
+        // through the raw-argument path that composes it, not straight to one shard.
+        let node_cursor = args.first().is_some_and(|name| {
+            name.eq_ignore_ascii_case(b"scan") || name.eq_ignore_ascii_case(b"dm.scan")
+        });
         let core = match args.get(1) {
-            Some(_) => match Command::parse(&args) {
+            Some(_) if !node_cursor => match Command::parse(&args) {
                 Ok(c) => return self.execute_command(c),
                 Err(e) => return Reply::Error(e),
             },
-            None => self.next_core(),
+            _ => self.next_core(),
         };
         self.run(core, Err(args))
     }
