@@ -1017,3 +1017,72 @@ fn client_kill_and_shutdown_command() {
         .expect("the process owner is told");
     node.shutdown();
 }
+
+#[test]
+fn resp3_through_the_redis_crate() {
+    both(|node| {
+        let addr = node.local_addr().unwrap();
+        let cl = redis::Client::open(format!("redis://{addr}/?protocol=resp3")).unwrap();
+        let mut c = cl
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .unwrap();
+        let k0 = key_on(node, 0, "r3");
+        let k1 = key_on(node, 1, "r3");
+        assert_eq!(q::<String>(&mut c, &["MSET", &k0, "a", &k1, "b"]), "OK");
+        assert_eq!(
+            q::<Vec<Option<String>>>(&mut c, &["MGET", &k0, "none", &k1]),
+            vec![Some("a".into()), None, Some("b".into())]
+        );
+        let v: Value = q(&mut c, &["GET", "none"]);
+        assert_eq!(v, Value::Nil);
+        let cfg: Value = q(&mut c, &["CONFIG", "GET", "appendonly"]);
+        assert!(matches!(cfg, Value::Map(_)), "{cfg:?}");
+        let f: Value = q(&mut c, &["INCRBYFLOAT", "r3f", "1.5"]);
+        assert!(
+            matches!(f, Value::BulkString(_) | Value::Double(_)),
+            "{f:?}"
+        );
+        let stats: Value = q(&mut c, &["DM.STATS"]);
+        assert!(matches!(stats, Value::Map(_)), "{stats:?}");
+    });
+}
+
+#[test]
+fn random_bytes_never_take_the_node_down() {
+    let node = start(2);
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let alphabet = b"*$+-:\r\n0123456789-GETSETPINGDM.abc \"'\\x{}";
+    for round in 0..200 {
+        let mut s = raw(&node);
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let len = (next() % 512) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                let r = next();
+                if r % 4 == 0 {
+                    r as u8
+                } else {
+                    alphabet[(r as usize >> 8) % alphabet.len()]
+                }
+            })
+            .collect();
+        let _ = s.write_all(&bytes);
+        let mut sink = [0u8; 4096];
+        // whatever comes back (errors, replies, a close) is fine; the node must stay up
+        let _ = s.read(&mut sink);
+        if round % 50 == 0 {
+            let mut c = client(&node);
+            assert_eq!(q::<String>(&mut c, &["PING"]), "PONG", "round {round}");
+        }
+    }
+    let mut c = client(&node);
+    assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+    node.shutdown();
+}
