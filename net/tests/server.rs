@@ -1086,3 +1086,34 @@ fn random_bytes_never_take_the_node_down() {
     assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
     node.shutdown();
 }
+
+#[test]
+fn connections_max_is_enforced() {
+    let mut cfg = config(1);
+    cfg.net.connections_max = 2;
+    let node = Node::start(cfg).unwrap();
+    let mut a = raw(&node);
+    let mut b = raw(&node);
+    exchange(&mut a, b"PING\r\n", b"+PONG\r\n");
+    exchange(&mut b, b"PING\r\n", b"+PONG\r\n");
+    let mut c = raw(&node);
+    assert_eq!(
+        read_to_close(&mut c),
+        b"-ERR max number of clients reached\r\n"
+    );
+    drop(a);
+    // the slot frees once the server has seen the close
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut d = raw(&node);
+        d.write_all(b"PING\r\n").unwrap();
+        let mut buf = [0u8; 64];
+        let n = d.read(&mut buf).unwrap_or(0);
+        if &buf[..n] == b"+PONG\r\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node.shutdown();
+}
