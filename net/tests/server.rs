@@ -1092,23 +1092,23 @@ fn connections_max_is_enforced() {
     let mut cfg = config(1);
     cfg.net.connections_max = 2;
     let node = Node::start(cfg).unwrap();
-    let mut a = raw(&node);
-    let mut b = raw(&node);
-    exchange(&mut a, b"PING\r\n", b"+PONG\r\n");
-    exchange(&mut b, b"PING\r\n", b"+PONG\r\n");
+    let mut first = raw(&node);
+    let mut second = raw(&node);
+    exchange(&mut first, b"PING\r\n", b"+PONG\r\n");
+    exchange(&mut second, b"PING\r\n", b"+PONG\r\n");
     let mut c = raw(&node);
     assert_eq!(
         read_to_close(&mut c),
         b"-ERR max number of clients reached\r\n"
     );
-    drop(a);
+    drop(first);
     // the slot frees once the server has seen the close
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut d = raw(&node);
-        d.write_all(b"PING\r\n").unwrap();
+        let mut probe = raw(&node);
+        probe.write_all(b"PING\r\n").unwrap();
         let mut buf = [0u8; 64];
-        let n = d.read(&mut buf).unwrap_or(0);
+        let n = probe.read(&mut buf).unwrap_or(0);
         if &buf[..n] == b"+PONG\r\n" {
             break;
         }
