@@ -144,6 +144,8 @@ pub struct CoreStats {
     pub remote_in: Cell<u64>,
     /// Batches sent to other cores.
     pub batches_out: Cell<u64>,
+    /// Sends that found the target's request channel full and had to retry (backpressure).
+    pub mesh_full: Cell<u64>,
     pub connections: Cell<u64>,
     pub connections_total: Cell<u64>,
     pub commands: Cell<u64>,
@@ -342,11 +344,14 @@ impl Core {
         };
         match self.shared.mesh[core].try_send(req) {
             Ok(()) => Some(SendFuture::Sent(rx)),
-            Err(TrySendError::Full(req)) => Some(SendFuture::Retry {
-                core,
-                req: Some(req),
-                rx,
-            }),
+            Err(TrySendError::Full(req)) => {
+                bump(&self.stats.mesh_full, 1);
+                Some(SendFuture::Retry {
+                    core,
+                    req: Some(req),
+                    rx,
+                })
+            }
             Err(TrySendError::Disconnected(_)) => {
                 self.pending.borrow_mut().remove(&id);
                 None
@@ -415,6 +420,7 @@ impl Core {
             ("executed", s.executed.get()),
             ("remote_in", s.remote_in.get()),
             ("batches_out", s.batches_out.get()),
+            ("mesh_full", s.mesh_full.get()),
             ("connections", s.connections.get()),
             ("connections_total", s.connections_total.get()),
             ("rejected_connections", s.rejected_connections.get()),
