@@ -43,7 +43,7 @@ pub enum Op {
         channel: Bytes,
         message: Bytes,
     },
-    /// PUBSUB CHANNELS [pattern] on this core: `Array` of names.
+    /// PUBSUB CHANNELS \[pattern\] on this core: `Array` of names.
     PubsubChannels {
         pattern: Option<Bytes>,
     },
@@ -55,7 +55,7 @@ pub enum Op {
     PubsubNumpat,
     /// Register an application-thread subscriber (embedding API) on this core.
     SubscribeThread(ThreadSubscriber),
-    /// Counters of this core, see [`CoreStats::to_reply`].
+    /// Counters of this core: a `Map` of name to integer (the INFO `shards` fields).
     Stats,
     /// CONFIG SET maxmemory: this shard's share in bytes.
     SetMaxmemory(u64),
