@@ -331,6 +331,29 @@ pub fn route(core: &Core, batch: &mut Batch, cmd: Command) -> Out {
             Out::Merge(Merge::AllOk, fan(batch, &cmd))
         }
         Command::DmStats { .. } => Out::Merge(Merge::SumMaps, fan(batch, &cmd)),
+        // A command built directly (embedding API) carries the node-wide cursor.
+        Command::Scan {
+            cursor,
+            pattern,
+            count,
+            type_filter,
+        } => scan_on_owner(core, batch, cursor, |local| Command::Scan {
+            cursor: local,
+            pattern,
+            count,
+            type_filter,
+        }),
+        Command::DmScan {
+            map,
+            cursor,
+            pattern,
+            count,
+        } => scan_on_owner(core, batch, cursor, |local| Command::DmScan {
+            map,
+            cursor: local,
+            pattern,
+            count,
+        }),
         Command::MGet { keys } => {
             let n = keys.len();
             let groups = group(core, &keys.iter().collect::<Vec<_>>());
@@ -390,6 +413,28 @@ pub fn route(core: &Core, batch: &mut Batch, cmd: Command) -> Out {
             Out::One(batch.op(core, owner, Op::Cmd(other)))
         }
     }
+}
+
+/// Runs a SCAN-like command with node-wide `cursor` on the core its top 8 bits name.
+fn scan_on_owner(
+    core: &Core,
+    batch: &mut Batch,
+    cursor: u64,
+    make: impl FnOnce(u64) -> Command,
+) -> Out {
+    let cores = core.shared.cores;
+    let target = (cursor >> 56) as usize;
+    if target >= cores {
+        return Out::One(Part::Ready(Reply::Error(CommandError::InvalidCursor)));
+    }
+    let cmd = make(cursor & (SCAN_CURSOR_LIMIT - 1));
+    Out::Merge(
+        Merge::Scan {
+            core: target,
+            cores,
+        },
+        vec![batch.op(core, target, Op::Cmd(cmd))],
+    )
 }
 
 fn split_count(

@@ -1170,3 +1170,53 @@ fn many_clients_hammering_both_cores_with_a_tiny_mesh() {
     eprintln!("sends that met a full mesh channel: {full}");
     node.shutdown();
 }
+
+#[test]
+fn embedding_scan_walks_every_core() {
+    let mut cfg = config(2);
+    cfg.net.listen = false;
+    let node = Node::start(cfg).unwrap();
+    let h = node.handle();
+    let b = |s: &str| bytes::Bytes::from(s.to_owned());
+    for i in 0..100 {
+        h.execute(vec![b("SET"), b(&format!("s:{i}")), b("v")]);
+        h.execute(vec![b("DM.PUT"), b("m"), b(&format!("d:{i}")), b("v")]);
+    }
+    let walk = |make: &dyn Fn(u64) -> tessera_engine::Command| {
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0u64;
+        for _ in 0..1000 {
+            let tessera_engine::Reply::Array(v) = h.execute_command(make(cursor)) else {
+                panic!("scan reply");
+            };
+            let tessera_engine::Reply::Bulk(next) = &v[0] else {
+                panic!("cursor")
+            };
+            if let tessera_engine::Reply::Array(keys) = &v[1] {
+                for k in keys {
+                    seen.insert(format!("{k:?}"));
+                }
+            }
+            cursor = std::str::from_utf8(next).unwrap().parse().unwrap();
+            if cursor == 0 {
+                break;
+            }
+        }
+        seen.len()
+    };
+    let scan = |cursor| tessera_engine::Command::Scan {
+        cursor,
+        pattern: None,
+        count: 7,
+        type_filter: None,
+    };
+    assert_eq!(walk(&scan), 100);
+    let dm_scan = |cursor| tessera_engine::Command::DmScan {
+        map: b("m"),
+        cursor,
+        pattern: None,
+        count: 7,
+    };
+    assert_eq!(walk(&dm_scan), 100);
+    node.shutdown();
+}
