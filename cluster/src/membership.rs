@@ -122,6 +122,11 @@ pub struct MembershipConfig {
     /// Suspect-to-down delay; the failure-detection bound is about
     /// `probe_period_ms + suspect_to_down_ms`. Default 4000.
     pub suspect_to_down_ms: u64,
+    /// Down members are sent an announce this often, so a member that was declared down while
+    /// it was cut off (and that no live member talks to any more) hears about it, renews its
+    /// generation and rejoins. Default 5000, >= 10. (foca's `periodic_announce_to_down_members`;
+    /// without it a healed node can stay alone for good: the simulator found it.)
+    pub down_announce_ms: u64,
     /// Largest gossip datagram in bytes, tag included. Default 1400 (fits an Ethernet MTU),
     /// >= 512.
     pub max_packet_bytes: usize,
@@ -142,6 +147,7 @@ impl Default for MembershipConfig {
             probe_rtt_ms: 500,
             suspect_to_down_ms: 4000,
             max_packet_bytes: 1400,
+            down_announce_ms: 5000,
             secret: Vec::new(),
         }
     }
@@ -159,7 +165,8 @@ impl MembershipConfig {
             && self.probe_rtt_ms > 0
             && self.probe_rtt_ms < self.probe_period_ms
             && self.suspect_to_down_ms > 0
-            && self.max_packet_bytes >= 512;
+            && self.max_packet_bytes >= 512
+            && self.down_announce_ms >= 10;
         if ok {
             Ok(())
         } else {
@@ -283,6 +290,10 @@ impl SwimMembership {
         fc.probe_period = Duration::from_millis(cfg.probe_period_ms);
         fc.probe_rtt = Duration::from_millis(cfg.probe_rtt_ms);
         fc.suspect_to_down_after = Duration::from_millis(cfg.suspect_to_down_ms);
+        fc.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+            frequency: Duration::from_millis(cfg.down_announce_ms),
+            num_members: NonZeroUsize::new(2).expect("nonzero"),
+        });
         let tag = if cfg.secret.is_empty() {
             0
         } else {

@@ -222,6 +222,7 @@ impl Sim {
             probe_rtt_ms: 200,
             suspect_to_down_ms: 1500,
             max_packet_bytes: 1400,
+            down_announce_ms: 2000,
             secret: b"sim cluster secret".to_vec(),
         };
         let mut membership =
@@ -1033,8 +1034,27 @@ impl Sim {
                 format!("slot {slot} {id:?} {f:?} -> {d:?}: source {src:?}, target {dst:?}")
             })
             .collect();
+        let views: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.up)
+            .map(|n| {
+                let me = n.membership.me();
+                format!(
+                    "{:?} gen {} sees {:?} leaving {}",
+                    me.id,
+                    me.generation,
+                    n.membership
+                        .live_members()
+                        .iter()
+                        .map(|m| (m.id, m.generation))
+                        .collect::<Vec<_>>(),
+                    n.leaving
+                )
+            })
+            .collect();
         Err(self.fail(format!(
-            "not settled after {SETTLE_MS} ms: {stuck:?}; epoch {:?}, {} migrations pending, node epochs {:?}, table nodes {}, live nodes {}",
+            "not settled after {SETTLE_MS} ms: views {views:?}; {stuck:?}; epoch {:?}, {} migrations pending, node epochs {:?}, table nodes {}, live nodes {}",
             auth.map(|t| t.epoch),
             auth.map_or(0, |t| t.migrations().count()),
             self.nodes.iter().filter(|n| n.up).map(|n| n.keeper.epoch()).collect::<Vec<_>>(),
