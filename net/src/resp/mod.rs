@@ -7,9 +7,11 @@
 
 mod encode;
 mod parse;
+mod split;
 
 pub use encode::{encode, encode_bulk, encode_error, encode_push};
 pub use parse::{parse_request, Parser, ProtocolError};
+pub use split::{split_args, SplitError};
 
 use serde::Deserialize;
 

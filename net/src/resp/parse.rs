@@ -7,6 +7,7 @@
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 
+use super::split::split_args;
 use super::Limits;
 
 /// A request that cannot be parsed. `Display` is the exact error text Redis sends (without `-`);
@@ -212,7 +213,7 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Inline, ProtocolE
     let line = buf.split_to(nl + 1);
     let line = line.strip_suffix(b"\n").unwrap_or(&line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let args = split_args(line)?;
+    let args = split_args(line).map_err(|_| ProtocolError::UnbalancedQuotes)?;
     if args.is_empty() {
         return Ok(Inline::Empty);
     }
@@ -220,97 +221,6 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Inline, ProtocolE
         return Err(ProtocolError::InvalidMultibulkLength);
     }
     Ok(Inline::Request(args.into_iter().map(Bytes::from).collect()))
-}
-
-/// Splits an inline command line like Redis's `sdssplitargs`: whitespace-separated words,
-/// `"double quotes"` with `\n \r \t \b \a \\ \" \xHH` escapes, `'single quotes'` with `\'`.
-/// A closing quote must be followed by whitespace or the end of the line.
-fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
-    let mut args = Vec::new();
-    let mut i = 0;
-    loop {
-        while i < line.len() && line[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if i >= line.len() {
-            return Ok(args);
-        }
-        let mut current = Vec::new();
-        let mut in_double = false;
-        let mut in_single = false;
-        loop {
-            if in_double {
-                let Some(&c) = line.get(i) else {
-                    return Err(ProtocolError::UnbalancedQuotes);
-                };
-                if c == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' {
-                    if let (Some(h), Some(l)) = (hex(line[i + 2]), hex(line[i + 3])) {
-                        current.push(h * 16 + l);
-                        i += 4;
-                        continue;
-                    }
-                }
-                if c == b'\\' && i + 1 < line.len() {
-                    current.push(match line[i + 1] {
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'b' => 0x08,
-                        b'a' => 0x07,
-                        other => other,
-                    });
-                    i += 2;
-                    continue;
-                }
-                if c == b'"' {
-                    if i + 1 < line.len() && !line[i + 1].is_ascii_whitespace() {
-                        return Err(ProtocolError::UnbalancedQuotes);
-                    }
-                    i += 1;
-                    break;
-                }
-                current.push(c);
-                i += 1;
-            } else if in_single {
-                let Some(&c) = line.get(i) else {
-                    return Err(ProtocolError::UnbalancedQuotes);
-                };
-                if c == b'\\' && i + 1 < line.len() && line[i + 1] == b'\'' {
-                    current.push(b'\'');
-                    i += 2;
-                    continue;
-                }
-                if c == b'\'' {
-                    if i + 1 < line.len() && !line[i + 1].is_ascii_whitespace() {
-                        return Err(ProtocolError::UnbalancedQuotes);
-                    }
-                    i += 1;
-                    break;
-                }
-                current.push(c);
-                i += 1;
-            } else {
-                match line.get(i) {
-                    None => break,
-                    Some(c) if c.is_ascii_whitespace() => break,
-                    Some(b'"') => in_double = true,
-                    Some(b'\'') => in_single = true,
-                    Some(&c) => current.push(c),
-                }
-                i += 1;
-            }
-        }
-        args.push(current);
-    }
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -2,103 +2,13 @@
 //! `sdssplitargs`): whitespace separates arguments; `"..."` allows `\n \r \t \b \a \\ \"` and
 //! `\xHH` escapes; `'...'` is literal except `\'`; a closing quote must end the argument.
 
-/// Why a line could not be split.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SplitError {
-    /// A quote was opened and never closed.
-    #[error("unbalanced quotes in request")]
-    Unbalanced,
-    /// A closing quote was followed by something other than whitespace.
-    #[error("closing quote must be followed by a space or nothing at all")]
-    TrailingAfterQuote,
-}
+pub use tessera_net::resp::SplitError;
 
-/// Splits `line` into arguments (bytes, since `\xHH` may produce any byte).
+/// Splits `line` into arguments (bytes, since `\xHH` may produce any byte). The rules are the
+/// server's own (`tessera_net::resp::split_args`), so a line means the same typed here as sent
+/// inline.
 pub fn split_args(line: &str) -> Result<Vec<Vec<u8>>, SplitError> {
-    let bytes = line.as_bytes();
-    let mut args = Vec::new();
-    let mut i = 0;
-    loop {
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if i >= bytes.len() {
-            return Ok(args);
-        }
-        let mut cur = Vec::new();
-        // 0: bare, b'"': in double quotes, b'\'': in single quotes
-        let mut quote = 0u8;
-        loop {
-            let Some(&c) = bytes.get(i) else {
-                if quote != 0 {
-                    return Err(SplitError::Unbalanced);
-                }
-                break;
-            };
-            match quote {
-                b'"' => {
-                    if c == b'\\' && i + 3 < bytes.len() && bytes[i + 1] == b'x' {
-                        if let (Some(h), Some(l)) = (hex(bytes[i + 2]), hex(bytes[i + 3])) {
-                            cur.push(h * 16 + l);
-                            i += 4;
-                            continue;
-                        }
-                    }
-                    if c == b'\\' && i + 1 < bytes.len() {
-                        cur.push(match bytes[i + 1] {
-                            b'n' => b'\n',
-                            b'r' => b'\r',
-                            b't' => b'\t',
-                            b'b' => 0x08,
-                            b'a' => 0x07,
-                            other => other,
-                        });
-                        i += 2;
-                        continue;
-                    }
-                    if c == b'"' {
-                        i += 1;
-                        if bytes.get(i).is_some_and(|n| !n.is_ascii_whitespace()) {
-                            return Err(SplitError::TrailingAfterQuote);
-                        }
-                        break;
-                    }
-                    cur.push(c);
-                }
-                b'\'' => {
-                    if c == b'\\' && bytes.get(i + 1) == Some(&b'\'') {
-                        cur.push(b'\'');
-                        i += 2;
-                        continue;
-                    }
-                    if c == b'\'' {
-                        i += 1;
-                        if bytes.get(i).is_some_and(|n| !n.is_ascii_whitespace()) {
-                            return Err(SplitError::TrailingAfterQuote);
-                        }
-                        break;
-                    }
-                    cur.push(c);
-                }
-                _ => {
-                    if c.is_ascii_whitespace() {
-                        break;
-                    }
-                    if c == b'"' || c == b'\'' {
-                        quote = c;
-                    } else {
-                        cur.push(c);
-                    }
-                }
-            }
-            i += 1;
-        }
-        args.push(cur);
-    }
-}
-
-fn hex(c: u8) -> Option<u8> {
-    char::from(c).to_digit(16).map(|d| d as u8)
+    tessera_net::resp::split_args(line.as_bytes())
 }
 
 #[cfg(test)]
