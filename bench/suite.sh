@@ -4,7 +4,8 @@
 # redis-server (--save '' --appendonly no) and memcached on loopback ports, runs every
 # measurement of performance.md the current build supports (P1-P4, P6, P7, P8-P11; P5, P12
 # and P13 need server features and a cluster-aware client that do not exist yet), writes the results (Markdown
-# tables with the exact commands, JSON, SVG plots) to $OUT, and stops the servers it started
+# tables with the exact commands, JSON, SVG plots) to $OUT and into the `suite` section of
+# docs/benchmarks.md, and stops the servers it started
 # by their pids (also on error or Ctrl-C).
 #
 # If tesserad does not start, Tessera is reported as unavailable and the peers are still
@@ -255,6 +256,28 @@ cmd=("$BENCH" memory "${T[@]}" --server-pid "$pids" --keys "$MEMORY_KEYS" -v 16 
   if "${cmd[@]}" >"$OUT/P8.txt" 2>"$OUT/P8.err"; then cat "$OUT/P8.txt"; else echo "FAILED: $(tail -3 "$OUT/P8.err")"; fi
   echo
 } >>"$RESULTS"
+
+# --- write docs/benchmarks.md: its `suite` section becomes this run's results ------------------
+# (NO_DOC=1 leaves the document alone.)
+DOC=$ROOT/docs/benchmarks.md
+if [ -z "${NO_DOC:-}" ] && [ -f "$DOC" ]; then
+  {
+    echo "<!-- section:suite -->"
+    echo "## Standard suite (\`bench/suite.sh\`, $(date -u +%F), ROUNDS=$ROUNDS DURATION=$DURATION)"
+    echo
+    cat "$RESULTS"
+    echo "<!-- /section:suite -->"
+  } >"$OUT/section.md"
+  awk -v sec="$OUT/section.md" '
+    BEGIN { while ((getline line < sec) > 0) text = text line "\n" }
+    /<!-- section:suite -->/ { printf "%s", text; skip = 1; done = 1; next }
+    /<!-- \/section:suite -->/ { skip = 0; next }
+    !skip { print }
+    END { if (!done) printf "\n%s", text }
+  ' "$DOC" >"$OUT/benchmarks.md"
+  cp "$OUT/benchmarks.md" "$DOC"
+  log "updated $DOC"
+fi
 
 log "results: $RESULTS"
 cat "$RESULTS"
