@@ -208,7 +208,10 @@ async fn executor_main(
     listen: Option<SocketAddr>,
     ready: crossbeam_channel::Sender<Ready>,
 ) {
-    let inbox = match inbox.bind() {
+    // No spin inside the inbox: measured (examples/mesh_rtt.rs) it cuts a cross-core round
+    // trip from ~35 us to ~0.3 us, but with it the integration tests hung (connections
+    // stopped being served on a 1-core node); glommio's own spin_before_park applies instead.
+    let inbox = match inbox.bind(Duration::ZERO) {
         Ok(i) => i,
         Err(e) => {
             let _ = ready.send(Err(StartError::Core {
