@@ -21,8 +21,8 @@ pub use membership::{
     MembershipOutput, SwimMembership,
 };
 pub use migration::{
-    DigestBuilder, MemStore, MigrationConfig, MigrationConfigError, Outgoing, ShardAddr, SlotStore,
-    SourceMigration, SourcePhase, TargetMigration, TargetPhase, WriteGate,
+    DigestBuilder, MapKey, MemStore, MigrationConfig, MigrationConfigError, Outgoing, ShardAddr,
+    SlotStore, SourceMigration, SourcePhase, StoreError, TargetMigration, TargetPhase, WriteGate,
 };
 pub use node::{NodeId, NodeIdError, NodeInfo};
 pub use partition::{
