@@ -11,6 +11,7 @@ pub mod partition;
 pub mod planner;
 pub mod redis;
 pub mod sim;
+pub mod store;
 pub mod table;
 pub mod wire;
 

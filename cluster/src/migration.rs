@@ -315,11 +315,21 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
             ops.push(op);
         }
         if ops.len() < room && bytes < self.cfg.batch_bytes_max {
-            if let Some(cursor) = self.cursor.take() {
-                let mut entries = Vec::new();
+            // A scan step may find nothing yet not be done (empty index buckets, expired
+            // entries): scan on, so that `None` from here means "nothing to do until an ack, a
+            // tee or a timer" rather than a stall. Each step's work is bounded by the store; the
+            // rounds are bounded too, and a periodic poll continues where this one stopped.
+            let mut entries = Vec::new();
+            for _ in 0..SCAN_ROUNDS_MAX {
+                let Some(cursor) = self.cursor.take() else {
+                    break;
+                };
                 self.cursor = store.scan(self.slot, &cursor, room - ops.len(), &mut entries);
-                ops.extend(entries.into_iter().map(StreamOp::Put));
+                if !entries.is_empty() {
+                    break;
+                }
             }
+            ops.extend(entries.into_iter().map(StreamOp::Put));
         }
         if !ops.is_empty() {
             let first_seq = self.next_seq;
@@ -422,6 +432,9 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
         }
     }
 }
+
+/// Scan steps one `poll` may take while they find nothing.
+const SCAN_ROUNDS_MAX: usize = 256;
 
 fn op_bytes(op: &StreamOp) -> usize {
     match op {
