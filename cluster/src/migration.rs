@@ -140,6 +140,13 @@ pub struct MigrationConfig {
     /// may have been lost with a link, or sent to a coordinator that just lost its role; the
     /// coordinator treats repeats as one). Default 1000, > 0.
     pub commit_retry_ms: u64,
+    /// `CoreMigrations`: an aborted source whose migration the table still plans starts again
+    /// (from sequence 0) after this delay, so a refusing or unreachable target is not flooded.
+    /// Default 100, > 0.
+    pub restart_delay_ms: u64,
+    /// `CoreMigrations`: messages one source may emit per call (each batch is a yield point;
+    /// `CoreMigrations::busy` says when a source had more). Default 16, >= 1.
+    pub pump_messages_max: usize,
 }
 
 impl Default for MigrationConfig {
@@ -150,6 +157,8 @@ impl Default for MigrationConfig {
             window_ops_max: 4096,
             tee_ops_max: 65536,
             commit_retry_ms: 1000,
+            restart_delay_ms: 100,
+            pump_messages_max: 16,
         }
     }
 }
@@ -170,9 +179,15 @@ impl MigrationConfig {
                 "window_ops_max must be >= batch_ops_max",
             ));
         }
-        if self.batch_bytes_max == 0 || self.commit_retry_ms == 0 || self.tee_ops_max == 0 {
+        if self.batch_bytes_max == 0
+            || self.commit_retry_ms == 0
+            || self.tee_ops_max == 0
+            || self.restart_delay_ms == 0
+            || self.pump_messages_max == 0
+        {
             return Err(MigrationConfigError(
-                "batch_bytes_max, commit_retry_ms and tee_ops_max must be > 0",
+                "batch_bytes_max, commit_retry_ms, tee_ops_max, restart_delay_ms and \
+                 pump_messages_max must be > 0",
             ));
         }
         Ok(())
