@@ -175,9 +175,19 @@ impl<C: Clone + Default + std::fmt::Debug> CoreMigrations<C> {
         self.targets.get(&slot).map(|t| &t.m)
     }
 
+    /// Every target on this core.
+    pub fn targets(&self) -> impl Iterator<Item = &TargetMigration> + '_ {
+        self.targets.values().map(|t| &t.m)
+    }
+
     /// No migration in progress on this core (sources, targets, or sources waiting to restart).
     pub fn is_idle(&self) -> bool {
         self.sources.is_empty() && self.targets.is_empty() && self.planned_out.is_empty()
+    }
+
+    /// Some slot streams out of this core (a leaving node waits for none before it exits).
+    pub fn has_sources(&self) -> bool {
+        !self.sources.is_empty()
     }
 
     /// A source stopped at its per-call message budget: call [`CoreMigrations::poll`] again
