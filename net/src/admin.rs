@@ -13,7 +13,9 @@
 //!   are fixed powers of two (4 us .. 8.4 s) rather than HdrHistogram: Prometheus buckets add
 //!   up across cores and nodes (`histogram_quantile(sum by (le) ...)`), a summary's quantiles
 //!   do not; and a power-of-two bucket is one `leading_zeros`, with 23 counters per command
-//!   instead of an HdrHistogram's kilobytes.
+//!   instead of an HdrHistogram's kilobytes. Measured cost (tesserad 1 core, redis-benchmark
+//!   GET+SET, server CPU per op, 3 alternating rounds, before -> after): P=1 16.12 -> 15.90 us,
+//!   P=16 3.07 -> 3.05 us, P=64 2.38 -> 2.41 us: inside the run-to-run noise.
 //! - The exposition text is written by `prometheus-client`; requests are parsed by `httparse`.
 //!
 //! Invariants: nothing read from an admin socket is unbounded (request head bytes, header
