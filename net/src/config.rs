@@ -93,6 +93,8 @@ pub struct NodeConfig {
     pub runtime: RuntimeConfig,
     /// `[protocol]`: RESP request limits.
     pub protocol: Limits,
+    /// `[admin]`: the HTTP port for `/metrics` and `/health` (off by default).
+    pub admin: crate::admin::AdminConfig,
 }
 
 /// A configuration that cannot be used.
@@ -119,6 +121,7 @@ impl NodeConfig {
         self.engine.validate()?;
         self.runtime.validate()?;
         self.net.validate()?;
+        self.admin.validate()?;
         let p = &self.protocol;
         if p.bulk_bytes_max == 0 || p.multibulk_len_max == 0 || p.inline_bytes_max < 16 {
             return Err(ConfigError::Invalid {

@@ -36,6 +36,13 @@ struct Args {
     /// Password clients must give with AUTH.
     #[arg(long)]
     requirepass: Option<String>,
+    /// Port of the admin HTTP listener serving /metrics (Prometheus) and /health (off unless
+    /// given here or as `[admin] port` in the config file).
+    #[arg(long)]
+    admin_port: Option<u16>,
+    /// Address of the admin listener (default 127.0.0.1: it has no authentication).
+    #[arg(long)]
+    admin_bind: Option<IpAddr>,
     /// Log filter (error, warn, info, debug, trace, or a tracing EnvFilter).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -57,6 +64,8 @@ fn main() -> anyhow::Result<()> {
         maxmemory: args.maxmemory,
         maxmemory_policy: args.maxmemory_policy,
         requirepass: args.requirepass,
+        admin_port: args.admin_port,
+        admin_bind: args.admin_bind,
     };
     let config = load_config(args.config.as_deref(), &overrides)?;
     // Signals are registered before the node starts so none is missed.
@@ -71,6 +80,9 @@ fn main() -> anyhow::Result<()> {
     let node = Node::start(config).context("cannot start the node")?;
     if let Some(addr) = node.local_addr() {
         tracing::info!(%addr, cores = node.cores(), "ready to accept connections");
+    }
+    if let Some(addr) = node.admin_addr() {
+        tracing::info!(%addr, "admin port: /metrics, /health");
     }
     let shutdown = node.shutdown_requested();
     crossbeam_channel::select! {
