@@ -333,6 +333,45 @@ pub struct MemoryResult {
     pub rss_after: u64,
     /// (after - before) / keys.
     pub bytes_per_item: f64,
+    /// Items the server says it holds after loading (`DBSIZE`, memcached's `curr_items`), so
+    /// a load that did not store what it claims shows; `None` if the server would not say.
+    pub items_reported: Option<u64>,
+}
+
+/// Asks the server how many items it holds: `DBSIZE` (RESP) or `stats` -> `curr_items`
+/// (memcached). `None` when the reply has no such number.
+pub fn item_count(
+    t: &runner::Target,
+    timeout: std::time::Duration,
+) -> Result<Option<u64>, BenchError> {
+    use std::io::{Read, Write};
+    let mut s = runner::connect_blocking(t, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    let (req, end): (&[u8], &[u8]) = match t.protocol {
+        crate::codec::Protocol::Resp => (b"DBSIZE\r\n", b"\r\n"),
+        crate::codec::Protocol::Memcache => (b"stats\r\n", b"END\r\n"),
+    };
+    s.write_all(req)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.ends_with(end) {
+        if buf.len() > 1 << 20 {
+            return Ok(None);
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    Ok(match t.protocol {
+        crate::codec::Protocol::Resp => text.strip_prefix(':').and_then(|v| v.trim().parse().ok()),
+        crate::codec::Protocol::Memcache => text
+            .lines()
+            .find_map(|l| l.strip_prefix("STAT curr_items "))
+            .and_then(|v| v.trim().parse().ok()),
+    })
 }
 
 /// Loads `keys` keys (`{prefix}N`, values of the workload's minimum size) into each target and
@@ -356,6 +395,7 @@ pub fn memory(
         let before = procfs::rss_bytes(pid)?;
         runner::preload(&cfg, keys)?;
         let after = procfs::rss_bytes(pid)?;
+        let items_reported = item_count(t, base.connect_timeout)?;
         results.push(MemoryResult {
             label: t.label.clone(),
             keys,
@@ -363,6 +403,7 @@ pub fn memory(
             rss_before: before,
             rss_after: after,
             bytes_per_item: after.saturating_sub(before) as f64 / keys as f64,
+            items_reported,
         });
     }
     Ok(results)
@@ -371,15 +412,16 @@ pub fn memory(
 /// Formats memory results as a Markdown table, with ratios to the first target.
 pub fn format_memory(rs: &[MemoryResult]) -> String {
     let mut s = String::from(
-        "| target | keys | value B | RSS before MiB | RSS after MiB | bytes/item | ratio |\n|---|---|---|---|---|---|---|\n",
+        "| target | keys | items the server reports | value B | RSS before MiB | RSS after MiB | bytes/item | ratio |\n|---|---|---|---|---|---|---|---|\n",
     );
     let first = rs.first().map_or(0.0, |r| r.bytes_per_item);
     for r in rs {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} |",
             r.label,
             r.keys,
+            r.items_reported.map_or("-".to_string(), |n| n.to_string()),
             r.value_bytes,
             r.rss_before as f64 / 1_048_576.0,
             r.rss_after as f64 / 1_048_576.0,

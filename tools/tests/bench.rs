@@ -394,3 +394,22 @@ fn compare_tesserad_with_redis() {
     assert!(t[0]["cross_core"].is_object(), "{}", t[0]);
     assert!(t[1]["cross_core"].is_null(), "{}", t[1]);
 }
+
+#[test]
+fn memory_mode_loads_what_it_reports() {
+    let server = Server::tesserad(&["--cores", "2"]);
+    let dir = TempDir::new("memory");
+    let path = dir.path("memory.json");
+    #[rustfmt::skip]
+    let out = bench(&[
+        "memory", "-t", &server.addr(), "--server-pid", &server.pid(), "--keys", "5000",
+        "-v", "16", "-c", "4", "-P", "16", "--workers", "1", "--no-pin", "--no-progress",
+        "--json", path.to_str().unwrap(),
+    ]);
+    assert!(out.contains("bytes/item"), "{out}");
+    let doc = json(&path);
+    let r = &doc["results"][0];
+    assert_eq!(int(r, "keys"), 5000);
+    assert_eq!(int(r, "items_reported"), 5000, "DBSIZE after the load: {r}");
+    assert!(int(r, "rss_after") > 0, "{r}");
+}
