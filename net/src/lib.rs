@@ -20,6 +20,7 @@
 //! cores but bounded request channels, one-reply-per-request response channels, and a few
 //! atomics outside the data path); replies leave a connection in request order; no input from
 //! a socket panics or blocks the executor.
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod conn;

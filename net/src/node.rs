@@ -81,6 +81,8 @@ impl Node {
         let total_memory = config.engine.maxmemory_bytes;
         let policy = config.engine.maxmemory_policy;
         let shared = Arc::new(Shared {
+            node_id: crate::cluster::random_node_id(),
+            generation: crate::cluster::start_generation(),
             cores,
             cpus: cpus.clone(),
             slots: SlotTable::single_node(cores as u16),
@@ -236,10 +238,16 @@ async fn executor_main(
     let mut engine_config = shared.config.engine.clone();
     engine_config.maxmemory_bytes = shard_share(engine_config.maxmemory_bytes, shared.cores);
     engine_config.seed = engine_config.seed.wrapping_add(core_id as u64);
+    let client_port = listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(0, |a| a.port());
+    let view = crate::cluster::View::single(&crate::cluster::me(&shared, client_port));
     let core = Rc::new(Core::new(
         core_id,
         Arc::clone(&shared),
         Shard::new(engine_config),
+        view,
     ));
     let _ = ready.send(Ok(listener.as_ref().and_then(|l| l.local_addr().ok())));
 
