@@ -18,6 +18,9 @@
 //! Redis Cluster clients work against it. In cluster mode a node has no table until the
 //! coordinator publishes one; until then keyed commands get `-CLUSTERDOWN`.
 
+pub mod config;
+pub mod driver;
+pub mod link;
 pub mod surface;
 
 use std::sync::Arc;
@@ -148,9 +151,12 @@ pub fn start_generation() -> u64 {
     crate::runtime::now_ms().max(1)
 }
 
-/// The host this node tells clients and peers: the bind address, or loopback when bound to
-/// the unspecified address.
+/// The host this node tells clients and peers: `cluster.announce_host`, else the bind address,
+/// or loopback when bound to the unspecified address.
 pub fn announce_host(shared: &crate::core::Shared) -> String {
+    if !shared.config.cluster.announce_host.is_empty() {
+        return shared.config.cluster.announce_host.clone();
+    }
     let bind = shared.config.net.bind;
     if bind.is_unspecified() {
         "127.0.0.1".to_owned()
