@@ -188,6 +188,9 @@ impl Conn {
             Ok(c) => c,
             Err(e) => return batch.reply(Reply::Error(e)),
         };
+        if let Some(out) = crate::cluster::proxy::forward(&core, &cmd, args) {
+            return batch.push(out);
+        }
         if cmd.lock_wait_ms().is_some() {
             if let Err(out) = crate::cluster::admit(&core, &cmd) {
                 return batch.push(out);

@@ -103,6 +103,10 @@ pub enum Request {
     },
     /// Install a new cluster view (table, live members, quorum) from the cluster task.
     Cluster(crate::cluster::ViewUpdate),
+    /// Proxy routing: a request to forward to another node (to core 0, the cluster task).
+    Forward(crate::cluster::proxy::Job),
+    /// Proxy routing: the RESP reply to forwarded request `id` of this core.
+    ForwardReply { id: u64, payload: Bytes },
 }
 
 /// Replies to a `Request::Ops` from another core.
@@ -209,6 +213,8 @@ pub struct Core {
     pub shutdown: Signal,
     /// This core's routing view of the cluster (installed by the cluster task).
     pub cluster: RefCell<crate::cluster::View>,
+    /// Requests forwarded to other nodes and waiting for replies (proxy routing).
+    pub proxy: crate::cluster::proxy::ProxyState,
 }
 
 impl Core {
@@ -226,6 +232,7 @@ impl Core {
             next_slow_id: Cell::new(0),
             shutdown: Signal::new(),
             cluster: RefCell::new(view),
+            proxy: crate::cluster::proxy::ProxyState::default(),
         }
     }
 
@@ -418,6 +425,17 @@ impl Core {
                 }
                 Some(Received::Request(Request::Cluster(update))) => {
                     self.cluster.borrow_mut().install(update);
+                }
+                Some(Received::Request(Request::Forward(job))) => {
+                    let (origin, id) = (job.origin_core, job.id);
+                    if !self.proxy.submit(job) {
+                        let payload =
+                            crate::cluster::proxy::error_bytes("TRYAGAIN proxy queue full, retry");
+                        crate::cluster::proxy::deliver(&self, origin, id, payload);
+                    }
+                }
+                Some(Received::Request(Request::ForwardReply { id, payload })) => {
+                    self.proxy.complete(id, payload);
                 }
                 Some(Received::Request(Request::Run { command, reply })) => {
                     let core = Rc::clone(&self);

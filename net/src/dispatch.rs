@@ -53,6 +53,8 @@ pub enum Out {
     Merge(Merge, Vec<Part>),
     /// Bytes already encoded (pub/sub confirmations).
     Raw(Bytes),
+    /// Encoded bytes still to come (a request forwarded to another node, proxy routing).
+    Wait(crate::runtime::oneshot::Receiver<Bytes>),
 }
 
 /// The commands of one read, grouped per owner core.
@@ -141,11 +143,14 @@ impl Batch {
                     .unwrap_or_else(stopping),
             }
         };
-        for out in self.outs.drain(..) {
+        for out in std::mem::take(&mut self.outs) {
             each(match out {
                 Out::One(p) => Ok(take(p)),
                 Out::Merge(m, parts) => Ok(merge(m, parts.into_iter().map(&mut take).collect())),
                 Out::Raw(b) => Err(b),
+                Out::Wait(rx) => Err(rx.await.unwrap_or_else(|| {
+                    crate::cluster::proxy::error_bytes("ERR proxy: the request was dropped")
+                })),
             });
         }
         self.now_ms = crate::runtime::now_ms();

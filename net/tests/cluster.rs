@@ -579,3 +579,52 @@ fn below_quorum_writes_get_clusterdown() {
     assert_eq!(e.code(), Some("CROSSSLOT"), "{e:?}");
     node.shutdown();
 }
+
+#[test]
+fn proxy_routing_serves_plain_clients() {
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let mut cfg = cluster_config(1 + i, 24060 + i as u16, 24060, 2);
+            cfg.cluster.routing = tessera_net::cluster::config::Routing::Proxy;
+            Node::start(cfg).unwrap()
+        })
+        .collect();
+    wait_agreement(&nodes, 2);
+    // A client that knows nothing of the cluster talks to one node only.
+    let mut c = client(nodes[0].local_addr().unwrap());
+    for i in 0..1000 {
+        let _: () = c.set_ex(format!("p{i}"), format!("v{i}"), 300).unwrap();
+    }
+    for i in 0..1000 {
+        let v: String = c.get(format!("p{i}")).unwrap();
+        assert_eq!(v, format!("v{i}"));
+    }
+    // Pipelined: replies come back in request order across local and forwarded commands.
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        pipe.get(format!("p{i}"));
+    }
+    let got: Vec<String> = pipe.query(&mut c).unwrap();
+    assert_eq!(got, (0..200).map(|i| format!("v{i}")).collect::<Vec<_>>());
+    // Both nodes hold part of the keys: half of them were forwarded.
+    let sizes: Vec<i64> = nodes
+        .iter()
+        .map(|n| {
+            redis::cmd("DBSIZE")
+                .query::<i64>(&mut client(n.local_addr().unwrap()))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sizes.iter().sum::<i64>(), 1000, "{sizes:?}");
+    assert!(sizes.iter().all(|&s| s > 100), "{sizes:?}");
+    // TTLs and errors travel back too.
+    for i in 0..50 {
+        let ttl: i64 = c.ttl(format!("p{i}")).unwrap();
+        assert!((1..=300).contains(&ttl), "{ttl}");
+        let e = c.incr::<_, _, i64>(format!("p{i}"), 1).unwrap_err();
+        assert!(e.to_string().contains("not an integer"), "{e}");
+    }
+    for n in nodes {
+        n.shutdown();
+    }
+}

@@ -17,7 +17,6 @@ pub enum Routing {
     #[default]
     Redirect,
     /// Forward over the peer link and relay the reply (for clients that do not speak cluster).
-    /// Not implemented yet: refused by `validate`.
     Proxy,
 }
 
@@ -51,8 +50,11 @@ pub struct ClusterConfig {
     /// Below this many live members (self included) the node answers writes with
     /// `-CLUSTERDOWN` and its coordinator does not plan. Default 1, at least 1.
     pub member_count_quorum: usize,
-    /// `redirect` (default) or `proxy` (not implemented yet).
+    /// `redirect` (default): `-MOVED`; `proxy`: forward to the owner and relay its reply.
     pub routing: Routing,
+    /// Proxy routing: how long a forwarded request waits for the owner's reply before the
+    /// client gets `-TRYAGAIN`, milliseconds. Default 5000, 1..=600000.
+    pub proxy_timeout_ms: u64,
     /// SWIM probe period, milliseconds. Default 1000, at least 10.
     pub probe_period_ms: u64,
     /// Time to wait for a probe answer, milliseconds; less than `probe_period_ms`.
@@ -108,6 +110,7 @@ impl Default for ClusterConfig {
             secret: String::new(),
             member_count_quorum: 1,
             routing: Routing::Redirect,
+            proxy_timeout_ms: 5000,
             probe_period_ms: 1000,
             probe_rtt_ms: 500,
             suspect_to_down_ms: 4000,
@@ -164,12 +167,6 @@ impl ClusterConfig {
         if self.secret.len() > 1024 {
             return Err(bad("cluster.secret", "at most 1024 bytes"));
         }
-        if self.routing == Routing::Proxy {
-            return Err(bad(
-                "cluster.routing",
-                "proxy routing is not implemented yet",
-            ));
-        }
         let range = |field: &'static str, v: u64, lo: u64, hi: u64| {
             if (lo..=hi).contains(&v) {
                 Ok(())
@@ -177,6 +174,12 @@ impl ClusterConfig {
                 Err(bad(field, format!("must be in {lo}..={hi} (got {v})")))
             }
         };
+        range(
+            "cluster.proxy_timeout_ms",
+            self.proxy_timeout_ms,
+            1,
+            600_000,
+        )?;
         range(
             "cluster.first_plan_delay_ms",
             self.first_plan_delay_ms,
@@ -361,10 +364,10 @@ mod tests {
             ),
             (
                 ClusterConfig {
-                    routing: Routing::Proxy,
+                    proxy_timeout_ms: 0,
                     ..ClusterConfig::default()
                 },
-                "cluster.routing",
+                "cluster.proxy_timeout_ms",
             ),
             (
                 ClusterConfig {

@@ -7,7 +7,10 @@
 //! of a higher epoch fetches the table, and an accepted table is sent to every core of this
 //! node as a new [`super::View`]. Four tasks share the driver (`Rc<RefCell<Driver>>`, never
 //! borrowed across an `.await`): gossip receive, the ticker, the peer listener, and one task per
-//! incoming link. Time for the state machines is this task's monotonic clock in milliseconds.
+//! incoming link. glommio polls a task once inside `spawn`, so a task spawned while the driver
+//! is borrowed must yield before it borrows it. Time for the state machines is this task's
+//! monotonic clock in milliseconds. Proxy routing ([`super::proxy`]) also runs here: forwarded
+//! requests leave and arrive through the driver.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,6 +28,7 @@ use tessera_cluster::{
 
 use super::config::ClusterConfig;
 use super::link::{self, LinkParams};
+use super::proxy::{self, Job};
 use super::ViewUpdate;
 use crate::core::{Core, Request, Shared};
 use crate::runtime::{self, TcpListener, UdpSocket};
@@ -94,6 +98,11 @@ pub struct Driver {
     /// Cores whose mailbox was full at the last publication (retried on the next tick).
     unsent: Vec<usize>,
     datagrams: Vec<(SocketAddr, Bytes)>,
+    /// Proxy routing: forwarded requests waiting for the owner's reply:
+    /// request id -> (origin core, waiter id, deadline).
+    forwards: HashMap<u64, (usize, u64, u64)>,
+    next_forward: u64,
+    this: std::rc::Weak<RefCell<Driver>>,
 }
 
 impl Driver {
@@ -131,6 +140,9 @@ impl Driver {
             table: None,
             unsent: Vec::new(),
             datagrams: Vec::new(),
+            forwards: HashMap::new(),
+            next_forward: 1,
+            this: std::rc::Weak::new(),
             cfg,
         })
     }
@@ -265,15 +277,93 @@ impl Driver {
             }
             Message::CommitRequest { slot, id } => self.keeper.request_commit(slot, id),
             Message::Ping { nonce } => self.send(from, Message::Pong { nonce }),
+            Message::Forward {
+                request_id,
+                payload,
+                ..
+            } => self.serve_forward(from, request_id, &payload),
+            Message::ForwardReply {
+                request_id,
+                payload,
+            } => {
+                if let Some((origin, id, _)) = self.forwards.remove(&request_id) {
+                    proxy::deliver(&self.core, origin, id, Bytes::from(payload));
+                }
+            }
             // Handshake frames after authentication, pongs, and messages of features this node
             // does not run (migration streams, forwarding) are ignored.
             _ => {}
         }
     }
 
-    /// The periodic work: membership timers, planning, epoch hints, view publication.
+    /// Proxy routing, on the requesting node: sends `job` to its owner node.
+    fn forward(&mut self, job: Job) {
+        let request_id = self.next_forward;
+        self.next_forward += 1;
+        let deadline = self.now_ms() + self.cfg.proxy_timeout_ms;
+        self.forwards
+            .insert(request_id, (job.origin_core, job.id, deadline));
+        let msg = Message::Forward {
+            request_id,
+            slot: job.slot,
+            core: job.owner_core,
+            payload: job.payload,
+        };
+        self.send(job.to, msg);
+    }
+
+    /// Proxy routing, on the owner node: runs a forwarded request and answers with its reply.
+    fn serve_forward(&mut self, from: NodeId, request_id: u64, payload: &[u8]) {
+        let limits = &self.core.shared.config.protocol;
+        let Some(args) = proxy::parse_payload(payload, limits) else {
+            let reply = proxy::error_bytes("ERR proxy: malformed forwarded request");
+            let payload = reply.to_vec();
+            self.send(
+                from,
+                Message::ForwardReply {
+                    request_id,
+                    payload,
+                },
+            );
+            return;
+        };
+        let (core, this) = (Rc::clone(&self.core), self.this.clone());
+        runtime::spawn(async move {
+            // glommio polls a new task once inside `spawn`, i.e. while the caller still holds
+            // the driver: step out of that borrow first.
+            runtime::yield_now().await;
+            let reply = crate::dispatch::run_for_thread(&core, Err(args)).await;
+            let mut out = bytes::BytesMut::new();
+            crate::resp::encode(&reply, crate::resp::Protocol::Resp2, &mut out);
+            if let Some(d) = this.upgrade() {
+                let payload = out.to_vec();
+                d.borrow_mut().send(
+                    from,
+                    Message::ForwardReply {
+                        request_id,
+                        payload,
+                    },
+                );
+            }
+        });
+    }
+
+    /// The periodic work: membership timers, planning, epoch hints, view publication, proxy
+    /// timeouts.
     fn tick(&mut self) {
         let now = self.now_ms();
+        let expired: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, (_, _, deadline))| *deadline <= now)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in expired {
+            if let Some((origin, id, _)) = self.forwards.remove(&r) {
+                let text = "TRYAGAIN proxy: the owning node did not answer in time";
+                proxy::deliver(&self.core, origin, id, proxy::error_bytes(text));
+            }
+        }
         let mut out = MembershipOutput::default();
         self.membership.tick(now, &mut out);
         self.absorb(out);
@@ -374,6 +464,7 @@ pub fn spawn(core: &Rc<Core>, sockets: Sockets) -> Result<(), String> {
     tracing::info!(id = %me.id, peer_port = me.peer_port, seeds = seeds.len(), "cluster mode");
     let driver = Driver::new(Rc::clone(core), me, seeds)?;
     let d = Rc::new(RefCell::new(driver));
+    d.borrow_mut().this = Rc::downgrade(&d);
     let udp = Rc::new(udp);
     {
         let mut out = MembershipOutput::default();
@@ -445,6 +536,17 @@ pub fn spawn(core: &Rc<Core>, sockets: Sockets) -> Result<(), String> {
                 dm.datagrams.extend(out.datagrams);
             }
             flush(&d, &udp).await;
+        });
+    }
+    // Proxy jobs from this node's cores.
+    {
+        let (tx, rx) = local_channel::new_bounded(d.borrow().cfg.link_queue_frames);
+        core.proxy.set_jobs(tx);
+        let d = Rc::clone(&d);
+        runtime::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                d.borrow_mut().forward(job);
+            }
         });
     }
     // Peer listener.
