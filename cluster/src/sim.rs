@@ -109,7 +109,7 @@ const STEP_MS: u64 = 10;
 const SETTLE_MS: u64 = 15_000;
 const CORES: u16 = 2;
 
-type Cursor = Option<Vec<u8>>;
+type Cursor = Option<crate::migration::MapKey>;
 
 struct SimNode {
     info: NodeInfo,
@@ -180,7 +180,8 @@ struct Sim {
     /// Nodes on the far side of the current partition (if any), and when it heals.
     partition: Option<(BTreeSet<NodeId>, u64)>,
     version: u64,
-    expect: BTreeMap<Vec<u8>, Expect>,
+    /// Per (map, key): what the last acknowledged write left.
+    expect: BTreeMap<crate::migration::MapKey, Expect>,
     writers: HashMap<(Slot, u64, NodeId), ShardAddr>,
     /// Migrations whose handoff the target verified: only these may move data by commit.
     verified: std::collections::HashSet<crate::MigrationId>,
@@ -855,7 +856,16 @@ impl Sim {
             return Ok(());
         }
         let mut at = up[self.rng.random_range(0..up.len())];
-        let key = format!("key{}", self.rng.random_range(0..self.cfg.keys)).into_bytes();
+        let n = self.rng.random_range(0..self.cfg.keys);
+        let key = format!("key{n}").into_bytes();
+        // Every third key lives in a DMap, with the same key name in `default` for some of them,
+        // so streams carry several maps and (map, key) is the identity.
+        let map: &[u8] = if n % 3 == 0 { b"dmap" } else { b"default" };
+        let key = if n % 6 == 0 {
+            format!("key{}", n + 1).into_bytes()
+        } else {
+            key
+        };
         let slot = key_slot(&key);
         let delete = self.rng.random_bool(0.25);
         for _hop in 0..2 {
@@ -908,18 +918,25 @@ impl Sim {
             let node = &mut self.nodes[at];
             let store = &mut node.stores[usize::from(owner.core)];
             let op = if delete {
-                store.delete(slot, &key);
-                self.expect.insert(key.clone(), Expect::Deleted(version));
-                StreamOp::Delete { key, version }
+                store.delete(slot, map, &key);
+                self.expect
+                    .insert((map.to_vec(), key.clone()), Expect::Deleted(version));
+                StreamOp::Delete {
+                    map: map.to_vec(),
+                    key,
+                    version,
+                }
             } else {
                 let e = Entry {
+                    map: map.to_vec(),
                     key: key.clone(),
                     value: version.to_le_bytes().to_vec(),
                     version,
                     deadline_ms: (version % 5 == 0).then_some(1_000_000_000 + version),
                 };
                 store.put(slot, e.clone());
-                self.expect.insert(key, Expect::Put(version));
+                self.expect
+                    .insert((map.to_vec(), key), Expect::Put(version));
                 StreamOp::Put(e)
             };
             if let Some(s) = node.sources.get_mut(&slot) {
@@ -951,13 +968,13 @@ impl Sim {
         let Some(auth) = &self.auth else {
             return Ok(());
         };
-        for (key, exp) in &self.expect {
+        for ((map, key), exp) in &self.expect {
             let slot = key_slot(key);
             let owner = shard_addr(auth, auth.entry(slot).primary);
             let Some(j) = self.index_of(owner.node) else {
                 continue;
             };
-            let got = self.nodes[j].stores[usize::from(owner.core)].get(slot, key);
+            let got = self.nodes[j].stores[usize::from(owner.core)].get(slot, map, key);
             let ok = match (exp, got) {
                 (Expect::Put(v), Some(e)) => e.version >= *v && e.value == e.version.to_le_bytes(),
                 (Expect::Put(_), None) => false,
@@ -966,7 +983,8 @@ impl Sim {
             };
             if !ok {
                 return Err(self.fail(format!(
-                    "key {} (slot {slot}) expected {exp:?} at {owner:?} (epoch {}), found {:?}",
+                    "key {}/{} (slot {slot}) expected {exp:?} at {owner:?} (epoch {}), found {:?}",
+                    String::from_utf8_lossy(map),
                     String::from_utf8_lossy(key),
                     auth.epoch,
                     got.map(|e| e.version)
@@ -987,7 +1005,8 @@ impl Sim {
                 self.trace(ts, || "data lost (documented)".into());
             }
         }
-        self.expect.retain(|k, _| !slots.contains(&key_slot(k)));
+        self.expect
+            .retain(|(_, k), _| !slots.contains(&key_slot(k)));
     }
 
     /// Liveness: with faults over, within `SETTLE_MS` every migration commits and every live

@@ -1566,3 +1566,26 @@ fn get_range(v: &Bytes, start: i64, end: i64) -> Bytes {
     }
     v.slice(start as usize..=end as usize)
 }
+
+/// Read-only access for the cluster's migration stream (`tessera_cluster::store`): no access-time
+/// touch, no lazy expiry, no hit or miss counted, so teeing a write changes nothing here.
+impl Shard {
+    /// The stored entry of `key` in `map`, expired or not (the caller compares `expire_at_ms`
+    /// with its clock); None when absent.
+    pub fn peek_entry(&self, map: &[u8], key: &[u8]) -> Option<SlotEntry> {
+        let (name, m) = self.maps.get_key_value(map)?;
+        let (h, meta) = m.find(key)?;
+        Some(SlotEntry {
+            map: name.clone(),
+            key: Bytes::copy_from_slice(key),
+            value: m.value_at(h),
+            version: meta.version,
+            expire_at_ms: meta.expire_at_ms,
+        })
+    }
+
+    /// The highest version this shard has issued or received: no stored entry has a higher one.
+    pub fn last_version(&self) -> u64 {
+        self.last_version
+    }
+}
