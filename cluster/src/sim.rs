@@ -430,7 +430,9 @@ impl Sim {
                     self.installed(i)?;
                 }
             }
-            Message::TableEpoch { epoch, .. } if self.nodes[i].keeper.observe_epoch(epoch) => {
+            Message::TableEpoch { epoch, coordinator }
+                if self.nodes[i].keeper.observe_epoch_from(epoch, coordinator) =>
+            {
                 let have = self.nodes[i].keeper.epoch();
                 self.send_peer(me, from, &Message::TableFetch { have_epoch: have });
             }
@@ -725,9 +727,19 @@ impl Sim {
             self.nodes[i].next_hint_ms = self.now + 500;
             let epoch = self.nodes[i].keeper.epoch();
             let coordinator = self.coordinator_of(i);
+            // The hint names the coordinator that computed the table (so a coordinator learns
+            // of a same-numbered table from another one), not the one this node sees.
+            let computed_by = self.nodes[i]
+                .keeper
+                .table()
+                .map_or(coordinator, |t| t.coordinator);
             for m in &members {
                 if m.id != me {
-                    self.send_peer(me, m.id, &Message::TableEpoch { epoch, coordinator });
+                    let hint = Message::TableEpoch {
+                        epoch,
+                        coordinator: computed_by,
+                    };
+                    self.send_peer(me, m.id, &hint);
                 }
             }
             if self.nodes[i].leaving {
