@@ -102,7 +102,9 @@ start redis "$REDIS_PORT" "${PIN_SERVER[@]}" redis-server --port "$REDIS_PORT" -
   --save '' --appendonly no
 REDIS_PID=$STARTED_PID
 MC_PORT=$(free_port)
-start memcached "$MC_PORT" "${PIN_SERVER[@]}" memcached -p "$MC_PORT" -l 127.0.0.1 -U 0 -m 4096 -u "$(id -un)"
+# One worker thread (-t 1), as the server pinned to one CPU; its default 4 threads would only
+# preempt each other there.
+start memcached "$MC_PORT" "${PIN_SERVER[@]}" memcached -p "$MC_PORT" -l 127.0.0.1 -U 0 -m 4096 -t 1 -u "$(id -un)"
 MC_PID=$STARTED_PID
 T1_PORT=$(free_port)
 TESSERA=0
@@ -129,7 +131,7 @@ fi
   echo "**The machine is shared with other engineers' builds and was loaded during the run**, so"
   echo "absolute figures (throughput, latency, CPU per op) are inflated and move between rounds;"
   echo "only the ratios within one table, measured in alternating rounds of this run, mean something."
-  echo "Peers: redis-server $(redis-server --version | cut -d' ' -f3 | cut -d= -f2) (\`--save '' --appendonly no\`), memcached $(memcached -V | cut -d' ' -f2)."
+  echo "Peers: redis-server $(redis-server --version | cut -d' ' -f3 | cut -d= -f2) (\`--save '' --appendonly no\`), memcached $(memcached -V | cut -d' ' -f2) (\`-t 1\` when pinned to CPU 0)."
   echo "Tessera: $([ $TESSERA = 1 ] && echo "\`tesserad --cores 1\` under \`taskset -c 0\` (P1-P3, P6, P7, P11, YCSB), \`tesserad --cores 2\` (P4, P5, P10)" || echo unavailable)."
   echo "Servers of P1-P3, P6, P7, P11 and YCSB A are pinned to CPU 0 and the client to CPU 1."
   echo "Every table: $ROUNDS alternating rounds per target (A B A B ...), medians (min-max); ratios are to the first row."
@@ -146,6 +148,9 @@ targets() { # which: resp | all -> -t ... and --server-pid list
   if [ "$which" = all ]; then T+=(-t "memcached=memcache://127.0.0.1:$MC_PORT"); P+=("$MC_PID"); fi
 }
 
+show() { # a command line as the document shows it: paths relative to the repository and $OUT
+  echo "$*" | sed -e "s|$OUT/|\$OUT/|g" -e "s|$TARGET_DIR/|target/|g" -e "s|$ROOT/||g"
+}
 measure() { # id title which args...
   local id=$1 title=$2 which=$3; shift 3
   targets "$which"
@@ -161,7 +166,7 @@ measure_with() { # id title args... (targets in T, pids in P)
     echo "## $id: $title"
     echo
     echo '```'
-    echo "${cmd[*]}" | sed "s|$ROOT/||g"
+    show "${cmd[@]}"
     echo '```'
     echo
     if "${cmd[@]}" >"$OUT/$id.txt" 2>"$OUT/$id.err"; then
@@ -257,7 +262,7 @@ cmd=("$BENCH" idle "${T[@]}" --server-pid "$pids" -c 100 -d 5s --json "$OUT/P10.
   echo "## P10: server CPU with 100 idle connections (tesserad --cores 2)"
   echo
   echo '```'
-  echo "${cmd[*]}" | sed "s|$ROOT/||g"
+  show "${cmd[@]}"
   echo '```'
   echo
   if "${cmd[@]}" >"$OUT/P10.txt" 2>"$OUT/P10.err"; then cat "$OUT/P10.txt"; else echo "FAILED: $(tail -3 "$OUT/P10.err")"; fi
@@ -287,7 +292,7 @@ cmd=("$BENCH" memory "${T[@]}" --server-pid "$pids" --keys "$MEMORY_KEYS" -v 16 
   echo "## P8/P9: RSS bytes per item, $MEMORY_KEYS keys \`key:N\` with 16-byte values"
   echo
   echo '```'
-  echo "${cmd[*]}" | sed "s|$ROOT/||g"
+  show "${cmd[@]}"
   echo '```'
   echo
   if "${cmd[@]}" >"$OUT/P8.txt" 2>"$OUT/P8.err"; then cat "$OUT/P8.txt"; else echo "FAILED: $(tail -3 "$OUT/P8.err")"; fi
@@ -322,9 +327,13 @@ DOC=$ROOT/docs/benchmarks.md
 if [ -z "${NO_DOC:-}" ] && [ -f "$DOC" ]; then
   {
     echo "<!-- section:suite -->"
-    echo "## Standard suite (\`bench/suite.sh\`, $(date -u +%F), ROUNDS=$ROUNDS DURATION=$DURATION)"
+    echo "## Standard suite (\`bench/suite.sh\`, $(date -u +%F) $(date -u +%H:%M) UTC, ROUNDS=$ROUNDS DURATION=$DURATION)"
     echo
-    cat "$RESULTS"
+    # Links point at the copies of the percentile plots kept in docs/bench-plots/ (the
+    # timelines, JSON and interval logs stay in $OUT).
+    # Inside the document the run's title is this section's and its headings sit one level down.
+    sed -E -e 's#^Plots: \[([^/]+)/latency-percentiles.svg\].*#Plot: [latency by percentile, all rounds](bench-plots/\1.svg)#' \
+      -e '/^# Tessera standard suite/d' -e 's/^## /### /' "$RESULTS"
     echo "<!-- /section:suite -->"
   } >"$OUT/section.md"
   awk -v sec="$OUT/section.md" '
@@ -335,6 +344,11 @@ if [ -z "${NO_DOC:-}" ] && [ -f "$DOC" ]; then
     END { if (!done) printf "\n%s", text }
   ' "$DOC" >"$OUT/benchmarks.md"
   cp "$OUT/benchmarks.md" "$DOC"
+  rm -rf "$ROOT/docs/bench-plots"
+  mkdir -p "$ROOT/docs/bench-plots"
+  for f in "$OUT"/*/latency-percentiles.svg; do
+    [ -f "$f" ] && cp "$f" "$ROOT/docs/bench-plots/$(basename "$(dirname "$f")").svg"
+  done
   log "updated $DOC"
 fi
 
