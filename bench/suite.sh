@@ -183,8 +183,10 @@ measure_with() { # id title args... (targets in T, pids in P)
 measure P1 "server CPU per op, GET/SET 90/10, pipeline 1, client on core 1" all \
   -c 50 -P 1 --mix get=9,set=1 "${PIN_CLIENT[@]}"
 if [ $TESSERA = 1 ] && [ -f "$OUT/P1.json" ]; then
-  SAT=$(python3 -c 'import json,sys; print(int(0.8*json.load(open(sys.argv[1]))["targets"][0]["throughput"]["median"]))' "$OUT/P1.json")
-  measure P7 "open loop at 80% of Tessera's closed-loop rate in P1 ($SAT req/s), GET/SET 90/10" resp \
+  # 80% of the slowest of Tessera's P1 rounds: on a loaded machine the median is above what
+  # Tessera sustains in some rounds, and a rate above capacity measures only the backlog.
+  SAT=$(python3 -c 'import json,sys; print(int(0.8*json.load(open(sys.argv[1]))["targets"][0]["throughput"]["min"]))' "$OUT/P1.json")
+  measure P7 "open loop at 80% of Tessera's slowest closed-loop round in P1 ($SAT req/s), GET/SET 90/10" resp \
     -c 50 -P 1 --mix get=9,set=1 --rate "$SAT" --arrival poisson "${PIN_CLIENT[@]}"
 fi
 measure P2-16 "server CPU per op, GET/SET 90/10, pipeline 16" all -c 50 -P 16 --mix get=9,set=1 "${PIN_CLIENT[@]}"
