@@ -38,6 +38,7 @@ BENCH=$TARGET_DIR/release/tessera-bench
 TESSERAD=$TARGET_DIR/release/tesserad
 mkdir -p "$OUT"
 RESULTS=$OUT/results.md
+STARTED=$(date -u '+%F %H:%M')
 
 log() { printf '%s\n' "$*" >&2; }
 
@@ -329,13 +330,13 @@ DOC=$ROOT/docs/benchmarks.md
 if [ -z "${NO_DOC:-}" ] && [ -f "$DOC" ]; then
   {
     echo "<!-- section:suite -->"
-    echo "## Standard suite (\`bench/suite.sh\`, $(date -u +%F) $(date -u +%H:%M) UTC, ROUNDS=$ROUNDS DURATION=$DURATION)"
+    echo "## Standard suite (\`bench/suite.sh\`, $STARTED-$(date -u +%H:%M) UTC, ROUNDS=$ROUNDS DURATION=$DURATION)"
     echo
     # Links point at the copies of the percentile plots kept in docs/bench-plots/ (the
     # timelines, JSON and interval logs stay in $OUT).
     # Inside the document the run's title is this section's and its headings sit one level down.
     sed -E -e 's#^Plots: \[([^/]+)/latency-percentiles.svg\].*#Plot: [latency by percentile, all rounds](bench-plots/\1.svg)#' \
-      -e '/^# Tessera standard suite/d' -e 's/^## /### /' "$RESULTS"
+      -e '/^# Tessera standard suite/{N;d}' -e 's/^## /### /' "$RESULTS"
     echo "<!-- /section:suite -->"
   } >"$OUT/section.md"
   awk -v sec="$OUT/section.md" '
