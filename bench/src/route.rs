@@ -185,12 +185,22 @@ fn field<'a>(text: &'a str, name: &str, sep: char) -> Option<&'a str> {
 /// with no pending bytes.
 pub fn learn_core(stream: &mut TcpStream, timeout: Duration) -> Result<(u32, u32), BenchError> {
     stream.set_read_timeout(Some(timeout))?;
-    let info = bulk_query(stream, &[b"CLIENT", b"INFO"])?;
-    let info = String::from_utf8_lossy(&info);
-    let core = field(&info, "core", '=').and_then(|v| v.parse::<u32>().ok());
-    let server = bulk_query(stream, &[b"INFO", b"server"])?;
-    let server = String::from_utf8_lossy(&server);
-    let cores = field(&server, "executors", ':').and_then(|v| v.parse::<u32>().ok());
+    // An error reply (a server without CLIENT INFO) is the same answer as one without `core=`.
+    let text = |r: Result<Vec<u8>, BenchError>| match r {
+        Ok(b) => Ok(Some(String::from_utf8_lossy(&b).into_owned())),
+        Err(BenchError::Protocol(_)) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let info = text(bulk_query(stream, &[b"CLIENT", b"INFO"]))?;
+    let core = info
+        .as_deref()
+        .and_then(|i| field(i, "core", '='))
+        .and_then(|v| v.parse::<u32>().ok());
+    let server = text(bulk_query(stream, &[b"INFO", b"server"]))?;
+    let cores = server
+        .as_deref()
+        .and_then(|s| field(s, "executors", ':'))
+        .and_then(|v| v.parse::<u32>().ok());
     stream.set_read_timeout(None)?;
     match (core, cores) {
         (Some(c), Some(n)) => Ok((c, n)),

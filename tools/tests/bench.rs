@@ -166,6 +166,17 @@ fn bench(args: &[&str]) -> String {
     stdout
 }
 
+/// Runs `tessera-bench args...`, which must fail; returns its stderr.
+fn bench_fails(args: &[&str]) -> String {
+    let out = Command::new(BENCH)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tessera-bench");
+    assert!(!out.status.success(), "tessera-bench {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -393,6 +404,15 @@ fn compare_tesserad_with_redis() {
     // tesserad reports its cross-core counters; redis has none.
     assert!(t[0]["cross_core"].is_object(), "{}", t[0]);
     assert!(t[1]["cross_core"].is_null(), "{}", t[1]);
+
+    // Redis does not say which core serves a connection: owner routing refuses to start.
+    let owner = format!("{}?route=owner", redis.addr());
+    #[rustfmt::skip]
+    let err = bench_fails(&[
+        "run", "-t", &owner, "-c", "1", "-w", "0s", "-d", "200ms", "--no-progress",
+        "--mix", "get=1",
+    ]);
+    assert!(err.contains("route=owner needs"), "{err}");
 }
 
 #[test]
