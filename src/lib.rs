@@ -4,17 +4,20 @@
 //!   [`Client`] talks to a remote `tesserad` (or Redis Cluster-compatible servers).
 //! - [`DMap`] is the typed DMap API (Olric's operations) over any [`Execute`] backend: an
 //!   embedded node's handle or a remote connection. Switching modes is a constructor change.
+//! - [`PubSub`] (publish, subscribe into a [`Subscription`]) has the same shape in both modes.
 //! - The crates below are re-exported for users who need the lower layers.
 #![forbid(unsafe_code)]
 
 pub mod dmap;
 pub mod error;
 pub mod node;
+pub mod pubsub;
 pub mod remote;
 
 pub use dmap::{DMap, Entry, Execute, LockGuard, PutOptions};
 pub use error::Error;
 pub use node::{Node, NodeConfig, NodeHandle};
+pub use pubsub::{PubSub, Subscription};
 pub use remote::{Client, ClientConfig};
 pub use tessera_engine::{CommandError, Reply};
 

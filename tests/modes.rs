@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use tessera::{Client, ClientConfig, DMap, Error, Execute, Node, NodeConfig, PutOptions};
+use tessera::{
+    Client, ClientConfig, DMap, Error, Execute, Node, NodeConfig, PubSub, PutOptions, Subscription,
+};
 
 fn exercise<E: Execute>(m: &DMap<E>) {
     // put / get / conditions / delete, with keys spread over every core.
@@ -84,10 +86,59 @@ fn exercise<E: Execute>(m: &DMap<E>) {
     assert_eq!(m.get("k100").unwrap(), None);
 }
 
+/// The next message, waiting at most 5 s.
+fn next(sub: &Subscription) -> (Vec<u8>, Vec<u8>) {
+    let (c, m) = sub
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a message within 5 s");
+    (c.to_vec(), m.to_vec())
+}
+
+fn pair(c: &str, m: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    (c.as_bytes().to_vec(), m.to_vec())
+}
+
+/// Pub/sub through the same calls in every mode.
+fn exercise_pubsub<P: PubSub>(p: &P) {
+    let sub = p.subscribe(&["news", "sports"]).unwrap();
+    assert_eq!(p.publish("news", "hello").unwrap(), 1);
+    assert_eq!(p.publish("weather", "rain").unwrap(), 0);
+    let binary: &[u8] = b"\x00\r\n*1\r\n$-1\xff";
+    assert_eq!(p.publish("sports", binary).unwrap(), 1);
+    assert_eq!(next(&sub), pair("news", b"hello"));
+    assert_eq!(next(&sub), pair("sports", binary));
+    assert!(sub.try_recv().is_err(), "nothing else was delivered");
+
+    // Two subscribers both get a message, in publish order.
+    let second = p.subscribe(&["news"]).unwrap();
+    for i in 0..20 {
+        assert_eq!(p.publish("news", format!("m{i}")).unwrap(), 2);
+    }
+    for i in 0..20 {
+        let m = format!("m{i}");
+        assert_eq!(next(&sub), pair("news", m.as_bytes()));
+        assert_eq!(next(&second), pair("news", m.as_bytes()));
+    }
+
+    // Dropping a subscription ends it (the remote one within its poll interval).
+    drop(sub);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.publish("news", "after-drop").unwrap() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped subscription never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(p.publish("sports", "nobody").unwrap(), 0);
+    drop(second);
+}
+
 #[test]
 fn embedded_one_core() {
     let node = Node::start_embedded(1).unwrap();
     exercise(&node.dmap("users"));
+    exercise_pubsub(&node.handle());
     node.shutdown();
 }
 
@@ -99,6 +150,7 @@ fn embedded_two_cores() {
         2.min(std::thread::available_parallelism().unwrap().get())
     );
     exercise(&node.dmap("users"));
+    exercise_pubsub(&node);
     node.shutdown();
 }
 
@@ -111,6 +163,7 @@ fn remote_client_against_a_served_node() {
     let addr = node.local_addr().expect("listening");
     let client = Client::connect(ClientConfig::new(addr.to_string())).unwrap();
     exercise(&client.dmap("users"));
+    exercise_pubsub(&client);
     drop(client);
     node.shutdown();
 }
@@ -118,8 +171,8 @@ fn remote_client_against_a_served_node() {
 #[test]
 fn embedded_pubsub_across_cores() {
     let node = Node::start_embedded(2).unwrap();
-    let rx = node.subscribe(&["news"]);
-    assert_eq!(node.publish("news", "hello"), 1);
+    let rx = node.subscribe(&["news"]).unwrap();
+    assert_eq!(node.publish("news", "hello").unwrap(), 1);
     let (channel, message) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!((&channel[..], &message[..]), (&b"news"[..], &b"hello"[..]));
     drop(rx);
