@@ -81,9 +81,94 @@ fn exercise<E: Execute>(m: &DMap<E>) {
     let expected: BTreeSet<Vec<u8>> = (50..200).map(|i| format!("k{i}").into_bytes()).collect();
     assert_eq!(keys, expected);
 
+    #[cfg(feature = "serde")]
+    exercise_serde(m);
+
     m.destroy().unwrap();
     assert!(m.scan(None).unwrap().is_empty());
     assert_eq!(m.get("k100").unwrap(), None);
+}
+
+#[cfg(feature = "serde")]
+fn exercise_serde<E: Execute>(m: &DMap<E>) {
+    use serde::{Deserialize, Serialize};
+    use tessera::{Codec, Json};
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Profile {
+        name: String,
+        age: u32,
+        tags: Vec<String>,
+        #[serde(default)]
+        email: Option<String>,
+    }
+    let alice = Profile {
+        name: "alice".into(),
+        age: 31,
+        tags: vec!["admin".into(), "ops".into()],
+        email: Some("alice@example.invalid".into()),
+    };
+    assert!(m.put_serde("profile", &alice, PutOptions::new()).unwrap());
+    assert_eq!(m.get_serde::<Profile>("profile").unwrap(), Some(alice));
+    // Stored as plain JSON, readable by anything.
+    assert_eq!(
+        m.get("profile").unwrap().as_deref(),
+        Some(
+            &br#"{"name":"alice","age":31,"tags":["admin","ops"],"email":"alice@example.invalid"}"#
+                [..]
+        )
+    );
+    // An entry written before `email` existed still decodes.
+    m.put(
+        "old",
+        r#"{"name":"bob","age":3,"tags":[]}"#,
+        PutOptions::new(),
+    )
+    .unwrap();
+    let bob = m.get_serde::<Profile>("old").unwrap().unwrap();
+    assert_eq!((bob.name.as_str(), bob.email), ("bob", None));
+    // Conditions and TTL work as for bytes.
+    assert!(!m.put_serde("old", &1u8, PutOptions::new().nx()).unwrap());
+    assert!(m
+        .put_serde("n", &[1u64, 2, 3], PutOptions::ttl(Duration::from_secs(60)))
+        .unwrap());
+    assert_eq!(m.get_serde::<Vec<u64>>("n").unwrap(), Some(vec![1, 2, 3]));
+    assert!(m.get_entry("n").unwrap().unwrap().ttl_ms > 0);
+    // A value that is not a Profile is a codec error, and stays as it was.
+    assert!(matches!(
+        m.get_serde::<Profile>("k100"),
+        Err(Error::Codec(_))
+    ));
+    assert_eq!(m.get("k100").unwrap().as_deref(), Some(&b"v100"[..]));
+    assert_eq!(m.get_serde::<Profile>("absent").unwrap(), None);
+
+    // Any other format plugs in as a Codec.
+    struct Tagged;
+    impl Codec for Tagged {
+        fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, Error> {
+            let mut out = b"v1:".to_vec();
+            out.extend(Json::encode(v)?);
+            Ok(out)
+        }
+        fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Error> {
+            match b.strip_prefix(b"v1:") {
+                Some(rest) => Json::decode(rest),
+                None => Err(Error::Codec("not a v1 value".into())),
+            }
+        }
+    }
+    assert!(m
+        .put_with::<Tagged, _>("tagged", "hi", PutOptions::new())
+        .unwrap());
+    assert_eq!(m.get("tagged").unwrap().as_deref(), Some(&b"v1:\"hi\""[..]));
+    assert_eq!(
+        m.get_with::<Tagged, String>("tagged").unwrap().as_deref(),
+        Some("hi")
+    );
+    assert!(matches!(
+        m.get_with::<Tagged, String>("profile"),
+        Err(Error::Codec(_))
+    ));
 }
 
 /// The next message, waiting at most 5 s.
