@@ -1231,3 +1231,36 @@ fn cluster_redirects_are_followed() {
     assert_eq!(text(&out.stdout), "\"v\"\n");
     assert!(text(&out.stderr).contains("slot [12]"), "{out:?}");
 }
+
+#[test]
+fn cluster_status_explains_servers_without_cluster_commands() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let p = redis.port_arg();
+    for extra in [&[][..], &["--json"][..], &["--resp3"][..]] {
+        let mut a = vec!["-p", &p, "cluster", "status"];
+        a.extend_from_slice(extra);
+        let out = run(&a);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("does not answer CLUSTER.MEMBERS (is it a Tessera node?)")
+                && err.contains("unknown command"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    }
+    // Any other `cluster` word is still a command for the server.
+    let out = run(&["-p", &p, "cluster", "info"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("cluster support disabled"),
+        "{out:?}"
+    );
+    // Nobody listening: a connection error, not a hang or a panic.
+    let out = run(&["-p", &free_port().to_string(), "cluster", "status"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("could not connect"), "{out:?}");
+}
