@@ -502,15 +502,15 @@ impl Collector for Snapshot {
                 continue;
             }
             let total: u64 = values.iter().map(|(_, v)| v).sum();
-            let (ty, help_total, help_core) = match d.kind {
-                Kind::Counter => (MetricType::Counter, d.help, d.help),
-                Kind::Gauge => (MetricType::Gauge, d.help, d.help),
+            let ty = match d.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
             };
             let core_name = format!("core_{}", d.name);
             {
                 let mut m = enc.encode_descriptor(
                     d.name,
-                    &format!("{help_total} (node)"),
+                    &format!("{} (node)", d.help),
                     d.unit.as_ref(),
                     ty,
                 )?;
@@ -518,7 +518,7 @@ impl Collector for Snapshot {
             }
             let mut m = enc.encode_descriptor(
                 &core_name,
-                &format!("{help_core} (per core)"),
+                &format!("{} (per core)", d.help),
                 d.unit.as_ref(),
                 ty,
             )?;
