@@ -234,6 +234,14 @@ impl Client {
                 Ok(mut replies) => {
                     let map = match replies.pop() {
                         Some(Value::Array(ranges)) => Some(slot_map(&ranges, &addr)),
+                        // A password is required and none (or no valid one) was given: say so
+                        // now rather than at the first command.
+                        Some(Value::ServerError(e))
+                            if matches!(e.code(), "NOAUTH" | "WRONGPASS") =>
+                        {
+                            let e: redis::RedisError = e.into();
+                            return Err(Error::Reply(server_error_text(&e)));
+                        }
                         // Not a cluster: a single node serves every slot.
                         _ => None,
                     };
