@@ -55,6 +55,7 @@ fn codec(c: &mut Criterion) {
         ops: (0..256u64)
             .map(|i| {
                 StreamOp::Put(Entry {
+                    map: b"default".to_vec(),
                     key: format!("key:{i:08}").into_bytes(),
                     value: vec![0xAB; 100],
                     version: i,

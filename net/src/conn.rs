@@ -192,7 +192,13 @@ impl Conn {
             Ok(c) => c,
             Err(e) => return batch.reply(Reply::Error(e)),
         };
+        if let Some(out) = crate::cluster::proxy::forward(&core, &cmd, args) {
+            return batch.push(out);
+        }
         if cmd.lock_wait_ms().is_some() {
+            if let Err(out) = crate::cluster::admit(&core, &cmd) {
+                return batch.push(out);
+            }
             // Waiting for a lock must not hold back replies that precede it.
             let mut early = BytesMut::new();
             batch.finish(&core, self.proto, &mut early).await;
@@ -309,12 +315,18 @@ impl Conn {
                 (runtime::now_ms() / 1000) as i64 - core.shared.started.elapsed().as_secs() as i64,
             ),
             "slowlog" => self.slowlog(sub, args).await,
+            "cluster"
+            | "cluster.members"
+            | "cluster.routingtable"
+            | "readonly"
+            | "readwrite"
+            | "asking" => crate::cluster::surface::command(&core, spec.name, args).await,
             "memory" => match sub {
                 "usage" if args.len() >= 3 => {
                     let cmd = Command::parse(args);
                     match cmd {
                         Ok(cmd) => {
-                            let owner = core.shared.owner(&args[2]);
+                            let owner = core.owner(&args[2]);
                             core.call(owner, vec![Op::Cmd(cmd)])
                                 .await
                                 .pop()
@@ -388,7 +400,7 @@ impl Conn {
                 } else {
                     let keys = &args[1..];
                     for k in keys {
-                        let owner = core.shared.owner(k);
+                        let owner = core.owner(k);
                         let v = core
                             .call(
                                 owner,
@@ -780,7 +792,10 @@ impl Conn {
         let Some(&slot) = slots.iter().next() else {
             return batch.reply(Reply::Array(Vec::new()));
         };
-        let owner = usize::from(core.shared.slots.owner(slot));
+        if let Err(out) = crate::cluster::admit_slot(&core, slot, true) {
+            return batch.push(out);
+        }
+        let owner = crate::cluster::owner_core_of_slot(&core, slot);
         let _ = out;
         let r = core
             .call(owner, vec![Op::Exec { watched, cmds }])

@@ -23,6 +23,7 @@
 //! atomics outside the data path); replies leave a connection in request order; no input from
 //! a socket panics or blocks the executor.
 pub mod admin;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod conn;

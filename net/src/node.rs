@@ -76,6 +76,7 @@ impl Node {
     /// `config.net.listen`, has every core listen on `bind:port`.
     pub fn start(config: NodeConfig) -> Result<Node, StartError> {
         config.validate()?;
+        let node_id = config.cluster.load_node_id()?;
         let cpus = config.runtime.cpus();
         let cores = cpus.len();
         let mut mesh: Vec<Mail> = Vec::with_capacity(cores);
@@ -90,6 +91,8 @@ impl Node {
         let total_memory = config.engine.maxmemory_bytes;
         let policy = config.engine.maxmemory_policy;
         let shared = Arc::new(Shared {
+            node_id,
+            generation: crate::cluster::start_generation(),
             cores,
             cpus: cpus.clone(),
             slots: SlotTable::single_node(cores as u16),
@@ -269,11 +272,45 @@ async fn executor_main(
     let mut engine_config = shared.config.engine.clone();
     engine_config.maxmemory_bytes = shard_share(engine_config.maxmemory_bytes, shared.cores);
     engine_config.seed = engine_config.seed.wrapping_add(core_id as u64);
+    let client_port = listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(0, |a| a.port());
+    let me = crate::cluster::me(&shared, client_port);
+    let clustered = shared.config.cluster.enabled;
+    let sockets = match (clustered, core_id) {
+        (true, 0) => match crate::cluster::driver::bind(&shared, client_port) {
+            Ok(s) => Some(s),
+            Err(reason) => {
+                let _ = ready.send(Err(StartError::Core {
+                    core: core_id,
+                    reason: format!("cluster: {reason}"),
+                }));
+                return;
+            }
+        },
+        _ => None,
+    };
+    let view = if clustered {
+        crate::cluster::View::cluster_start(sockets.as_ref().map_or(&me, |s| s.me()))
+    } else {
+        crate::cluster::View::single(&me)
+    };
     let core = Rc::new(Core::new(
         core_id,
         Arc::clone(&shared),
         Shard::new(engine_config),
+        view,
     ));
+    if let Some(sockets) = sockets {
+        if let Err(reason) = crate::cluster::driver::spawn(&core, sockets) {
+            let _ = ready.send(Err(StartError::Core {
+                core: core_id,
+                reason: format!("cluster: {reason}"),
+            }));
+            return;
+        }
+    }
     let _ = ready.send(Ok(Listening {
         clients: listener.as_ref().and_then(|l| l.local_addr().ok()),
         admin: admin_listener.as_ref().and_then(|l| l.local_addr().ok()),
@@ -362,6 +399,11 @@ impl NodeHandle {
     /// Runs one parsed data command on its owner core (split or fanned out as needed) and
     /// blocks the calling thread for the reply.
     pub fn execute_command(&self, cmd: Command) -> Reply {
+        if self.shared.config.cluster.enabled {
+            // Routing follows the cluster's table, which only the executors hold.
+            let core = self.next_core();
+            return self.run(core, Ok(cmd));
+        }
         let keys = cmd.keys();
         let owners: Vec<usize> = keys.iter().map(|k| self.shared.owner(k)).collect();
         let single = owners
