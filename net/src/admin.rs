@@ -379,9 +379,22 @@ pub async fn probe(core: &Core) -> Vec<Option<Counters>> {
     out
 }
 
+/// This node's view of the cluster, as core 0 sees it.
+#[derive(Debug)]
+struct ClusterSample {
+    enabled: bool,
+    epoch: u64,
+    members: u64,
+    alive: u64,
+    quorum: bool,
+    /// Slots this node is primary of.
+    owned_slots: u64,
+}
+
 /// Everything one scrape exposes, gathered on core 0.
 #[derive(Debug)]
 struct Snapshot {
+    cluster: ClusterSample,
     cores: Vec<Option<Counters>>,
     latency: Vec<(&'static str, HistTotals)>,
     clients: u64,
@@ -411,7 +424,25 @@ async fn snapshot(core: &Core) -> Snapshot {
         .filter(|(_, t)| t.buckets.iter().any(|&n| n > 0))
         .map(|(s, t)| (s.name, t))
         .collect();
+    let cluster = {
+        let view = core.cluster.borrow();
+        let table = view.table.as_deref();
+        ClusterSample {
+            enabled: view.enabled,
+            epoch: view.epoch(),
+            members: table.map_or(0, |t| t.nodes.len() as u64),
+            alive: view.live.len() as u64,
+            quorum: view.quorum,
+            owned_slots: match (table, view.me_idx) {
+                (Some(t), Some(me)) => {
+                    t.slots.iter().filter(|e| e.primary.node == me).count() as u64
+                }
+                _ => 0,
+            },
+        }
+    };
     Snapshot {
+        cluster,
         cores,
         latency,
         clients: shared.clients.load(Ordering::Relaxed) as u64,
@@ -474,6 +505,49 @@ impl Collector for Snapshot {
             Some(&Unit::Bytes),
             "Resident set size of the process",
             self.resident_bytes,
+        )?;
+        let c = &self.cluster;
+        gauge(
+            &mut enc,
+            "cluster_enabled",
+            None,
+            "1 when the node runs in cluster mode",
+            u64::from(c.enabled),
+        )?;
+        gauge(
+            &mut enc,
+            "cluster_epoch",
+            None,
+            "Epoch of the partition table this node routes by (0: none yet)",
+            c.epoch,
+        )?;
+        gauge(
+            &mut enc,
+            "cluster_members",
+            None,
+            "Members of that partition table",
+            c.members,
+        )?;
+        gauge(
+            &mut enc,
+            "cluster_alive_members",
+            None,
+            "Members this node's membership sees alive",
+            c.alive,
+        )?;
+        gauge(
+            &mut enc,
+            "cluster_quorum",
+            None,
+            "1 while the live members reach the quorum (writes allowed)",
+            u64::from(c.quorum),
+        )?;
+        gauge(
+            &mut enc,
+            "cluster_owned_slots",
+            None,
+            "Slots this node is primary of",
+            c.owned_slots,
         )?;
         {
             let mut m =
@@ -613,6 +687,17 @@ fn ready(core: &Core) -> Result<(), String> {
     }
     if shared.clients.load(Ordering::Relaxed) >= shared.config.net.connections_max {
         return Err("connections_max reached".into());
+    }
+    // In cluster mode keyed commands get -CLUSTERDOWN without a table, and writes without
+    // quorum: such a node does not serve clients yet.
+    let view = core.cluster.borrow();
+    if view.enabled {
+        if view.table.is_none() {
+            return Err("cluster: no partition table yet".into());
+        }
+        if !view.quorum {
+            return Err("cluster: no quorum of live members".into());
+        }
     }
     Ok(())
 }
