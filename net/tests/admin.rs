@@ -172,6 +172,12 @@ fn metrics_parse_and_counters_move_with_commands() {
         let before = scrape(&node);
         assert_eq!(gauge(&before, "tessera_up"), 1.0);
         assert_eq!(gauge(&before, "tessera_cores"), cores as f64);
+        // Outside cluster mode: a one-member table owning every slot.
+        assert_eq!(gauge(&before, "tessera_cluster_enabled"), 0.0);
+        assert_eq!(gauge(&before, "tessera_cluster_epoch"), 1.0);
+        assert_eq!(gauge(&before, "tessera_cluster_members"), 1.0);
+        assert_eq!(gauge(&before, "tessera_cluster_owned_slots"), 16384.0);
+        assert_eq!(gauge(&before, "tessera_cluster_quorum"), 1.0);
         for c in 0..cores {
             let up = value(&before, "tessera_core_up", &[("core", &c.to_string())]);
             assert_eq!(up, Some(1.0), "core {c} up");
@@ -445,4 +451,26 @@ fn admin_port_is_off_by_default_and_a_taken_port_fails_start() {
             panic!("started on a taken admin port");
         }
     }
+}
+
+#[test]
+fn a_cluster_node_without_a_table_is_alive_but_not_ready() {
+    let mut cfg = config(1);
+    cfg.cluster.enabled = true;
+    cfg.cluster.cluster_port = 0;
+    cfg.cluster.secret = "admin tests secret".into();
+    // Alone, it never reaches a quorum of 2, so no table is planned.
+    cfg.cluster.member_count_quorum = 2;
+    let node = Node::start(cfg).expect("node starts");
+    let admin = node.admin_addr().unwrap();
+    assert_eq!(get(admin, "/health/live").status, 200);
+    let r = get(admin, "/health/ready");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.starts_with("ready: cluster: "), "{}", r.body);
+    let samples = scrape(&node);
+    assert_eq!(gauge(&samples, "tessera_cluster_enabled"), 1.0);
+    assert_eq!(gauge(&samples, "tessera_cluster_epoch"), 0.0);
+    assert_eq!(gauge(&samples, "tessera_cluster_quorum"), 0.0);
+    assert_eq!(gauge(&samples, "tessera_cluster_alive_members"), 1.0);
+    node.shutdown();
 }
