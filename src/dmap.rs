@@ -220,9 +220,32 @@ impl<E: Execute> DMap<E> {
     pub fn delete<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64, Error> {
         let mut args = vec![Bytes::from_static(b"DM.DEL"), self.name.clone()];
         args.extend(keys.iter().map(b));
-        match self.run(args)? {
-            Reply::Int(n) => Ok(u64::try_from(n).unwrap_or(0)),
-            other => Err(unexpected("DM.DEL", &other)),
+        match self.run(args) {
+            Ok(Reply::Int(n)) => Ok(u64::try_from(n).unwrap_or(0)),
+            Ok(other) => Err(unexpected("DM.DEL", &other)),
+            // A cluster refuses keys of several slots in one command (as Redis Cluster does):
+            // delete per slot instead, like cluster clients split DEL. Not atomic across slots.
+            Err(Error::Reply(text)) if text.starts_with("CROSSSLOT") => {
+                let mut by_slot: std::collections::BTreeMap<u16, Vec<Bytes>> =
+                    std::collections::BTreeMap::new();
+                for k in keys {
+                    by_slot
+                        .entry(tessera_engine::key_slot(k.as_ref()))
+                        .or_default()
+                        .push(b(k));
+                }
+                let mut deleted = 0;
+                for (_, group) in by_slot {
+                    let mut args = vec![Bytes::from_static(b"DM.DEL"), self.name.clone()];
+                    args.extend(group);
+                    match self.run(args)? {
+                        Reply::Int(n) => deleted += u64::try_from(n).unwrap_or(0),
+                        other => return Err(unexpected("DM.DEL", &other)),
+                    }
+                }
+                Ok(deleted)
+            }
+            Err(e) => Err(e),
         }
     }
 
