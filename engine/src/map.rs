@@ -998,21 +998,28 @@ impl Map {
     }
 
     /// The next `n` live entries with a TTL from the sweep cursor, wrapping around once
-    /// (Redis's active expiry walks its expires dictionary with a cursor the same way).
+    /// (Redis's active expiry walks its expires dictionary with a cursor the same way). The
+    /// wrapped part stops where the sweep started, so no entry is returned twice.
     pub fn sample_volatile(&mut self, n: usize) -> Vec<(Bytes, Meta)> {
         let mut out = Vec::with_capacity(n);
         if self.volatile == 0 || n == 0 {
             return out;
         }
         let limit = n.saturating_mul(16).saturating_add(64);
-        let mut from = self.sweep;
-        for _ in 0..2 {
+        let start = self.sweep;
+        let mut from = start;
+        for pass in 0..2 {
+            let mut back_at_start = false;
             let end = self.walk(
                 from,
                 limit,
                 |t| t.volatile,
                 |m, e| {
                     let t = table(&m.tables, e.id);
+                    if pass == 1 && (t.seq, e.off) >= (start.seq, start.off) {
+                        back_at_start = true;
+                        return false;
+                    }
                     out.push((
                         Bytes::copy_from_slice(e.parsed.key(&t.data)),
                         Meta::from_header(&e.parsed.header),
@@ -1020,12 +1027,17 @@ impl Map {
                     out.len() < n
                 },
             );
+            if back_at_start {
+                self.sweep = start;
+                break;
+            }
             if let Some(c) = end {
                 self.sweep = c;
                 break;
             }
             self.sweep = Cursor::default();
-            if out.len() >= n {
+            if out.len() >= n || (start.seq, start.off) == (0, 0) {
+                // A walk from the very beginning has seen everything.
                 break;
             }
             from = Cursor::default();

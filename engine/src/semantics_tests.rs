@@ -592,6 +592,46 @@ fn plain_set_over_an_expired_key_counts_the_expiration() {
 }
 
 #[test]
+fn active_expiry_counts_each_key_once() {
+    // Fewer keys with a TTL than one sample: the sweep wraps around and must not return (and
+    // count) a key twice.
+    for (dying, living) in [(3, 0), (3, 2), (1, 0), (0, 4)] {
+        let mut e = env();
+        e.shard = Shard::new(EngineConfig {
+            active_expire_samples: 20,
+            ..EngineConfig::default()
+        });
+        for i in 0..dying {
+            e.run(&format!("SET d{i} v PX 10"));
+        }
+        for i in 0..living {
+            e.run(&format!("SET l{i} v EX 1000"));
+        }
+        e.run("SET plain v");
+        e.advance(100);
+        let r = e.shard.active_expire(e.now, 1000);
+        // Every round samples each key with a TTL once; the expired go in the first round,
+        // and a round repeats while more than 25% of its sample expired.
+        assert_eq!(
+            r.sampled,
+            dying + living * r.rounds,
+            "{dying} {living}: {r:?}"
+        );
+        assert_eq!(r.rounds, if dying > 0 && living > 0 { 2 } else { 1 });
+        assert_eq!(r.expired, dying, "{dying} {living}: {r:?}");
+        assert_eq!(e.shard.stats().expired_keys, dying as u64);
+        assert_eq!(e.int("DBSIZE"), living as i64 + 1);
+        // A second cycle starts mid-chain and wraps: still each live key once.
+        let r = e.shard.active_expire(e.now, 1000);
+        assert_eq!(
+            (r.sampled, r.expired),
+            (living, 0),
+            "{dying} {living}: {r:?}"
+        );
+    }
+}
+
+#[test]
 fn versions_only_grow() {
     let mut e = env();
     e.run("SET k v");

@@ -1562,7 +1562,10 @@ impl Shard {
                 let mut expired = 0;
                 for (k, _) in sample {
                     report.sampled += 1;
-                    if self.lookup(&name, &k, now_ms, false).is_none() {
+                    // Count what the lookup expired, not what it did not find.
+                    let before = self.expired_keys;
+                    self.lookup(&name, &k, now_ms, false);
+                    if self.expired_keys != before {
                         expired += 1;
                         report.expired += 1;
                     }
