@@ -21,7 +21,9 @@
 use bytes::Bytes;
 use hashbrown::HashTable;
 
-use crate::arena::{entry_len, parse, Header, Parsed, Table, F_OUTLINE, F_TTL, F_VISITED};
+use crate::arena::{
+    entry_len, parse, Header, Parsed, Table, ACCESS_MASK, F_OUTLINE, F_TTL, F_VISITED,
+};
 use crate::config::MapConfig;
 use crate::evict::Rng;
 use crate::slot::{key_slot, Slot};
@@ -51,11 +53,14 @@ impl Meta {
         self.version >> crate::shard::VERSION_COUNTER_BITS
     }
 
-    fn from_header(h: &Header) -> Meta {
+    /// `clock_s`: the latest access second the map has written, against which the stored
+    /// access second (modulo 2^29) is made absolute again.
+    fn from_header(h: &Header, clock_s: u64) -> Meta {
+        let behind = u64::from((clock_s as u32).wrapping_sub(h.access_s) & ACCESS_MASK);
         Meta {
             expire_at_ms: h.expire_at_ms,
             version: h.version,
-            access_ms: u64::from(h.access_s) * 1000,
+            access_ms: clock_s.saturating_sub(behind) * 1000,
             lfu: h.lfu,
             visited: h.flags & F_VISITED != 0,
         }
@@ -141,6 +146,8 @@ pub struct Map {
     table_cap: usize,
     sweep: Cursor,
     hand: Cursor,
+    /// Latest access second written to an entry (entries store it modulo 2^29).
+    clock_s: u64,
     pub config: MapConfig,
     pub stats: MapStats,
     /// `memory_bytes()` as last added to the shard's total (kept by the shard).
@@ -240,6 +247,7 @@ impl Map {
             table_cap: layout.table_bytes_max,
             sweep: Cursor::default(),
             hand: Cursor::default(),
+            clock_s: 0,
             config,
             stats: MapStats::default(),
             accounted: 0,
@@ -382,6 +390,18 @@ impl Map {
             .map(|&p| unpack(p))
     }
 
+    /// Decoded metadata of a stored header.
+    fn meta_of(&self, h: &Header) -> Meta {
+        Meta::from_header(h, self.clock_s)
+    }
+
+    /// The stored form of an access time (seconds modulo 2^29); advances the map's clock.
+    fn access_raw(&mut self, access_ms: u64) -> u32 {
+        let s = access_ms / 1000;
+        self.clock_s = self.clock_s.max(s);
+        (s as u32) & ACCESS_MASK
+    }
+
     fn parsed(&self, l: u64) -> (&Table, Parsed) {
         let (id, off) = loc_parts(l);
         let t = table(&self.tables, id);
@@ -402,7 +422,7 @@ impl Map {
     pub fn find(&self, key: &[u8]) -> Option<(Handle, Meta)> {
         let l = self.locate(key)?;
         let (_, p) = self.parsed(l);
-        Some((Handle(l), Meta::from_header(&p.header)))
+        Some((Handle(l), self.meta_of(&p.header)))
     }
 
     /// The value at a handle from `find`.
@@ -414,8 +434,9 @@ impl Map {
     /// Updates access time, LFU counter and the visited bit in place at a handle.
     pub fn touch_at(&mut self, h: Handle, access_ms: u64, lfu: u8) {
         let (id, off) = loc_parts(h.0);
+        let access = self.access_raw(access_ms);
         if let Some(t) = self.tables[id as usize].as_mut() {
-            t.set_access(off, (access_ms / 1000) as u32);
+            t.set_access(off, access);
             t.set_lfu(off, lfu);
             t.set_visited(off, true);
         }
@@ -434,7 +455,7 @@ impl Map {
     pub fn meta(&self, key: &[u8]) -> Option<Meta> {
         let l = self.locate(key)?;
         let (_, p) = self.parsed(l);
-        Some(Meta::from_header(&p.header))
+        Some(self.meta_of(&p.header))
     }
 
     pub fn value(&self, key: &[u8]) -> Option<Bytes> {
@@ -453,7 +474,7 @@ impl Map {
     pub fn with_value<R>(&self, key: &[u8], visit: impl FnOnce(&[u8], &Meta) -> R) -> Option<R> {
         let at = self.locate(key)?;
         let (t, p) = self.parsed(at);
-        let meta = Meta::from_header(&p.header);
+        let meta = self.meta_of(&p.header);
         if p.outline() {
             let v = self.slab[p.slab_id(&t.data) as usize].as_ref()?;
             Some(visit(v, &meta))
@@ -466,8 +487,9 @@ impl Map {
     pub fn touch(&mut self, key: &[u8], access_ms: u64, lfu: u8) {
         if let Some(l) = self.locate(key) {
             let (id, off) = loc_parts(l);
+            let access = self.access_raw(access_ms);
             if let Some(t) = self.tables[id as usize].as_mut() {
-                t.set_access(off, (access_ms / 1000) as u32);
+                t.set_access(off, access);
                 t.set_lfu(off, lfu);
                 t.set_visited(off, true);
             }
@@ -651,7 +673,7 @@ impl Map {
         let header = Header {
             flags,
             lfu: meta.lfu,
-            access_s: (meta.access_ms / 1000) as u32,
+            access_s: self.access_raw(meta.access_ms),
             version: meta.version,
             expire_at_ms: meta.expire_at_ms,
         };
@@ -724,7 +746,7 @@ impl Map {
         let after = idx.allocation_size() as u64;
         self.index_bytes = self.index_bytes + after - before;
         let old_meta = old.map(|o| {
-            let old_meta = Meta::from_header(&self.parsed(o).1.header);
+            let old_meta = self.meta_of(&self.parsed(o).1.header);
             let (lfu, visited) = merge(&old_meta);
             let (id, off) = loc_parts(new_loc);
             let t = self.tables[id as usize].as_mut().expect("head exists");
@@ -752,7 +774,7 @@ impl Map {
             return true;
         }
         let value = self.value_of(t, &p);
-        let mut meta = Meta::from_header(&p.header);
+        let mut meta = self.meta_of(&p.header);
         meta.expire_at_ms = expire_at_ms;
         meta.version = version;
         self.put(key, value, meta, false)
@@ -877,7 +899,7 @@ impl Map {
                 visit(
                     pe.key(&t.data),
                     self.value_of(t, &pe),
-                    &Meta::from_header(&pe.header),
+                    &self.meta_of(&pe.header),
                 );
                 visited += 1;
             }
@@ -963,7 +985,7 @@ impl Map {
                     if let Some(&p) = si.table.get_bucket(bucket) {
                         let l = unpack(p);
                         let (t, pe) = self.parsed(l);
-                        f(pe.key(&t.data), &Meta::from_header(&pe.header));
+                        f(pe.key(&t.data), &self.meta_of(&pe.header));
                         visited += 1;
                     }
                     bucket += 1;
@@ -990,7 +1012,7 @@ impl Map {
                 let (t, p) = self.parsed(unpack(packed));
                 return Some((
                     Bytes::copy_from_slice(p.key(&t.data)),
-                    Meta::from_header(&p.header),
+                    self.meta_of(&p.header),
                 ));
             }
         }
@@ -1022,7 +1044,7 @@ impl Map {
                     }
                     out.push((
                         Bytes::copy_from_slice(e.parsed.key(&t.data)),
-                        Meta::from_header(&e.parsed.header),
+                        m.meta_of(&e.parsed.header),
                     ));
                     out.len() < n
                 },
@@ -1286,6 +1308,28 @@ mod tests {
                 "colliding {colliding}"
             );
         }
+    }
+
+    #[test]
+    fn access_times_survive_the_29_bit_wrap() {
+        let mut m = Map::new(b"m", MapConfig::default(), layout(false));
+        // Seconds since the epoch in 2026 are above 2^29: stored modulo 2^29, read back whole.
+        let t0 = 1_790_000_000_000u64;
+        let mut old = meta(1, 0);
+        old.access_ms = t0;
+        m.put(b"old", Bytes::from_static(b"v"), old, false);
+        let mut new = meta(2, 0);
+        new.access_ms = t0 + 86_400_000 * 365 * 10; // ten years later
+        m.put(b"new", Bytes::from_static(b"v"), new, false);
+        assert_eq!(m.meta(b"old").unwrap().access_ms, t0);
+        assert_eq!(m.meta(b"new").unwrap().access_ms, new.access_ms);
+        // Across a multiple of 2^29 seconds.
+        let edge = (3u64 << 29) * 1000;
+        m.touch(b"old", edge - 1000, 5);
+        m.touch(b"new", edge + 5000, 5);
+        assert_eq!(m.meta(b"old").unwrap().access_ms, edge - 1000);
+        assert_eq!(m.meta(b"new").unwrap().access_ms, edge + 5000);
+        assert_eq!(m.meta(b"old").unwrap().lfu, 5);
     }
 
     #[test]
