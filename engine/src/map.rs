@@ -372,6 +372,92 @@ impl Map {
         }
     }
 
+    /// Upper bound of the bytes of memory a batch of writes (MSET's pairs, in order, all
+    /// with or all without a TTL) would add now, and of the table ids it would take: the
+    /// appends are simulated against the head table's room and the table size sequence; the
+    /// index is bounded by a new table for every slot table the batch could fill.
+    pub fn batch_growth(&self, pairs: &[(Bytes, Bytes)], ttl: bool) -> (u64, usize) {
+        let chain = usize::from(ttl);
+        let mut room = self.heads[chain].map_or(0, |id| table(&self.tables, id).room());
+        let mut next = self.next_size[chain];
+        let (mut bytes, mut new_tables, mut slab_pushes) = (0u64, 0usize, 0usize);
+        let mut per_slot: std::collections::HashMap<Slot, usize> = std::collections::HashMap::new();
+        for (k, v) in pairs {
+            let outline = v.len() >= self.layout.outline_bytes_min;
+            let total = entry_len(k.len(), v.len(), ttl, outline);
+            if room >= total {
+                room -= total;
+            } else {
+                let size = next.max(total);
+                bytes += size as u64;
+                new_tables += 1;
+                room = size - total;
+                next = (next * 2).min(self.table_cap);
+            }
+            if outline {
+                bytes += v.len() as u64;
+                slab_pushes += 1;
+            }
+            *per_slot.entry(key_slot(k)).or_default() += 1;
+        }
+        // hashbrown's allocation for `n` items, generously: buckets for n * 8/7 rounded up to
+        // a power of two, 6 bytes each (5-byte location and a control byte), plus alignment
+        // and the trailing control group.
+        let index_alloc = |n: usize| ((n * 8 / 7 + 1).next_power_of_two().max(4) * 6 + 64) as u64;
+        let mut new_slots = 0;
+        for (slot, n) in per_slot {
+            if let Some(&p) = self.slot_pos.get(&slot) {
+                let t = &self.slots[p as usize].table;
+                // `upsert` reserves room for one more before it probes.
+                if t.len() + n >= t.capacity() {
+                    bytes += index_alloc(t.len() + n + 1);
+                }
+            } else {
+                new_slots += 1;
+                bytes += index_alloc(n + 1) + 128;
+            }
+        }
+        // Bookkeeping vectors that may reallocate (each at most doubles per push past its
+        // capacity; bounded by the final length at twice the element size).
+        let vec_growth = |len: usize, cap: usize, add: usize, elem: usize| -> u64 {
+            if add == 0 || len + add <= cap {
+                0
+            } else {
+                (2 * (len + add).max(4) * elem) as u64
+            }
+        };
+        bytes += vec_growth(
+            self.slots.len(),
+            self.slots.capacity(),
+            new_slots,
+            std::mem::size_of::<SlotIndex>(),
+        );
+        let pos_len = self.slot_pos.len() + new_slots;
+        if new_slots > 0 && pos_len > self.slot_pos.capacity() {
+            // The slot -> position map's new allocation (8-byte pairs and a control byte).
+            bytes += ((pos_len * 8 / 7 + 1).next_power_of_two().max(4) * 12 + 64) as u64;
+        }
+        bytes += vec_growth(
+            self.tables.len(),
+            self.tables.capacity(),
+            new_tables,
+            std::mem::size_of::<Option<Table>>(),
+        );
+        bytes += vec_growth(self.order.len(), self.order.capacity(), new_tables, 4);
+        bytes += vec_growth(
+            self.slab.len(),
+            self.slab.capacity(),
+            slab_pushes,
+            std::mem::size_of::<Option<Bytes>>(),
+        );
+        (bytes, new_tables)
+    }
+
+    /// Table ids still available to new tables.
+    pub fn free_table_ids(&self) -> usize {
+        self.free_ids.len() + TABLE_IDS_MAX.saturating_sub(self.tables.len())
+    }
+
     fn hash(&self, key: &[u8]) -> u64 {
         if self.layout.colliding_hash {
             0x5EED
