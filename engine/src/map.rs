@@ -344,6 +344,22 @@ impl Map {
         table_growth + if outline { value_len as u64 } else { 0 } + self.index_growth(key)
     }
 
+    /// An upper bound of `write_growth` that needs no index lookup: a new head table, the
+    /// out-of-line value, and for the index the whole current index plus the bookkeeping a new
+    /// slot could reallocate (no single insert grows the index by more). Used to skip the
+    /// exact estimate when the budget is far away.
+    pub fn write_growth_bound(&self, key_len: usize, value_len: usize, ttl: bool) -> u64 {
+        let outline = value_len >= self.layout.outline_bytes_min;
+        let total = entry_len(key_len, value_len, ttl, outline);
+        let chain = usize::from(ttl);
+        let table = self.next_size[chain].max(total) as u64;
+        let index = self.index_bytes
+            + (self.slots.capacity().max(4) * std::mem::size_of::<SlotIndex>()) as u64
+            + (self.slot_pos.allocation_size() as u64).max(64)
+            + 512;
+        table + if outline { value_len as u64 } else { 0 } + index
+    }
+
     /// Bytes the index would grow by when `key` is inserted (exact for a slot table that
     /// doubles, an upper estimate for a new slot).
     fn index_growth(&self, key: &[u8]) -> u64 {

@@ -563,6 +563,22 @@ impl Shard {
         ttl: bool,
         now_ms: u64,
     ) -> Result<(), CommandError> {
+        // Fast path (one map lookup): no per-map limits, and the write fits the budget even at
+        // the largest growth it could cause.
+        let max = self.config.maxmemory_bytes;
+        if let Some(m) = self.maps.get_mut(map) {
+            if m.config.max_keys == 0 && m.config.max_bytes == 0 {
+                // `sync`, inline.
+                let now = m.memory_bytes();
+                self.mem_total = self.mem_total - m.accounted + now;
+                m.accounted = now;
+                if max == 0
+                    || self.mem_total + m.write_growth_bound(key.len(), value_len, ttl) <= max
+                {
+                    return Ok(());
+                }
+            }
+        }
         // Per-map limits (live bytes and key count).
         for _ in 0..1_000_000 {
             let Some(m) = self.maps.get(map) else { break };
@@ -594,7 +610,6 @@ impl Shard {
             }
         }
         // The shard budget.
-        let max = self.config.maxmemory_bytes;
         if max == 0 {
             return Ok(());
         }
@@ -883,7 +898,9 @@ impl Shard {
         let version = self.next_version(now_ms);
         let ratio = self.config.compaction_garbage_ratio;
         let (log_factor, decay) = (self.config.lfu_log_factor, self.config.lfu_decay_minutes);
-        self.map_entry(map);
+        if !self.maps.contains_key(map) {
+            self.map_entry(map);
+        }
         let Some(m) = self.maps.get_mut(map) else {
             return Err(CommandError::OutOfMemory);
         };
