@@ -7,14 +7,17 @@
 //! Entry layout (little-endian, no padding):
 //!
 //! ```text
-//! +-------+-----+-----------+-----------+----------------+--------+--------+-----+---------------+
-//! | flags | lfu | access_s  | version   | expire_at_ms   | klen   | vlen   | key | value         |
-//! | u8    | u8  | u32       | u64       | u64, if TTL    | varint | varint |     | or u32 slab id|
-//! +-------+-----+-----------+-----------+----------------+--------+--------+-----+---------------+
+//! +----------------------+-----+-----------+----------------+--------+--------+-----+---------------+
+//! | flags:3 | access_s:29 | lfu | version   | expire_at_ms   | klen   | vlen   | key | value         |
+//! | u32                  | u8  | u64       | u64, if TTL    | varint | varint |     | or u32 slab id|
+//! +----------------------+-----+-----------+----------------+--------+--------+-----+---------------+
 //! ```
 //!
-//! `flags`: bit 0 the entry has a TTL, bit 1 the value is out of line (the value field is a
-//! 4-byte index into the map's slab of `Bytes`), bit 2 SIEVE's visited bit.
+//! `flags` (top 3 bits of the first word): bit 0 the entry has a TTL, bit 1 the value is out of
+//! line (the value field is a 4-byte index into the map's slab of `Bytes`), bit 2 SIEVE's
+//! visited bit. `access_s` (low 29 bits): the last access in seconds, modulo 2^29 (17 years);
+//! the map turns it back into an absolute time against the latest access it has written, the
+//! way Redis's 24-bit LRU clock wraps (every 194 days).
 
 /// Flag: `expire_at_ms` is present.
 pub const F_TTL: u8 = 1;
@@ -24,11 +27,18 @@ pub const F_OUTLINE: u8 = 2;
 pub const F_VISITED: u8 = 4;
 
 /// Fixed header bytes before the optional deadline.
-pub const FIXED_HEADER: usize = 1 + 1 + 4 + 8;
-const OFF_LFU: usize = 1;
-const OFF_ACCESS: usize = 2;
-const OFF_VERSION: usize = 6;
-const OFF_EXPIRE: usize = 14;
+pub const FIXED_HEADER: usize = 4 + 1 + 8;
+/// Bits of `access_s` (the rest of the first word holds the flags).
+pub const ACCESS_BITS: u32 = 29;
+/// Mask of `access_s`.
+pub const ACCESS_MASK: u32 = (1 << ACCESS_BITS) - 1;
+const OFF_LFU: usize = 4;
+const OFF_VERSION: usize = 5;
+const OFF_EXPIRE: usize = 13;
+
+fn word(flags: u8, access_s: u32) -> u32 {
+    (u32::from(flags) << ACCESS_BITS) | (access_s & ACCESS_MASK)
+}
 
 /// Bytes of a LEB128 varint of `v`.
 pub fn varint_len(mut v: u64) -> usize {
@@ -76,6 +86,7 @@ pub fn entry_len(key_len: usize, value_len: usize, ttl: bool, outline: bool) -> 
 pub struct Header {
     pub flags: u8,
     pub lfu: u8,
+    /// Last access in seconds modulo 2^29 (only the low `ACCESS_BITS` are stored).
     pub access_s: u32,
     pub version: u64,
     pub expire_at_ms: u64,
@@ -169,9 +180,8 @@ impl Table {
     ) -> usize {
         let off = self.data.len();
         let d = &mut self.data;
-        d.push(header.flags);
+        d.extend_from_slice(&word(header.flags, header.access_s).to_le_bytes());
         d.push(header.lfu);
-        d.extend_from_slice(&header.access_s.to_le_bytes());
         d.extend_from_slice(&header.version.to_le_bytes());
         if header.flags & F_TTL != 0 {
             d.extend_from_slice(&header.expire_at_ms.to_le_bytes());
@@ -192,16 +202,24 @@ impl Table {
         self.data[off + OFF_LFU] = lfu;
     }
 
+    fn word_at(&self, off: usize) -> u32 {
+        u32::from_le_bytes(self.data[off..off + 4].try_into().expect("4 bytes"))
+    }
+
+    fn set_word(&mut self, off: usize, w: u32) {
+        self.data[off..off + 4].copy_from_slice(&w.to_le_bytes());
+    }
+
+    /// Sets the (wrapped) access second, keeping the flags.
     pub fn set_access(&mut self, off: usize, access_s: u32) {
-        self.data[off + OFF_ACCESS..off + OFF_ACCESS + 4].copy_from_slice(&access_s.to_le_bytes());
+        let w = self.word_at(off);
+        self.set_word(off, (w & !ACCESS_MASK) | (access_s & ACCESS_MASK));
     }
 
     pub fn set_visited(&mut self, off: usize, on: bool) {
-        if on {
-            self.data[off] |= F_VISITED;
-        } else {
-            self.data[off] &= !F_VISITED;
-        }
+        let bit = u32::from(F_VISITED) << ACCESS_BITS;
+        let w = self.word_at(off);
+        self.set_word(off, if on { w | bit } else { w & !bit });
     }
 
     pub fn set_version(&mut self, off: usize, version: u64) {
@@ -210,7 +228,7 @@ impl Table {
 
     /// Changes an existing deadline in place (the entry must have `F_TTL`).
     pub fn set_expire(&mut self, off: usize, at: u64) {
-        debug_assert!(self.data[off] & F_TTL != 0);
+        debug_assert!(self.word_at(off) >> ACCESS_BITS & u32::from(F_TTL) != 0);
         self.data[off + OFF_EXPIRE..off + OFF_EXPIRE + 8].copy_from_slice(&at.to_le_bytes());
     }
 }
@@ -226,9 +244,10 @@ fn read_u64(data: &[u8], at: usize) -> Option<u64> {
 /// Parses the entry at `off` of `data`; `None` when the bytes there are not a complete entry
 /// (only possible for offsets that did not come from the index, e.g. a forged SCAN cursor).
 pub fn parse(data: &[u8], off: usize) -> Option<Parsed> {
-    let flags = *data.get(off)?;
+    let w = read_u32(data, off)?;
+    let flags = (w >> ACCESS_BITS) as u8;
+    let access_s = w & ACCESS_MASK;
     let lfu = *data.get(off + OFF_LFU)?;
-    let access_s = read_u32(data, off + OFF_ACCESS)?;
     let version = read_u64(data, off + OFF_VERSION)?;
     let (expire_at_ms, at) = if flags & F_TTL != 0 {
         (read_u64(data, off + OFF_EXPIRE)?, off + OFF_EXPIRE + 8)
@@ -311,5 +330,35 @@ mod tests {
             (1000, 9, 5, 100)
         );
         assert!(pa.header.flags & F_VISITED != 0);
+        assert_eq!(pa.header.flags & F_TTL, F_TTL);
+    }
+
+    #[test]
+    fn flags_and_access_share_a_word_without_clobbering() {
+        let mut t = Table::new(1, 256, true);
+        let h = Header {
+            flags: F_TTL | F_OUTLINE,
+            lfu: 200,
+            access_s: u32::MAX, // only the low 29 bits are kept
+            version: u64::MAX,
+            expire_at_ms: 7,
+        };
+        let a = t.append(&h, b"k", b"", 10, Some(1));
+        let p = parse(&t.data, a).unwrap();
+        assert_eq!(p.header.flags, F_TTL | F_OUTLINE);
+        assert_eq!(p.header.access_s, ACCESS_MASK);
+        assert_eq!((p.header.lfu, p.header.version), (200, u64::MAX));
+        assert_eq!(p.total, entry_len(1, 10, true, true));
+        t.set_visited(a, true);
+        t.set_access(a, 12345);
+        let p = parse(&t.data, a).unwrap();
+        assert_eq!(p.header.flags, F_TTL | F_OUTLINE | F_VISITED);
+        assert_eq!(p.header.access_s, 12345);
+        t.set_visited(a, false);
+        t.set_access(a, u32::MAX);
+        let p = parse(&t.data, a).unwrap();
+        assert_eq!(p.header.flags, F_TTL | F_OUTLINE);
+        assert_eq!(p.header.access_s, ACCESS_MASK);
+        assert_eq!(p.header.expire_at_ms, 7);
     }
 }

@@ -46,7 +46,7 @@ mod semantics_tests;
 
 pub use command::{Command, Cond, ExpireCond, Expiry, MapOption, SetKind, SCAN_CURSOR_LIMIT};
 pub use config::{ConfigError, EngineConfig, EvictionPolicy, MapConfig};
-pub use error::CommandError;
+pub use error::{CommandError, RawError};
 pub use reply::Reply;
 pub use shard::{CompactReport, ExpireReport, Shard, ShardStats, SlotCursor, SlotEntry};
 pub use slot::{hash_tag, key_slot, Slot, SLOT_COUNT};

@@ -21,7 +21,9 @@
 use bytes::Bytes;
 use hashbrown::HashTable;
 
-use crate::arena::{entry_len, parse, Header, Parsed, Table, F_OUTLINE, F_TTL, F_VISITED};
+use crate::arena::{
+    entry_len, parse, Header, Parsed, Table, ACCESS_MASK, F_OUTLINE, F_TTL, F_VISITED,
+};
 use crate::config::MapConfig;
 use crate::evict::Rng;
 use crate::slot::{key_slot, Slot};
@@ -51,11 +53,14 @@ impl Meta {
         self.version >> crate::shard::VERSION_COUNTER_BITS
     }
 
-    fn from_header(h: &Header) -> Meta {
+    /// `clock_s`: the latest access second the map has written, against which the stored
+    /// access second (modulo 2^29) is made absolute again.
+    fn from_header(h: &Header, clock_s: u64) -> Meta {
+        let behind = u64::from((clock_s as u32).wrapping_sub(h.access_s) & ACCESS_MASK);
         Meta {
             expire_at_ms: h.expire_at_ms,
             version: h.version,
-            access_ms: u64::from(h.access_s) * 1000,
+            access_ms: clock_s.saturating_sub(behind) * 1000,
             lfu: h.lfu,
             visited: h.flags & F_VISITED != 0,
         }
@@ -141,6 +146,8 @@ pub struct Map {
     table_cap: usize,
     sweep: Cursor,
     hand: Cursor,
+    /// Latest access second written to an entry (entries store it modulo 2^29).
+    clock_s: u64,
     pub config: MapConfig,
     pub stats: MapStats,
     /// `memory_bytes()` as last added to the shard's total (kept by the shard).
@@ -240,6 +247,7 @@ impl Map {
             table_cap: layout.table_bytes_max,
             sweep: Cursor::default(),
             hand: Cursor::default(),
+            clock_s: 0,
             config,
             stats: MapStats::default(),
             accounted: 0,
@@ -336,6 +344,22 @@ impl Map {
         table_growth + if outline { value_len as u64 } else { 0 } + self.index_growth(key)
     }
 
+    /// An upper bound of `write_growth` that needs no index lookup: a new head table, the
+    /// out-of-line value, and for the index the whole current index plus the bookkeeping a new
+    /// slot could reallocate (no single insert grows the index by more). Used to skip the
+    /// exact estimate when the budget is far away.
+    pub fn write_growth_bound(&self, key_len: usize, value_len: usize, ttl: bool) -> u64 {
+        let outline = value_len >= self.layout.outline_bytes_min;
+        let total = entry_len(key_len, value_len, ttl, outline);
+        let chain = usize::from(ttl);
+        let table = self.next_size[chain].max(total) as u64;
+        let index = self.index_bytes
+            + (self.slots.capacity().max(4) * std::mem::size_of::<SlotIndex>()) as u64
+            + (self.slot_pos.allocation_size() as u64).max(64)
+            + 512;
+        table + if outline { value_len as u64 } else { 0 } + index
+    }
+
     /// Bytes the index would grow by when `key` is inserted (exact for a slot table that
     /// doubles, an upper estimate for a new slot).
     fn index_growth(&self, key: &[u8]) -> u64 {
@@ -364,6 +388,92 @@ impl Map {
         }
     }
 
+    /// Upper bound of the bytes of memory a batch of writes (MSET's pairs, in order, all
+    /// with or all without a TTL) would add now, and of the table ids it would take: the
+    /// appends are simulated against the head table's room and the table size sequence; the
+    /// index is bounded by a new table for every slot table the batch could fill.
+    pub fn batch_growth(&self, pairs: &[(Bytes, Bytes)], ttl: bool) -> (u64, usize) {
+        let chain = usize::from(ttl);
+        let mut room = self.heads[chain].map_or(0, |id| table(&self.tables, id).room());
+        let mut next = self.next_size[chain];
+        let (mut bytes, mut new_tables, mut slab_pushes) = (0u64, 0usize, 0usize);
+        let mut per_slot: std::collections::HashMap<Slot, usize> = std::collections::HashMap::new();
+        for (k, v) in pairs {
+            let outline = v.len() >= self.layout.outline_bytes_min;
+            let total = entry_len(k.len(), v.len(), ttl, outline);
+            if room >= total {
+                room -= total;
+            } else {
+                let size = next.max(total);
+                bytes += size as u64;
+                new_tables += 1;
+                room = size - total;
+                next = (next * 2).min(self.table_cap);
+            }
+            if outline {
+                bytes += v.len() as u64;
+                slab_pushes += 1;
+            }
+            *per_slot.entry(key_slot(k)).or_default() += 1;
+        }
+        // hashbrown's allocation for `n` items, generously: buckets for n * 8/7 rounded up to
+        // a power of two, 6 bytes each (5-byte location and a control byte), plus alignment
+        // and the trailing control group.
+        let index_alloc = |n: usize| ((n * 8 / 7 + 1).next_power_of_two().max(4) * 6 + 64) as u64;
+        let mut new_slots = 0;
+        for (slot, n) in per_slot {
+            if let Some(&p) = self.slot_pos.get(&slot) {
+                let t = &self.slots[p as usize].table;
+                // `upsert` reserves room for one more before it probes.
+                if t.len() + n >= t.capacity() {
+                    bytes += index_alloc(t.len() + n + 1);
+                }
+            } else {
+                new_slots += 1;
+                bytes += index_alloc(n + 1) + 128;
+            }
+        }
+        // Bookkeeping vectors that may reallocate (each at most doubles per push past its
+        // capacity; bounded by the final length at twice the element size).
+        let vec_growth = |len: usize, cap: usize, add: usize, elem: usize| -> u64 {
+            if add == 0 || len + add <= cap {
+                0
+            } else {
+                (2 * (len + add).max(4) * elem) as u64
+            }
+        };
+        bytes += vec_growth(
+            self.slots.len(),
+            self.slots.capacity(),
+            new_slots,
+            std::mem::size_of::<SlotIndex>(),
+        );
+        let pos_len = self.slot_pos.len() + new_slots;
+        if new_slots > 0 && pos_len > self.slot_pos.capacity() {
+            // The slot -> position map's new allocation (8-byte pairs and a control byte).
+            bytes += ((pos_len * 8 / 7 + 1).next_power_of_two().max(4) * 12 + 64) as u64;
+        }
+        bytes += vec_growth(
+            self.tables.len(),
+            self.tables.capacity(),
+            new_tables,
+            std::mem::size_of::<Option<Table>>(),
+        );
+        bytes += vec_growth(self.order.len(), self.order.capacity(), new_tables, 4);
+        bytes += vec_growth(
+            self.slab.len(),
+            self.slab.capacity(),
+            slab_pushes,
+            std::mem::size_of::<Option<Bytes>>(),
+        );
+        (bytes, new_tables)
+    }
+
+    /// Table ids still available to new tables.
+    pub fn free_table_ids(&self) -> usize {
+        self.free_ids.len() + TABLE_IDS_MAX.saturating_sub(self.tables.len())
+    }
+
     fn hash(&self, key: &[u8]) -> u64 {
         if self.layout.colliding_hash {
             0x5EED
@@ -380,6 +490,18 @@ impl Map {
             .table
             .find(self.hash(key), |&p| key_at(tables, unpack(p)) == key)
             .map(|&p| unpack(p))
+    }
+
+    /// Decoded metadata of a stored header.
+    fn meta_of(&self, h: &Header) -> Meta {
+        Meta::from_header(h, self.clock_s)
+    }
+
+    /// The stored form of an access time (seconds modulo 2^29); advances the map's clock.
+    fn access_raw(&mut self, access_ms: u64) -> u32 {
+        let s = access_ms / 1000;
+        self.clock_s = self.clock_s.max(s);
+        (s as u32) & ACCESS_MASK
     }
 
     fn parsed(&self, l: u64) -> (&Table, Parsed) {
@@ -402,7 +524,7 @@ impl Map {
     pub fn find(&self, key: &[u8]) -> Option<(Handle, Meta)> {
         let l = self.locate(key)?;
         let (_, p) = self.parsed(l);
-        Some((Handle(l), Meta::from_header(&p.header)))
+        Some((Handle(l), self.meta_of(&p.header)))
     }
 
     /// The value at a handle from `find`.
@@ -414,8 +536,9 @@ impl Map {
     /// Updates access time, LFU counter and the visited bit in place at a handle.
     pub fn touch_at(&mut self, h: Handle, access_ms: u64, lfu: u8) {
         let (id, off) = loc_parts(h.0);
+        let access = self.access_raw(access_ms);
         if let Some(t) = self.tables[id as usize].as_mut() {
-            t.set_access(off, (access_ms / 1000) as u32);
+            t.set_access(off, access);
             t.set_lfu(off, lfu);
             t.set_visited(off, true);
         }
@@ -434,7 +557,7 @@ impl Map {
     pub fn meta(&self, key: &[u8]) -> Option<Meta> {
         let l = self.locate(key)?;
         let (_, p) = self.parsed(l);
-        Some(Meta::from_header(&p.header))
+        Some(self.meta_of(&p.header))
     }
 
     pub fn value(&self, key: &[u8]) -> Option<Bytes> {
@@ -453,7 +576,7 @@ impl Map {
     pub fn with_value<R>(&self, key: &[u8], visit: impl FnOnce(&[u8], &Meta) -> R) -> Option<R> {
         let at = self.locate(key)?;
         let (t, p) = self.parsed(at);
-        let meta = Meta::from_header(&p.header);
+        let meta = self.meta_of(&p.header);
         if p.outline() {
             let v = self.slab[p.slab_id(&t.data) as usize].as_ref()?;
             Some(visit(v, &meta))
@@ -466,8 +589,9 @@ impl Map {
     pub fn touch(&mut self, key: &[u8], access_ms: u64, lfu: u8) {
         if let Some(l) = self.locate(key) {
             let (id, off) = loc_parts(l);
+            let access = self.access_raw(access_ms);
             if let Some(t) = self.tables[id as usize].as_mut() {
-                t.set_access(off, (access_ms / 1000) as u32);
+                t.set_access(off, access);
                 t.set_lfu(off, lfu);
                 t.set_visited(off, true);
             }
@@ -651,7 +775,7 @@ impl Map {
         let header = Header {
             flags,
             lfu: meta.lfu,
-            access_s: (meta.access_ms / 1000) as u32,
+            access_s: self.access_raw(meta.access_ms),
             version: meta.version,
             expire_at_ms: meta.expire_at_ms,
         };
@@ -724,7 +848,7 @@ impl Map {
         let after = idx.allocation_size() as u64;
         self.index_bytes = self.index_bytes + after - before;
         let old_meta = old.map(|o| {
-            let old_meta = Meta::from_header(&self.parsed(o).1.header);
+            let old_meta = self.meta_of(&self.parsed(o).1.header);
             let (lfu, visited) = merge(&old_meta);
             let (id, off) = loc_parts(new_loc);
             let t = self.tables[id as usize].as_mut().expect("head exists");
@@ -752,7 +876,7 @@ impl Map {
             return true;
         }
         let value = self.value_of(t, &p);
-        let mut meta = Meta::from_header(&p.header);
+        let mut meta = self.meta_of(&p.header);
         meta.expire_at_ms = expire_at_ms;
         meta.version = version;
         self.put(key, value, meta, false)
@@ -877,7 +1001,7 @@ impl Map {
                 visit(
                     pe.key(&t.data),
                     self.value_of(t, &pe),
-                    &Meta::from_header(&pe.header),
+                    &self.meta_of(&pe.header),
                 );
                 visited += 1;
             }
@@ -963,7 +1087,7 @@ impl Map {
                     if let Some(&p) = si.table.get_bucket(bucket) {
                         let l = unpack(p);
                         let (t, pe) = self.parsed(l);
-                        f(pe.key(&t.data), &Meta::from_header(&pe.header));
+                        f(pe.key(&t.data), &self.meta_of(&pe.header));
                         visited += 1;
                     }
                     bucket += 1;
@@ -990,7 +1114,7 @@ impl Map {
                 let (t, p) = self.parsed(unpack(packed));
                 return Some((
                     Bytes::copy_from_slice(p.key(&t.data)),
-                    Meta::from_header(&p.header),
+                    self.meta_of(&p.header),
                 ));
             }
         }
@@ -998,34 +1122,46 @@ impl Map {
     }
 
     /// The next `n` live entries with a TTL from the sweep cursor, wrapping around once
-    /// (Redis's active expiry walks its expires dictionary with a cursor the same way).
+    /// (Redis's active expiry walks its expires dictionary with a cursor the same way). The
+    /// wrapped part stops where the sweep started, so no entry is returned twice.
     pub fn sample_volatile(&mut self, n: usize) -> Vec<(Bytes, Meta)> {
         let mut out = Vec::with_capacity(n);
         if self.volatile == 0 || n == 0 {
             return out;
         }
         let limit = n.saturating_mul(16).saturating_add(64);
-        let mut from = self.sweep;
-        for _ in 0..2 {
+        let start = self.sweep;
+        let mut from = start;
+        for pass in 0..2 {
+            let mut back_at_start = false;
             let end = self.walk(
                 from,
                 limit,
                 |t| t.volatile,
                 |m, e| {
                     let t = table(&m.tables, e.id);
+                    if pass == 1 && (t.seq, e.off) >= (start.seq, start.off) {
+                        back_at_start = true;
+                        return false;
+                    }
                     out.push((
                         Bytes::copy_from_slice(e.parsed.key(&t.data)),
-                        Meta::from_header(&e.parsed.header),
+                        m.meta_of(&e.parsed.header),
                     ));
                     out.len() < n
                 },
             );
+            if back_at_start {
+                self.sweep = start;
+                break;
+            }
             if let Some(c) = end {
                 self.sweep = c;
                 break;
             }
             self.sweep = Cursor::default();
-            if out.len() >= n {
+            if out.len() >= n || (start.seq, start.off) == (0, 0) {
+                // A walk from the very beginning has seen everything.
                 break;
             }
             from = Cursor::default();
@@ -1274,6 +1410,28 @@ mod tests {
                 "colliding {colliding}"
             );
         }
+    }
+
+    #[test]
+    fn access_times_survive_the_29_bit_wrap() {
+        let mut m = Map::new(b"m", MapConfig::default(), layout(false));
+        // Seconds since the epoch in 2026 are above 2^29: stored modulo 2^29, read back whole.
+        let t0 = 1_790_000_000_000u64;
+        let mut old = meta(1, 0);
+        old.access_ms = t0;
+        m.put(b"old", Bytes::from_static(b"v"), old, false);
+        let mut new = meta(2, 0);
+        new.access_ms = t0 + 86_400_000 * 365 * 10; // ten years later
+        m.put(b"new", Bytes::from_static(b"v"), new, false);
+        assert_eq!(m.meta(b"old").unwrap().access_ms, t0);
+        assert_eq!(m.meta(b"new").unwrap().access_ms, new.access_ms);
+        // Across a multiple of 2^29 seconds.
+        let edge = (3u64 << 29) * 1000;
+        m.touch(b"old", edge - 1000, 5);
+        m.touch(b"new", edge + 5000, 5);
+        assert_eq!(m.meta(b"old").unwrap().access_ms, edge - 1000);
+        assert_eq!(m.meta(b"new").unwrap().access_ms, edge + 5000);
+        assert_eq!(m.meta(b"old").unwrap().lfu, 5);
     }
 
     #[test]

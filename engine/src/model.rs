@@ -57,6 +57,12 @@ pub enum Op {
     Exists {
         key: u8,
     },
+    /// `MSET` of three pairs (keys may repeat), values of `len` bytes.
+    MSet {
+        keys: [u8; 3],
+        value: u8,
+        len: u8,
+    },
     DmPut {
         key: u8,
         value: u8,
@@ -112,7 +118,7 @@ impl Op {
         let mut it = data.chunks_exact(4);
         for c in &mut it {
             let (a, b, x) = (c[1] % 24, c[2], c[3]);
-            ops.push(match c[0] % 22 {
+            ops.push(match c[0] % 23 {
                 0 => Op::Set {
                     key: a,
                     value: b,
@@ -163,6 +169,11 @@ impl Op {
                 20 => Op::DmUnlock {
                     key: a,
                     right: x & 1 == 1,
+                },
+                21 => Op::MSet {
+                    keys: [a, x % 24, (a ^ b) % 24],
+                    value: b,
+                    len: x,
                 },
                 _ => Op::ScanAll { count: b % 16 + 1 },
             });
@@ -338,6 +349,18 @@ pub fn check(ops: &[Op], setup: Setup) -> Result<(), String> {
                 let k = key(*k);
                 let n = i64::from(model.live(false, &k, now).is_some());
                 (args(&[b"EXISTS", &k]), Some(Reply::Int(n)))
+            }
+            Op::MSet {
+                keys,
+                value: v,
+                len,
+            } => {
+                let mut a = vec![Bytes::from_static(b"MSET")];
+                for (i, &k) in keys.iter().enumerate() {
+                    a.push(key(k));
+                    a.push(value(v.wrapping_add(i as u8), *len));
+                }
+                (a, Some(Reply::Ok))
             }
             Op::DmPut { key: k, value: v } => {
                 let k = key(*k);
@@ -538,6 +561,19 @@ pub fn check(ops: &[Op], setup: Setup) -> Result<(), String> {
 /// Applies a successful command to the model.
 fn apply(model: &mut Model, op: &Op, now: u64, got: &Reply) {
     match op {
+        Op::MSet {
+            keys,
+            value: v,
+            len,
+        } => {
+            for (i, &k) in keys.iter().enumerate() {
+                let item = Item {
+                    value: value(v.wrapping_add(i as u8), *len),
+                    deadline: 0,
+                };
+                model.data.insert((false, key(k)), item);
+            }
+        }
         Op::Set {
             key: k,
             value: v,
@@ -689,6 +725,8 @@ mod tests {
             1 => (k.clone(), any::<u8>()).prop_map(|(key, value)| Op::Append { key, value }),
             1 => k.clone().prop_map(|key| Op::GetDel { key }),
             1 => k.clone().prop_map(|key| Op::Exists { key }),
+            1 => (proptest::array::uniform3(k.clone()), any::<u8>(), 0u8..=255)
+                .prop_map(|(keys, value, len)| Op::MSet { keys, value, len }),
             1 => (k.clone(), any::<u8>()).prop_map(|(key, value)| Op::DmPut { key, value }),
             1 => k.clone().prop_map(|key| Op::DmGet { key }),
             1 => (k.clone(), proptest::option::of((0u16..60).prop_map(|t| t * 50))).prop_map(|(key, ms)| Op::GetEx { key, ms }),

@@ -54,8 +54,20 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
         return None;
     }
     let lower = text.to_ascii_lowercase();
-    let unsigned = lower.trim_start_matches(['+', '-']);
+    let (neg, unsigned) = match lower.as_bytes()[0] {
+        b'-' => (true, &lower[1..]),
+        b'+' => (false, &lower[1..]),
+        _ => (false, &lower[..]),
+    };
     if unsigned.starts_with("nan") {
+        return None;
+    }
+    if let Some(hex) = unsigned.strip_prefix("0x") {
+        // strtold's hexadecimal form (C99), which Redis accepts: `0x1p3` is 8.
+        let v = parse_hex_float(hex.as_bytes())?;
+        return Some(if neg { -v } else { v });
+    }
+    if decimal_out_of_long_double_range(unsigned.as_bytes()) {
         return None;
     }
     let v: f64 = text.parse().ok()?;
@@ -63,6 +75,153 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
         return None;
     }
     Some(v)
+}
+
+/// Largest binary exponent of a finite `long double` (x87 80-bit, Redis's type on x86-64).
+const LD_MAX_EXP2: i64 = 16384;
+/// Binary exponent below which a `long double` rounds to zero (smallest subnormal 2^-16445).
+const LD_MIN_EXP2: i64 = -16446;
+
+/// strtold sets ERANGE for a decimal whose magnitude is beyond a `long double` (overflow to
+/// infinity or underflow to zero) and Redis's `string2ld` then rejects it. This checks the
+/// decimal exponent of the leading digit against the `long double` range (about 1.19e4932
+/// and 3.6e-4951); within it the value is parsed as an `f64` (see `incr_by_float`).
+fn decimal_out_of_long_double_range(s: &[u8]) -> bool {
+    let mut lead: Option<i64> = None; // position of the first nonzero digit relative to the dot
+    let mut int_digits = 0i64;
+    let mut frac_digits = 0i64;
+    let mut seen_dot = false;
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'0'..=b'9' => {
+                if seen_dot {
+                    frac_digits += 1;
+                    if lead.is_none() && s[i] != b'0' {
+                        lead = Some(-frac_digits);
+                    }
+                } else {
+                    int_digits += 1;
+                    if lead.is_none() && s[i] != b'0' {
+                        lead = Some(int_digits);
+                    }
+                }
+            }
+            b'.' if !seen_dot => seen_dot = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    let Some(lead) = lead else {
+        return false; // zero (or not a number: the parse rejects it)
+    };
+    // Decimal exponent of the leading digit: `int_digits - lead` digits follow it before the
+    // dot when it is in the integer part.
+    let mut exp10 = if lead > 0 { int_digits - lead } else { lead };
+    if let Some(&b'e') = s.get(i) {
+        let tail = &s[i + 1..];
+        let (eneg, digits) = match tail.first() {
+            Some(b'-') => (true, &tail[1..]),
+            Some(b'+') => (false, &tail[1..]),
+            _ => (false, tail),
+        };
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return false;
+        }
+        let mut e: i64 = 0;
+        for &d in digits {
+            e = (e * 10 + i64::from(d - b'0')).min(1 << 40);
+        }
+        exp10 += if eneg { -e } else { e };
+    }
+    // 1.18973e4932 is the largest long double; 3.6e-4951 the smallest subnormal.
+    !(-4951..=4932).contains(&exp10)
+}
+
+/// The hexadecimal float after `0x` (`[hex digits][.hex digits][p[+-]digits]`, at least one
+/// hex digit), as strtold reads it, or `None` when the whole text is not one, or when it is
+/// beyond the range of a `long double` (strtold's ERANGE, which Redis rejects).
+fn parse_hex_float(s: &[u8]) -> Option<f64> {
+    let mut mantissa: u64 = 0;
+    let mut exp2: i64 = 0;
+    let mut digits = 0usize;
+    let mut sticky = false;
+    let mut seen_dot = false;
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'.' if !seen_dot => {
+                seen_dot = true;
+                i += 1;
+                continue;
+            }
+            _ => break,
+        };
+        digits += 1;
+        if mantissa >> 60 == 0 {
+            mantissa = (mantissa << 4) | u64::from(d);
+            if seen_dot {
+                exp2 -= 4;
+            }
+        } else {
+            // Beyond 64 bits of mantissa: keep only whether something nonzero was dropped
+            // (enough to round to an f64's 53 bits correctly).
+            sticky |= d != 0;
+            if !seen_dot {
+                exp2 += 4;
+            }
+        }
+        i += 1;
+    }
+    if digits == 0 {
+        return None;
+    }
+    if i < s.len() {
+        if s[i] != b'p' {
+            return None;
+        }
+        let tail = &s[i + 1..];
+        let (eneg, ds) = match tail.first() {
+            Some(b'-') => (true, &tail[1..]),
+            Some(b'+') => (false, &tail[1..]),
+            _ => (false, tail),
+        };
+        if ds.is_empty() || !ds.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut e: i64 = 0;
+        for &d in ds {
+            e = (e * 10 + i64::from(d - b'0')).min(1 << 40);
+        }
+        exp2 += if eneg { -e } else { e };
+    }
+    if mantissa == 0 {
+        return Some(0.0);
+    }
+    // Magnitude check against the long double range: the top bit is 2^(exp2 + bits - 1).
+    let top = exp2 + i64::from(64 - mantissa.leading_zeros()) - 1;
+    if !(LD_MIN_EXP2..LD_MAX_EXP2).contains(&top) {
+        return None;
+    }
+    if sticky {
+        mantissa |= 1;
+    }
+    // One rounding to 53 bits here, then exact scaling by powers of two (except where the
+    // result leaves the f64 range: infinity, or a subnormal that rounds again).
+    let mut v = mantissa as f64;
+    let mut e = exp2;
+    while e > 1000 {
+        v *= 2f64.powi(1000);
+        e -= 1000;
+    }
+    while e < -1000 {
+        v *= 2f64.powi(-1000);
+        e += 1000;
+    }
+    Some(v * 2f64.powi(e as i32))
 }
 
 /// Formats a float the way INCRBYFLOAT replies: fixed notation (Redis's `%.17Lf` with trailing
@@ -199,7 +358,8 @@ impl Decimal {
 /// INCRBYFLOAT: `current + delta` formatted as Redis replies and stores it.
 ///
 /// Redis computes in `long double` and prints 17 fractional digits, so that `0.1 + 0.2` gives
-/// `0.3`. When both operands are plain decimals the sum is computed exactly in decimal (what
+/// `0.3`. Divergence: a sum beyond an `f64` but within a `long double` (e.g. `1e400`) is
+/// refused here as infinite, where Redis prints it. When both operands are plain decimals the sum is computed exactly in decimal (what
 /// Redis's 64-bit-mantissa result rounds to at 17 fractional digits for ordinary magnitudes);
 /// otherwise (hex floats, huge exponents) it falls back to `f64`.
 pub fn incr_by_float(current: &[u8], delta: &[u8]) -> Result<Vec<u8>, CommandError> {
@@ -255,6 +415,23 @@ mod tests {
         assert_eq!(parse_f64(b"1 "), None);
         assert_eq!(parse_f64(b""), None);
         assert_eq!(parse_f64(b"1x"), None);
+        assert_eq!(parse_f64(b"0x1p3"), Some(8.0));
+        assert_eq!(parse_f64(b"-0x1.8"), Some(-1.5));
+        assert_eq!(parse_f64(b"0x1p-1074"), Some(f64::from_bits(1)));
+        // Rounding of a mantissa longer than 53 bits: ties to even, anything beyond breaks it.
+        assert_eq!(parse_f64(b"0x1.00000000000008p0"), Some(1.0));
+        assert_eq!(
+            parse_f64(b"0x1.000000000000080000001p0"),
+            Some(1.0 + f64::EPSILON)
+        );
+        assert_eq!(
+            parse_f64(b"0x1.00000000000018p0"),
+            Some(1.0 + 2.0 * f64::EPSILON)
+        );
+        // In a long double's range but not an f64's: infinity (the sum is then refused).
+        assert_eq!(parse_f64(b"0x1p2000"), Some(f64::INFINITY));
+        assert_eq!(parse_f64(b"1e400"), Some(f64::INFINITY));
+        assert_eq!(parse_f64(b"0.000e-99999"), Some(0.0));
     }
 
     fn incr(a: &str, b: &str) -> Result<String, CommandError> {
@@ -278,8 +455,53 @@ mod tests {
             incr("0", "0.000000000000000015").unwrap(),
             "0.00000000000000002"
         );
-        // Divergence, documented: Redis's strtold also accepts hex floats; we do not.
-        assert_eq!(incr("3", "0x10").unwrap_err(), CommandError::NotFloat);
+        // Hex floats, as strtold reads them (replies checked against redis-server 7.0.15).
+        for (delta, want) in [
+            ("0x10", "19"),
+            ("0X10", "19"),
+            ("0x1p3", "11"),
+            ("0x1P+3", "11"),
+            ("0x1p-3", "3.125"),
+            ("0x1.8p1", "6"),
+            ("-0x10", "-13"),
+            ("+0x10", "19"),
+            ("0xA.8", "13.5"),
+            ("0x.8", "3.5"),
+            ("-0x0", "3"),
+            ("0x1p-1074", "3"),
+            ("0x1.fffffffffffffffffp0", "5"),
+            ("1e-400", "3"),
+            ("1e-320", "3"),
+            (".5", "3.5"),
+            ("5.", "8"),
+        ] {
+            assert_eq!(incr("3", delta).unwrap(), want, "3 + {delta}");
+        }
+        assert_eq!(incr("0x10", "1").unwrap(), "17");
+        assert_eq!(incr("0x1p3", "0.5").unwrap(), "8.5");
+        // Not a whole hex float, or beyond a long double's range (strtold's ERANGE).
+        for delta in [
+            "0x",
+            "0x1p",
+            "0x1g",
+            "0x.p1",
+            "0x.p",
+            "0x1p+",
+            "0x1.2.3",
+            "0x1p3.5",
+            " 0x1",
+            "0x1 ",
+            "1e-5000",
+            "1e5000",
+            "0x1p-20000",
+            "0x1p20000",
+        ] {
+            assert_eq!(
+                incr("3", delta).unwrap_err(),
+                CommandError::NotFloat,
+                "{delta}"
+            );
+        }
         assert_eq!(incr("abc", "1").unwrap_err(), CommandError::NotFloat);
         assert_eq!(incr("1", "+inf").unwrap_err(), CommandError::NanOrInfinity);
         assert_eq!(

@@ -523,6 +523,104 @@ fn maxmemory_noeviction_and_lru() {
     assert_eq!(e.shard.take_evicted().len() as u64, s.evicted_keys);
 }
 
+fn mset_line(prefix: &str, n: usize, value_len: usize) -> String {
+    let value = "v".repeat(value_len);
+    let pairs: Vec<String> = (0..n).map(|i| format!("{prefix}{i} {value}")).collect();
+    format!("MSET {}", pairs.join(" "))
+}
+
+#[test]
+fn mset_is_all_or_nothing_under_the_budget() {
+    let mut e = env();
+    e.shard.set_maxmemory(40_000);
+    let mut n = 0;
+    while e.run(&format!("SET fill{n} {}", "x".repeat(100))) == Reply::Ok {
+        n += 1;
+        assert!(n < 10_000);
+    }
+    let keys = e.int("DBSIZE");
+    // Far more than fits: refused whole, nothing written.
+    assert!(e.run(&mset_line("big", 200, 100)).is_error());
+    assert_eq!(e.int("DBSIZE"), keys);
+    assert_eq!(e.int("EXISTS big0"), 0);
+    assert!(e.shard.stats().used_memory_bytes <= 40_000);
+    // Free most of it (compaction reclaims the garbage under pressure): a batch that fits is
+    // written whole.
+    for i in 0..n - 3 {
+        e.run(&format!("DEL fill{i}"));
+    }
+    let s = e.shard.stats();
+    assert_eq!(e.run(&mset_line("small", 50, 100)), Reply::Ok, "{s:?}");
+    for i in 0..50 {
+        assert_eq!(e.int(&format!("EXISTS small{i}")), 1, "small{i}");
+    }
+    assert!(e.shard.stats().used_memory_bytes <= 40_000);
+
+    // With an evicting policy the batch evicts other keys, never its own.
+    let mut e = env();
+    e.shard.set_maxmemory(40_000);
+    e.shard.set_eviction_policy(EvictionPolicy::AllkeysLru);
+    for policy in [EvictionPolicy::AllkeysLru, EvictionPolicy::AllkeysSieve] {
+        e.shard.set_eviction_policy(policy);
+        for round in 0..20 {
+            assert_eq!(e.run(&mset_line(&format!("r{round}k"), 60, 100)), Reply::Ok);
+            for i in 0..60 {
+                assert_eq!(
+                    e.int(&format!("EXISTS r{round}k{i}")),
+                    1,
+                    "{policy:?} r{round}k{i}"
+                );
+            }
+            let s = e.shard.stats();
+            assert!(s.used_memory_bytes <= 40_000, "{s:?}");
+            e.advance(1000);
+        }
+        assert!(e.shard.stats().evicted_keys > 0);
+    }
+    // A batch larger than the whole budget cannot fit even after evicting everything else.
+    let before = e.int("DBSIZE");
+    assert!(e.run(&mset_line("huge", 1000, 100)).is_error());
+    assert_eq!(e.int("EXISTS huge0"), 0);
+    assert_eq!(e.int("EXISTS huge999"), 0);
+    assert!(e.int("DBSIZE") <= before);
+}
+
+#[test]
+fn mset_respects_per_map_key_limits_whole() {
+    for (policy, evicts) in [
+        (EvictionPolicy::NoEviction, false),
+        (EvictionPolicy::AllkeysLru, true),
+    ] {
+        let mut e = env();
+        let mut cfg = EngineConfig::default();
+        cfg.map_defaults.max_keys = 10;
+        cfg.map_defaults.eviction = Some(policy);
+        e.shard = Shard::new(cfg);
+        for i in 0..8 {
+            e.run(&format!("SET old{i} v"));
+        }
+        // Three new keys (and one existing) where two fit.
+        let r = e.run("MSET a 1 b 2 old0 x c 3");
+        if evicts {
+            assert_eq!(r, Reply::Ok);
+            for k in ["a", "b", "c", "old0"] {
+                assert_eq!(e.int(&format!("EXISTS {k}")), 1, "{k}");
+            }
+            assert_eq!(e.bulk("GET old0").as_deref(), Some("x"));
+            assert_eq!(e.int("DBSIZE"), 10);
+        } else {
+            assert!(r.is_error(), "{r:?}");
+            assert_eq!(e.int("EXISTS a"), 0);
+            assert_eq!(e.bulk("GET old0").as_deref(), Some("v"));
+            assert_eq!(e.int("DBSIZE"), 8);
+            // A repeated key counts once.
+            assert_eq!(e.run("MSET a 1 b 2 a 3 old1 y"), Reply::Ok);
+            assert_eq!(e.bulk("GET a").as_deref(), Some("3"));
+            assert_eq!(e.int("DBSIZE"), 10);
+        }
+    }
+}
+
 #[test]
 fn volatile_policies_only_touch_keys_with_ttl() {
     for policy in [EvictionPolicy::VolatileLru, EvictionPolicy::VolatileTtl] {
@@ -589,6 +687,46 @@ fn plain_set_over_an_expired_key_counts_the_expiration() {
     assert_eq!(e.shard.stats().keys_with_ttl, 0);
     assert_eq!(e.run("SETEX k 10 v3"), Reply::Ok);
     assert_eq!(e.int("TTL k"), 10);
+}
+
+#[test]
+fn active_expiry_counts_each_key_once() {
+    // Fewer keys with a TTL than one sample: the sweep wraps around and must not return (and
+    // count) a key twice.
+    for (dying, living) in [(3, 0), (3, 2), (1, 0), (0, 4)] {
+        let mut e = env();
+        e.shard = Shard::new(EngineConfig {
+            active_expire_samples: 20,
+            ..EngineConfig::default()
+        });
+        for i in 0..dying {
+            e.run(&format!("SET d{i} v PX 10"));
+        }
+        for i in 0..living {
+            e.run(&format!("SET l{i} v EX 1000"));
+        }
+        e.run("SET plain v");
+        e.advance(100);
+        let r = e.shard.active_expire(e.now, 1000);
+        // Every round samples each key with a TTL once; the expired go in the first round,
+        // and a round repeats while more than 25% of its sample expired.
+        assert_eq!(
+            r.sampled,
+            dying + living * r.rounds,
+            "{dying} {living}: {r:?}"
+        );
+        assert_eq!(r.rounds, if dying > 0 && living > 0 { 2 } else { 1 });
+        assert_eq!(r.expired, dying, "{dying} {living}: {r:?}");
+        assert_eq!(e.shard.stats().expired_keys, dying as u64);
+        assert_eq!(e.int("DBSIZE"), living as i64 + 1);
+        // A second cycle starts mid-chain and wraps: still each live key once.
+        let r = e.shard.active_expire(e.now, 1000);
+        assert_eq!(
+            (r.sampled, r.expired),
+            (living, 0),
+            "{dying} {living}: {r:?}"
+        );
+    }
 }
 
 #[test]

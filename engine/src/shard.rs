@@ -563,6 +563,22 @@ impl Shard {
         ttl: bool,
         now_ms: u64,
     ) -> Result<(), CommandError> {
+        // Fast path (one map lookup): no per-map limits, and the write fits the budget even at
+        // the largest growth it could cause.
+        let max = self.config.maxmemory_bytes;
+        if let Some(m) = self.maps.get_mut(map) {
+            if m.config.max_keys == 0 && m.config.max_bytes == 0 {
+                // `sync`, inline.
+                let now = m.memory_bytes();
+                self.mem_total = self.mem_total - m.accounted + now;
+                m.accounted = now;
+                if max == 0
+                    || self.mem_total + m.write_growth_bound(key.len(), value_len, ttl) <= max
+                {
+                    return Ok(());
+                }
+            }
+        }
         // Per-map limits (live bytes and key count).
         for _ in 0..1_000_000 {
             let Some(m) = self.maps.get(map) else { break };
@@ -588,13 +604,12 @@ impl Shard {
             }
             let policy = m.config.policy();
             if policy == EvictionPolicy::NoEviction
-                || !self.evict_one(Some(map), policy, map, key, now_ms)
+                || !self.evict_one(Some(map), policy, map, &[key], now_ms)
             {
                 return Err(CommandError::OutOfMemory);
             }
         }
         // The shard budget.
-        let max = self.config.maxmemory_bytes;
         if max == 0 {
             return Ok(());
         }
@@ -614,7 +629,91 @@ impl Shard {
             }
             let policy = self.config.maxmemory_policy;
             if policy == EvictionPolicy::NoEviction
-                || !self.evict_one(None, policy, map, key, now_ms)
+                || !self.evict_one(None, policy, map, &[key], now_ms)
+            {
+                return Err(CommandError::OutOfMemory);
+            }
+        }
+        Err(CommandError::OutOfMemory)
+    }
+
+    /// `make_room` for a whole batch of writes to `map` (MSET): the per-map limits and the
+    /// shard's budget are checked for all pairs together, evicting (never a key of the batch)
+    /// until all of them fit, so that the writes that follow cannot fail: either every pair
+    /// is written or the command fails with `-OOM` having written none.
+    fn make_room_batch(
+        &mut self,
+        map: &[u8],
+        pairs: &[(Bytes, Bytes)],
+        ttl: bool,
+        now_ms: u64,
+    ) -> Result<(), CommandError> {
+        let keys: Vec<&[u8]> = pairs.iter().map(|(k, _)| k.as_ref()).collect();
+        for _ in 0..1_000_000 {
+            let Some(m) = self.maps.get(map) else { break };
+            if m.config.max_keys == 0 && m.config.max_bytes == 0 {
+                break;
+            }
+            // Distinct keys; a repeated key's last value is the one that stays.
+            let mut seen = std::collections::HashSet::new();
+            let (mut new_keys, mut new_cost, mut old_cost) = (0u64, 0u64, 0u64);
+            for (k, v) in pairs.iter().rev() {
+                if !seen.insert(k) {
+                    continue;
+                }
+                new_cost += m.entry_cost(k.len(), v.len(), ttl);
+                match m.meta(k) {
+                    None => new_keys += 1,
+                    Some(o) => {
+                        old_cost +=
+                            m.entry_cost(k.len(), m.value_len(k).unwrap_or(0), o.expire_at_ms != 0);
+                    }
+                }
+            }
+            let over_keys = m.config.max_keys != 0
+                && new_keys > 0
+                && m.len() as u64 + new_keys > m.config.max_keys;
+            let live = m.live_bytes() + m.len() as u64 * crate::map::INDEX_ESTIMATE_BYTES;
+            let over_bytes = m.config.max_bytes != 0
+                && live.saturating_sub(old_cost) + new_cost > m.config.max_bytes;
+            if !over_keys && !over_bytes {
+                break;
+            }
+            let policy = m.config.policy();
+            if policy == EvictionPolicy::NoEviction
+                || !self.evict_one(Some(map), policy, map, &keys, now_ms)
+            {
+                return Err(CommandError::OutOfMemory);
+            }
+        }
+        if let Some(m) = self.maps.get(map) {
+            if m.batch_growth(pairs, ttl).1 > m.free_table_ids() {
+                // Not enough table ids for the batch (see `Map::can_append`).
+                return Err(CommandError::OutOfMemory);
+            }
+        }
+        let max = self.config.maxmemory_bytes;
+        if max == 0 {
+            return Ok(());
+        }
+        let ratio = self.config.compaction_garbage_ratio;
+        for _ in 0..1_000_000 {
+            self.sync(map);
+            let growth = if let Some(m) = self.maps.get(map) {
+                m.batch_growth(pairs, ttl).0
+            } else {
+                let probe = Map::new(map, self.map_config(map), self.layout());
+                probe.batch_growth(pairs, ttl).0 + probe.memory_bytes() + 2048
+            };
+            if self.used_memory() + growth <= max {
+                return Ok(());
+            }
+            if self.reclaim(ratio / 2.0) {
+                continue;
+            }
+            let policy = self.config.maxmemory_policy;
+            if policy == EvictionPolicy::NoEviction
+                || !self.evict_one(None, policy, map, &keys, now_ms)
             {
                 return Err(CommandError::OutOfMemory);
             }
@@ -646,14 +745,14 @@ impl Shard {
         self.used_memory() < before
     }
 
-    /// Evicts one key chosen by `policy` from `only` (or any map); never the key being
-    /// written (`protect_map`, `protect`). Returns false when nothing is evictable.
+    /// Evicts one key chosen by `policy` from `only` (or any map); never a key being written
+    /// (`protect`, keys of `protect_map`). Returns false when nothing is evictable.
     fn evict_one(
         &mut self,
         only: Option<&[u8]>,
         policy: EvictionPolicy,
         protect_map: &[u8],
-        protect: &[u8],
+        protect: &[&[u8]],
         now_ms: u64,
     ) -> bool {
         let samples = self.config.lru_samples;
@@ -678,18 +777,23 @@ impl Shard {
             if policy == EvictionPolicy::AllkeysSieve {
                 let sz = m.memory_bytes();
                 // The key being written is never the victim: mark it visited and move on.
+                let guarded = |k: &Bytes| {
+                    name.as_ref() == protect_map && protect.iter().any(|p| k.as_ref() == *p)
+                };
                 let mut victim = m.sieve_victim();
-                if victim
-                    .as_ref()
-                    .is_some_and(|k| name.as_ref() == protect_map && k.as_ref() == protect)
-                {
-                    m.set_visited(protect);
-                    victim = m.sieve_victim();
+                for _ in 0..protect.len() {
+                    match &victim {
+                        Some(k) if guarded(k) => {
+                            m.set_visited(k);
+                            victim = m.sieve_victim();
+                        }
+                        _ => break,
+                    }
                 }
                 if let Some(k) = victim {
                     // The largest map's SIEVE victim goes.
                     let s = u64::MAX - sz;
-                    let guarded = name.as_ref() == protect_map && k.as_ref() == protect;
+                    let guarded = guarded(&k);
                     if !guarded && best.as_ref().map_or(true, |b| s < b.0) {
                         best = Some((s, name.clone(), k));
                     }
@@ -717,7 +821,7 @@ impl Shard {
                     .collect()
             };
             for (k, meta) in candidates {
-                if name.as_ref() == protect_map && k.as_ref() == protect {
+                if name.as_ref() == protect_map && protect.iter().any(|p| k.as_ref() == *p) {
                     continue;
                 }
                 let s = score(policy, &meta, now_ms, decay);
@@ -753,7 +857,7 @@ impl Shard {
         expire_at_ms: u64,
         now_ms: u64,
     ) -> Result<(), CommandError> {
-        self.store_inner(map, key, value, expire_at_ms, now_ms, false)
+        self.store_inner(map, key, value, expire_at_ms, now_ms, false, false)
     }
 
     /// Like `store`, for a write that has not looked the key up first (plain SET): the one
@@ -769,9 +873,11 @@ impl Shard {
         expire_at_ms: u64,
         now_ms: u64,
     ) -> Result<(), CommandError> {
-        self.store_inner(map, key, value, expire_at_ms, now_ms, true)
+        self.store_inner(map, key, value, expire_at_ms, now_ms, true, false)
     }
 
+    /// `room_made`: `make_room_batch` already made room for this write.
+    #[allow(clippy::too_many_arguments)]
     fn store_inner(
         &mut self,
         map: &[u8],
@@ -780,16 +886,21 @@ impl Shard {
         expire_at_ms: u64,
         now_ms: u64,
         touch_old: bool,
+        room_made: bool,
     ) -> Result<(), CommandError> {
         self.check_map_name(map)?;
         self.check_key(key)?;
         self.check_value_len(value.len() as u64)?;
         let value_len = value.len();
-        self.make_room(map, key, value_len, expire_at_ms != 0, now_ms)?;
+        if !room_made {
+            self.make_room(map, key, value_len, expire_at_ms != 0, now_ms)?;
+        }
         let version = self.next_version(now_ms);
         let ratio = self.config.compaction_garbage_ratio;
         let (log_factor, decay) = (self.config.lfu_log_factor, self.config.lfu_decay_minutes);
-        self.map_entry(map);
+        if !self.maps.contains_key(map) {
+            self.map_entry(map);
+        }
         let Some(m) = self.maps.get_mut(map) else {
             return Err(CommandError::OutOfMemory);
         };
@@ -941,14 +1052,13 @@ impl Shard {
                 {
                     return Ok(Reply::Int(0));
                 }
-                // Check the budget for the whole batch first so that OOM changes nothing.
-                let total: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 32).sum();
-                if let Some((k, _)) = pairs.first() {
-                    self.make_room(d, k, total, false, now)?;
-                }
                 let ttl = Self::deadline(Expiry::Default, None, &self.map_config(d), now, "mset")?;
+                // Room for every pair first, so that an MSET that cannot fit changes nothing
+                // (keys may have been evicted) and one that can is written whole.
+                self.make_room_batch(d, &pairs, ttl != 0, now)?;
                 for (k, v) in pairs {
-                    self.store(d, &k, v, ttl, now)?;
+                    // Each write as a plain SET's: one index probe, lookupKeyWrite's work.
+                    self.store_inner(d, &k, v, ttl, now, true, true)?;
                 }
                 if nx {
                     Reply::Int(1)
@@ -1562,7 +1672,10 @@ impl Shard {
                 let mut expired = 0;
                 for (k, _) in sample {
                     report.sampled += 1;
-                    if self.lookup(&name, &k, now_ms, false).is_none() {
+                    // Count what the lookup expired, not what it did not find.
+                    let before = self.expired_keys;
+                    self.lookup(&name, &k, now_ms, false);
+                    if self.expired_keys != before {
                         expired += 1;
                         report.expired += 1;
                     }
