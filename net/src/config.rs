@@ -58,6 +58,13 @@ pub struct NetConfig {
     /// On shutdown, how long in-flight requests may take before connections are dropped,
     /// milliseconds. Default 5000.
     pub shutdown_grace_ms: u64,
+    /// On shutdown, a connection keeps reading and answering requests its client had already
+    /// sent; it closes once nothing arrives for this long (milliseconds, within the grace).
+    /// Default 20.
+    pub shutdown_quiet_ms: u64,
+    /// Most commands one connection may queue between MULTI and EXEC; one more is an error
+    /// that discards the transaction (EXECABORT). Default 65536.
+    pub multi_commands_max: usize,
 }
 
 impl Default for NetConfig {
@@ -78,6 +85,8 @@ impl Default for NetConfig {
             expire_budget_keys: 200,
             compact_budget_bytes: 256 * 1024,
             shutdown_grace_ms: 5000,
+            shutdown_quiet_ms: 20,
+            multi_commands_max: 65536,
         }
     }
 }
@@ -173,6 +182,12 @@ impl NetConfig {
         }
         if self.background_tick_ms == 0 || self.background_tick_ms > 60_000 {
             return bad("net.background_tick_ms", "must be in 1..=60000");
+        }
+        if self.multi_commands_max == 0 {
+            return bad("net.multi_commands_max", "must be at least 1");
+        }
+        if self.shutdown_quiet_ms > 10_000 {
+            return bad("net.shutdown_quiet_ms", "must be in 0..=10000");
         }
         if self.requirepass.contains(['\r', '\n']) {
             return bad("net.requirepass", "must not contain CR or LF");

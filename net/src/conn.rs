@@ -19,7 +19,7 @@ use glommio::channels::local_channel::LocalReceiver;
 use tessera_engine::{Command, CommandError, Reply, DEFAULT_MAP};
 
 use crate::commands::{self, Route, Spec};
-use crate::core::{ClientEntry, Core, Op};
+use crate::core::{ClientEntry, Core, Op, Watched};
 use crate::dispatch::{self, raw_error, Batch, Out, Part};
 use crate::info;
 use crate::pubsub::{self, PushMsg, Subscriber};
@@ -32,15 +32,40 @@ pub struct Conn {
     pub entry: Rc<ClientEntry>,
     proto: Protocol,
     authed: bool,
-    multi: Option<Vec<Command>>,
+    multi: Option<Vec<Queued>>,
     multi_dirty: bool,
-    watched: Vec<(Bytes, Bytes, Option<u64>)>,
+    watched: Vec<Watched>,
     subs: HashSet<Bytes>,
     psubs: HashSet<Bytes>,
     sub_queue: Option<(Rc<Subscriber>, LocalReceiver<PushMsg>)>,
     closing: bool,
     /// Times each read's requests for the admin port's latency histograms.
     latency: crate::admin::BatchTimer,
+}
+
+/// A command queued between MULTI and EXEC, run at EXEC.
+enum Queued {
+    /// A data command, parsed (and so checked) when queued.
+    Data(Command),
+    /// SCAN / DM.SCAN, whose node-wide cursor (argument `usize`) is resolved at EXEC.
+    Scan(Vec<Bytes>, usize),
+    /// A connection or server command.
+    Conn(&'static Spec, Vec<Bytes>),
+}
+
+/// Commands Redis refuses inside MULTI (`no-multi`), plus HELLO, which would change the
+/// protocol of the EXEC reply it is part of.
+fn not_in_multi(name: &str) -> bool {
+    matches!(
+        name,
+        "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "shutdown" | "hello"
+    )
+}
+
+/// Connection and server commands that consult other cores (they await): inside EXEC they
+/// split the transaction, since a core cannot be held across an await.
+fn awaits_other_cores(name: &str) -> bool {
+    matches!(name, "client" | "info" | "config" | "slowlog" | "memory")
 }
 
 fn ok() -> Reply {
@@ -213,25 +238,35 @@ impl Conn {
         batch.push(out);
     }
 
-    fn queue(&mut self, spec: &Spec, args: &[Bytes], batch: &mut Batch) {
-        if spec.route != Route::Data || spec.first_key == 0 || spec.name == "dm.lock" {
-            self.multi_dirty = true;
-            batch.reply(err(&format!(
-                "command '{}' is not allowed inside MULTI (only keyed data commands are)",
-                spec.name
-            )));
-            return;
-        }
-        match Command::parse(args) {
-            Ok(cmd) => {
-                if let Some(q) = self.multi.as_mut() {
-                    q.push(cmd);
+    /// Queues one command after MULTI (answering `+QUEUED`), or answers its error and flags
+    /// the transaction so that EXEC discards it, as Redis does.
+    fn queue(&mut self, spec: &'static Spec, args: &[Bytes], batch: &mut Batch) {
+        let max = self.core.shared.config.net.multi_commands_max;
+        let queued = self.multi.as_ref().map_or(0, Vec::len);
+        let item = if not_in_multi(spec.name) {
+            Err(err("Command not allowed inside a transaction"))
+        } else if queued >= max {
+            Err(err(&format!(
+                "MULTI queue is full ({max} commands, net.multi_commands_max)"
+            )))
+        } else {
+            match (spec.route, spec.name) {
+                (Route::Data, "scan") => Ok(Queued::Scan(args.to_vec(), 1)),
+                (Route::Data, "dm.scan") => Ok(Queued::Scan(args.to_vec(), 2)),
+                (Route::Data, _) => Command::parse(args).map(Queued::Data).map_err(Reply::Error),
+                (Route::Conn, _) => Ok(Queued::Conn(spec, args.to_vec())),
+            }
+        };
+        match item {
+            Ok(q) => {
+                if let Some(m) = self.multi.as_mut() {
+                    m.push(q);
                 }
                 batch.reply(Reply::simple("QUEUED"));
             }
             Err(e) => {
                 self.multi_dirty = true;
-                batch.reply(Reply::Error(e));
+                batch.reply(e);
             }
         }
     }
@@ -398,26 +433,7 @@ impl Conn {
                 if self.multi.is_some() {
                     err("WATCH inside MULTI is not allowed")
                 } else {
-                    let keys = &args[1..];
-                    for k in keys {
-                        let owner = core.owner(k);
-                        let v = core
-                            .call(
-                                owner,
-                                vec![Op::KeyVersion {
-                                    map: Bytes::from_static(DEFAULT_MAP),
-                                    key: k.clone(),
-                                }],
-                            )
-                            .await;
-                        let version = match v.first() {
-                            Some(Reply::Int(n)) => Some(*n as u64),
-                            _ => None,
-                        };
-                        self.watched
-                            .push((Bytes::from_static(DEFAULT_MAP), k.clone(), version));
-                    }
-                    ok()
+                    self.watch(&args[1..]).await
                 }
             }
             "unwatch" => {
@@ -765,8 +781,51 @@ impl Conn {
         }
     }
 
+    /// WATCH: records the version of every key. Every watched key of a connection must live
+    /// on one core, so that EXEC can check them all in the same step as that core's commands;
+    /// a WATCH that would break this is refused and changes nothing.
+    async fn watch(&mut self, keys: &[Bytes]) -> Reply {
+        let core = Rc::clone(&self.core);
+        let owner = core.owner(&keys[0]);
+        let spans = keys
+            .iter()
+            .map(|k| &k[..])
+            .chain(self.watched.iter().map(|(_, k, _)| &k[..]))
+            .any(|k| core.owner(k) != owner);
+        if spans {
+            return err(&format!(
+                "WATCH keys must all live on one core of this node ({} cores); put them under one {{hash tag}}",
+                core.shared.cores
+            ));
+        }
+        let map = Bytes::from_static(DEFAULT_MAP);
+        let ops = keys
+            .iter()
+            .map(|k| Op::KeyVersion {
+                map: map.clone(),
+                key: k.clone(),
+            })
+            .collect();
+        let versions = core.call(owner, ops).await;
+        for (k, v) in keys.iter().zip(versions) {
+            let version = match v {
+                Reply::Int(n) => Some(n as u64),
+                _ => None,
+            };
+            self.watched.push((map.clone(), k.clone(), version));
+        }
+        ok()
+    }
+
+    /// EXEC: runs the queued commands in order and answers them as one array. Commands on
+    /// keys of one core run back to back on that core (nothing else touches its shard in
+    /// between); keyless and multi-core commands are split per core like outside MULTI, so the
+    /// transaction is atomic per core, not across cores. Commands that must consult other
+    /// cores themselves (INFO, CONFIG, CLIENT, SLOWLOG, MEMORY) split it at their position.
+    /// The watched keys (all on one core) are checked in the same step as the first commands
+    /// of that core, before anything runs elsewhere: a changed key means nothing ran (`*-1`).
     async fn exec(&mut self, batch: &mut Batch, out: &mut BytesMut) {
-        let Some(cmds) = self.multi.take() else {
+        let Some(queued) = self.multi.take() else {
             return batch.reply(err("EXEC without MULTI"));
         };
         let watched = std::mem::take(&mut self.watched);
@@ -777,32 +836,45 @@ impl Conn {
             ));
         }
         let core = Rc::clone(&self.core);
-        let mut slots = HashSet::new();
-        for c in &cmds {
-            for k in c.keys() {
-                slots.insert(tessera_engine::key_slot(k));
+        let mut check = watched
+            .first()
+            .map(|(_, k, _)| core.owner(k))
+            .map(|w| (w, watched));
+        let mut tx = Batch::deferred(core.shared.cores);
+        let mut items: Vec<Result<Reply, Bytes>> = Vec::with_capacity(queued.len());
+        for q in queued {
+            match q {
+                Queued::Data(cmd) => {
+                    let o = dispatch::route(&core, &mut tx, cmd);
+                    tx.push(o);
+                }
+                Queued::Scan(args, at) => {
+                    let o = dispatch::route_scan(&core, &mut tx, &args, at);
+                    tx.push(o);
+                }
+                Queued::Conn(spec, args) => {
+                    if awaits_other_cores(spec.name)
+                        && !tx.run_atomic(&core, check.take(), &mut items).await
+                    {
+                        return batch.reply(Reply::NilArray);
+                    }
+                    // Boxed: conn_command is what called us.
+                    Box::pin(self.conn_command(spec, &args, &mut tx, out)).await;
+                }
             }
         }
-        for (_, k, _) in &watched {
-            slots.insert(tessera_engine::key_slot(k));
+        if !tx.run_atomic(&core, check.take(), &mut items).await {
+            return batch.reply(Reply::NilArray);
         }
-        if slots.len() > 1 {
-            return batch.push(raw_error(dispatch::CROSSSLOT));
+        let mut b = BytesMut::new();
+        b.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+        for item in items {
+            match item {
+                Ok(r) => encode(&r, self.proto, &mut b),
+                Err(raw) => b.extend_from_slice(&raw),
+            }
         }
-        let Some(&slot) = slots.iter().next() else {
-            return batch.reply(Reply::Array(Vec::new()));
-        };
-        if let Err(out) = crate::cluster::admit_slot(&core, slot, true) {
-            return batch.push(out);
-        }
-        let owner = crate::cluster::owner_core_of_slot(&core, slot);
-        let _ = out;
-        let r = core
-            .call(owner, vec![Op::Exec { watched, cmds }])
-            .await
-            .pop()
-            .unwrap_or(Reply::NilArray);
-        batch.reply(r);
+        batch.push(Out::Raw(b.freeze()));
     }
 }
 
@@ -954,6 +1026,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
     let mut out = BytesMut::with_capacity(4096);
     let depth = net.pipeline_depth_max;
     let mut batch = Batch::new(shared.cores);
+    let mut drain_until: Option<Instant> = None;
     'conn: loop {
         // 1. Take every complete request already buffered (up to the pipeline limit).
         let mut reqs = Vec::new();
@@ -1000,7 +1073,32 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
             continue; // more requests may already be buffered
         }
         if core.shutdown.is_fired() {
-            break;
+            // Shutting down: requests the client sent before the stop may still sit unread in
+            // the socket. Keep reading and answering while they arrive, and close once the
+            // socket stays quiet for `shutdown_quiet_ms` (or the grace is up). This polls and
+            // yields instead of sleeping on a timer: glommio 0.9 was seen (gdb) to park in
+            // io_uring_enter for good with a timer pending during shutdown under load, and a
+            // hung shutdown is worse than a few milliseconds of spinning while stopping.
+            let now = Instant::now();
+            let until = *drain_until.get_or_insert_with(|| {
+                now + std::time::Duration::from_millis(net.shutdown_grace_ms)
+            });
+            let quiet_until =
+                (now + std::time::Duration::from_millis(net.shutdown_quiet_ms)).min(until);
+            loop {
+                match futures_lite::future::poll_once(stream.read(&mut scratch)).await {
+                    Some(Ok(n)) if n > 0 => {
+                        core.stats
+                            .net_in_bytes
+                            .set(core.stats.net_in_bytes.get() + n as u64);
+                        rbuf.extend_from_slice(&scratch[..n]);
+                        continue 'conn;
+                    }
+                    Some(_) => break 'conn,
+                    None if Instant::now() >= quiet_until => break 'conn,
+                    None => runtime::yield_now().await,
+                }
+            }
         }
         // 2. Wait for bytes, a pub/sub message, a kill, or shutdown.
         loop {
@@ -1021,6 +1119,8 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
                 futures_lite::future::or(stop, read).await
             };
             match ev {
+                // Shutdown: back to the top, which drains what was already sent.
+                Ev::Stop if !entry.killed.is_fired() => continue 'conn,
                 Ev::Read(Ok(0) | Err(_)) | Ev::Stop | Ev::Push(None) => break 'conn,
                 Ev::Read(Ok(n)) => {
                     core.stats

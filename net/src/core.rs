@@ -32,11 +32,12 @@ pub enum Op {
         map: Bytes,
         key: Bytes,
     },
-    /// EXEC: check the watched versions, then run every command back to back (atomic: nothing
-    /// else runs on this core in between). `NilArray` when a watched key changed.
+    /// EXEC's share on this core: check the watched versions, then run every op back to back
+    /// (atomic: nothing else runs on this core in between); `Array` of their replies, or
+    /// `NilArray` (and nothing run) when a watched key changed.
     Exec {
-        watched: Vec<(Bytes, Bytes, Option<u64>)>,
-        cmds: Vec<Command>,
+        watched: Vec<Watched>,
+        ops: Vec<Op>,
     },
     /// Deliver a message to this core's subscribers; `Int(receivers)`.
     Publish {
@@ -82,6 +83,9 @@ pub enum Op {
         count: usize,
     },
 }
+
+/// A WATCHed key: map, key, and its version when watched (`None` = absent).
+pub type Watched = (Bytes, Bytes, Option<u64>);
 
 /// Where the replies of a request go.
 pub enum ReplyTo {
@@ -257,15 +261,16 @@ impl Core {
                     None => Reply::Nil,
                 }
             }
-            Op::Exec { watched, cmds } => {
-                let mut shard = self.shard.borrow_mut();
-                for (map, key, version) in watched {
-                    if shard.key_version(&map, &key, now_ms) != version {
-                        return Reply::NilArray;
+            Op::Exec { watched, ops } => {
+                {
+                    let mut shard = self.shard.borrow_mut();
+                    for (map, key, version) in watched {
+                        if shard.key_version(&map, &key, now_ms) != version {
+                            return Reply::NilArray;
+                        }
                     }
                 }
-                bump(&self.stats.executed, cmds.len() as u64);
-                Reply::Array(cmds.into_iter().map(|c| shard.execute(c, now_ms)).collect())
+                Reply::Array(ops.into_iter().map(|op| self.execute(op, now_ms)).collect())
             }
             Op::Publish { channel, message } => {
                 Reply::Int(self.pubsub.borrow_mut().publish(&channel, &message) as i64)

@@ -12,7 +12,7 @@
 use bytes::{Bytes, BytesMut};
 use tessera_engine::{Command, CommandError, Reply, SCAN_CURSOR_LIMIT};
 
-use crate::core::{Core, Op, SendFuture};
+use crate::core::{Core, Op, SendFuture, Watched};
 use crate::resp::{encode, Protocol};
 
 /// Where one sub-reply will come from.
@@ -62,6 +62,8 @@ pub struct Batch {
     remote: Vec<Vec<Op>>,
     outs: Vec<Out>,
     now_ms: u64,
+    /// EXEC: ops for this core wait in `remote[core.id]` too (see [`Batch::run_atomic`]).
+    defer_local: bool,
 }
 
 impl Batch {
@@ -70,7 +72,16 @@ impl Batch {
             remote: (0..cores).map(|_| Vec::new()).collect(),
             outs: Vec::new(),
             now_ms: crate::runtime::now_ms(),
+            defer_local: false,
         }
+    }
+
+    /// A batch for EXEC: nothing runs until [`Batch::run_atomic`], which runs each core's ops
+    /// back to back.
+    pub fn deferred(cores: usize) -> Batch {
+        let mut b = Batch::new(cores);
+        b.defer_local = true;
+        b
     }
 
     /// Starts a new read: takes the time once for every command executed inline.
@@ -98,7 +109,7 @@ impl Batch {
 
     /// Runs `op` on `target`: inline now if it is this core, else appended to its batch.
     pub fn op(&mut self, core: &Core, target: usize, op: Op) -> Part {
-        if target == core.id {
+        if target == core.id && !self.defer_local {
             Part::Ready(core.execute(op, self.now_ms))
         } else {
             self.remote[target].push(op);
@@ -154,6 +165,79 @@ impl Batch {
             });
         }
         self.now_ms = crate::runtime::now_ms();
+    }
+
+    /// EXEC: runs the ops queued for every core (a [`Batch::deferred`] batch) as one
+    /// uninterrupted sequence per core (this core's inline, each other core's as one message)
+    /// and appends every reply slot, in request order, to `replies` (`Err` = pre-encoded).
+    /// With `check = Some((w, watched))`, core `w` first compares the watched versions, in the
+    /// same step as its own ops, before anything is sent elsewhere: on a mismatch nothing runs
+    /// anywhere, the batch is emptied and `false` returned.
+    pub async fn run_atomic(
+        &mut self,
+        core: &Core,
+        check: Option<(usize, Vec<Watched>)>,
+        replies: &mut Vec<Result<Reply, Bytes>>,
+    ) -> bool {
+        let cores = self.remote.len();
+        let mut results: Vec<std::vec::IntoIter<Reply>> =
+            (0..cores).map(|_| Vec::new().into_iter()).collect();
+        if let Some((w, watched)) = check {
+            let ops = std::mem::take(&mut self.remote[w]);
+            let n = ops.len();
+            match core.call(w, vec![Op::Exec { watched, ops }]).await.pop() {
+                Some(Reply::Array(v)) => results[w] = v.into_iter(),
+                Some(Reply::NilArray) => {
+                    self.outs.clear();
+                    self.remote.iter_mut().for_each(Vec::clear);
+                    return false;
+                }
+                other => results[w] = vec![other.unwrap_or_else(stopping); n].into_iter(),
+            }
+        }
+        let mut waits: Vec<(usize, usize, Option<SendFuture>)> = Vec::new();
+        for (target, ops) in self.remote.iter_mut().enumerate() {
+            if ops.is_empty() {
+                continue;
+            }
+            let ops = std::mem::take(ops);
+            if target == core.id {
+                let now = crate::runtime::now_ms();
+                let local: Vec<Reply> = ops.into_iter().map(|op| core.execute(op, now)).collect();
+                results[target] = local.into_iter();
+            } else {
+                let n = ops.len();
+                waits.push((target, n, core.send(target, ops)));
+            }
+        }
+        for (target, n, fut) in waits {
+            let got = match fut {
+                Some(f) => f.wait(core, n).await,
+                None => (0..n).map(|_| stopping()).collect(),
+            };
+            results[target] = got.into_iter();
+        }
+        let mut take = |p: Part| -> Reply {
+            match p {
+                Part::Ready(r) => r,
+                Part::Remote { core } => results
+                    .get_mut(core)
+                    .and_then(Iterator::next)
+                    .unwrap_or_else(stopping),
+            }
+        };
+        for out in self.outs.drain(..) {
+            replies.push(match out {
+                Out::One(p) => Ok(take(p)),
+                Out::Merge(m, parts) => Ok(merge(m, parts.into_iter().map(&mut take).collect())),
+                Out::Raw(b) => Err(b),
+                Out::Wait(rx) => Err(rx.await.unwrap_or_else(|| {
+                    crate::cluster::proxy::error_bytes("ERR proxy: the request was dropped")
+                })),
+            });
+        }
+        self.now_ms = crate::runtime::now_ms();
+        true
     }
 
     /// Like [`Batch::finish`], returning the replies (application threads; pre-encoded

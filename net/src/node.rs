@@ -359,18 +359,20 @@ async fn executor_main(
     } else {
         core.shutdown.wait().await;
     }
-    // Connections finish what they have read, then close; wait for them (bounded).
+    // Connections finish what they have read, then close; wait for them (bounded). Yields
+    // rather than sleeping on a timer: see the shutdown drain in `conn::serve`.
     let grace = Instant::now() + Duration::from_millis(shared.config.net.shutdown_grace_ms);
     while core.stats.connections.get() > 0 && Instant::now() < grace {
-        runtime::sleep(Duration::from_millis(1)).await;
+        runtime::yield_now().await;
     }
     shared.cores_drained.fetch_add(1, Ordering::SeqCst);
     for m in &shared.mesh {
         m.ring();
     }
-    // Keep answering other cores until every core has drained, then stop.
+    // Keep answering other cores until every core has drained, then stop (yielding, as above;
+    // bounded by the other cores' grace).
     while shared.cores_drained.load(Ordering::SeqCst) < shared.cores {
-        runtime::sleep(Duration::from_millis(1)).await;
+        runtime::yield_now().await;
     }
     shared.mesh[core_id].ring();
     inbox_task.await;

@@ -852,8 +852,13 @@ fn transactions_on_one_slot() {
         exchange(&mut s, b"INCR {u}b\r\n", b"+QUEUED\r\n");
         exchange(&mut s, b"GET {u}a\r\n", b"+QUEUED\r\n");
         exchange(&mut s, b"EXEC\r\n", b"*3\r\n+OK\r\n:1\r\n$1\r\n1\r\n");
-        // keys of different slots
-        exchange(&mut s, b"MULTI\r\nSET a 1\r\nSET b 2\r\nEXEC\r\n", b"+OK\r\n+QUEUED\r\n+QUEUED\r\n-CROSSSLOT Keys in request don't hash to the same slot\r\n");
+        // keys of different slots (and, with 2 cores, of different cores) run too: a node
+        // is standalone Redis to its clients
+        exchange(
+            &mut s,
+            b"MULTI\r\nSET a 1\r\nSET b 2\r\nEXEC\r\nMGET a b\r\n",
+            b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n*2\r\n$1\r\n1\r\n$1\r\n2\r\n",
+        );
         // a bad command aborts
         exchange(&mut s, b"MULTI\r\nGET\r\nEXEC\r\n", b"+OK\r\n-ERR wrong number of arguments for 'get' command\r\n-EXECABORT Transaction discarded because of previous errors.\r\n");
         exchange(
@@ -1219,4 +1224,323 @@ fn embedding_scan_walks_every_core() {
     };
     assert_eq!(walk(&dm_scan), 100);
     node.shutdown();
+}
+
+/// Sends MULTI, each command (each must answer QUEUED), then EXEC; returns EXEC's reply.
+fn transaction(c: &mut redis::Connection, cmds: &[&[&str]]) -> Value {
+    let _: () = q(c, &["MULTI"]);
+    for args in cmds {
+        assert_eq!(q::<String>(c, args), "QUEUED", "{args:?}");
+    }
+    q(c, &["EXEC"])
+}
+
+fn bulk_str(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Okay => "OK".into(),
+        other => panic!("not a string: {other:?}"),
+    }
+}
+
+fn items(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(v) => v,
+        other => panic!("not an array: {other:?}"),
+    }
+}
+
+#[test]
+fn multi_queues_every_command() {
+    both(|node| {
+        let mut c = client(node);
+        let k0 = key_on(node, 0, "mq");
+        let k1 = key_on(node, 1, "mq");
+        let got = items(transaction(
+            &mut c,
+            &[
+                &["PING"],
+                &["ECHO", "hi"],
+                &["SET", &k0, "1"],
+                &["SET", &k1, "2"],
+                &["MGET", &k0, &k1, "missing"],
+                &["DBSIZE"],
+                &["INCR", &k0],
+                &["TIME"],
+                &["INFO", "keyspace"],
+                &["DM.PUT", "m", &k1, "v"],
+                &["DM.GET", "m", &k1],
+                &["CONFIG", "GET", "maxmemory-policy"],
+                &["CLIENT", "ID"],
+                &["PUBLISH", "nobody", "x"],
+                &["DEL", &k0, &k1, "missing"],
+                &["EXISTS", &k0, &k1],
+                &["SCAN", "0", "COUNT", "1000"],
+                &["GET", &k0],
+            ],
+        ));
+        assert_eq!(got.len(), 18, "{got:?}");
+        assert_eq!(bulk_str(&got[0]), "PONG");
+        assert_eq!(bulk_str(&got[1]), "hi");
+        assert_eq!(bulk_str(&got[2]), "OK");
+        assert_eq!(bulk_str(&got[3]), "OK");
+        assert_eq!(
+            got[4],
+            Value::Array(vec![
+                Value::BulkString(b"1".to_vec()),
+                Value::BulkString(b"2".to_vec()),
+                Value::Nil
+            ])
+        );
+        assert_eq!(
+            got[5],
+            Value::Int(2),
+            "DBSIZE sees the transaction's writes"
+        );
+        assert_eq!(got[6], Value::Int(2));
+        assert_eq!(items(got[7].clone()).len(), 2, "TIME");
+        assert!(bulk_str(&got[8]).contains("# Keyspace"), "{:?}", got[8]);
+        assert_eq!(bulk_str(&got[9]), "OK");
+        assert_eq!(bulk_str(&got[10]), "v");
+        assert_eq!(
+            items(got[11].clone())
+                .iter()
+                .map(bulk_str)
+                .collect::<Vec<_>>(),
+            ["maxmemory-policy", "noeviction"]
+        );
+        assert!(matches!(got[12], Value::Int(id) if id > 0), "{:?}", got[12]);
+        assert_eq!(got[13], Value::Int(0));
+        assert_eq!(got[14], Value::Int(2));
+        assert_eq!(got[15], Value::Int(0));
+        // SCAN from cursor 0 walks (at least) the first core; nothing of ours is left.
+        let page = items(got[16].clone());
+        assert_eq!(page.len(), 2);
+        assert_eq!(got[17], Value::Nil);
+        // The connection is out of MULTI again.
+        assert_eq!(q::<String>(&mut c, &["PING"]), "PONG");
+
+        // The redis crate's atomic pipeline across both cores.
+        let (a, b, g0, g1): (String, String, i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(&k0)
+            .arg(10)
+            .cmd("SET")
+            .arg(&k1)
+            .arg(20)
+            .cmd("INCRBY")
+            .arg(&k0)
+            .arg(1)
+            .cmd("INCRBY")
+            .arg(&k1)
+            .arg(2)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!((a.as_str(), b.as_str(), g0, g1), ("OK", "OK", 11, 22));
+        let (n, vals): (i64, Vec<String>) = redis::pipe()
+            .atomic()
+            .cmd("DBSIZE")
+            .cmd("MGET")
+            .arg(&k0)
+            .arg(&k1)
+            .query(&mut c)
+            .unwrap();
+        // DBSIZE counts the default map only (the DM.PUT entry lives in map `m`).
+        assert_eq!((n, vals), (2, vec!["11".to_owned(), "22".to_owned()]));
+    });
+}
+
+#[test]
+fn multi_error_rules() {
+    both(|node| {
+        let mut s = raw(node);
+        // Wrong arity and unknown commands flag the transaction.
+        exchange(
+            &mut s,
+            b"MULTI\r\nPING\r\nGET\r\nEXEC\r\n",
+            b"+OK\r\n+QUEUED\r\n-ERR wrong number of arguments for 'get' command\r\n-EXECABORT Transaction discarded because of previous errors.\r\n",
+        );
+        exchange(
+            &mut s,
+            b"MULTI\r\nNOSUCH x\r\nEXEC\r\n",
+            b"+OK\r\n-ERR unknown command 'NOSUCH', with args beginning with: 'x' \r\n-EXECABORT Transaction discarded because of previous errors.\r\n",
+        );
+        // Commands refused inside MULTI flag it too, and run nothing.
+        exchange(
+            &mut s,
+            b"MULTI\r\nSET {e}a 1\r\nSUBSCRIBE ch\r\nEXEC\r\nEXISTS {e}a\r\n",
+            b"+OK\r\n+QUEUED\r\n-ERR Command not allowed inside a transaction\r\n-EXECABORT Transaction discarded because of previous errors.\r\n:0\r\n",
+        );
+        exchange(
+            &mut s,
+            b"MULTI\r\nSHUTDOWN\r\nDISCARD\r\n",
+            b"+OK\r\n-ERR Command not allowed inside a transaction\r\n+OK\r\n",
+        );
+        // WATCH and a nested MULTI answer errors without flagging the transaction.
+        exchange(
+            &mut s,
+            b"MULTI\r\nWATCH {e}a\r\nMULTI\r\nINCR {e}a\r\nEXEC\r\n",
+            b"+OK\r\n-ERR WATCH inside MULTI is not allowed\r\n-ERR MULTI calls can not be nested\r\n+QUEUED\r\n*1\r\n:1\r\n",
+        );
+        // A runtime error is one element of the reply; the other commands still run.
+        exchange(
+            &mut s,
+            b"MULTI\r\nSET {e}s abc\r\nINCR {e}s\r\nSET {e}t 1\r\nEXEC\r\n",
+            b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n-ERR value is not an integer or out of range\r\n+OK\r\n",
+        );
+        // RESP3: the EXEC reply is encoded in the connection's protocol.
+        let mut s3 = raw(node);
+        s3.write_all(b"HELLO 3\r\n").unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s3.read(&mut buf).unwrap();
+        exchange(
+            &mut s3,
+            b"MULTI\r\nGET {e}none\r\nHELLO 3\r\nEXEC\r\n",
+            b"+OK\r\n+QUEUED\r\n-ERR Command not allowed inside a transaction\r\n-EXECABORT Transaction discarded because of previous errors.\r\n",
+        );
+        exchange(
+            &mut s3,
+            b"MULTI\r\nGET {e}none\r\nEXEC\r\n",
+            b"+OK\r\n+QUEUED\r\n*1\r\n_\r\n",
+        );
+    });
+    // The queue is bounded by net.multi_commands_max.
+    let mut cfg = config(1);
+    cfg.net.multi_commands_max = 2;
+    let node = Node::start(cfg).unwrap();
+    let mut s = raw(&node);
+    exchange(
+        &mut s,
+        b"MULTI\r\nPING\r\nPING\r\nPING\r\nEXEC\r\nPING\r\n",
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n-ERR MULTI queue is full (2 commands, net.multi_commands_max)\r\n-EXECABORT Transaction discarded because of previous errors.\r\n+PONG\r\n",
+    );
+    node.shutdown();
+}
+
+/// Another client never sees half of a transaction's writes to keys of one core: INCR twice
+/// inside MULTI, and every read elsewhere (from connections on both cores) sees an even value.
+#[test]
+fn exec_is_atomic_per_core_against_other_clients() {
+    both(|node| {
+        let cores = node.cores();
+        let keys: Vec<String> = (0..cores).map(|c| key_on(node, c, "atom")).collect();
+        let rounds = 300;
+        let writer = {
+            let mut w = client(node);
+            let keys = keys.clone();
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    let mut p = redis::pipe();
+                    p.atomic();
+                    for k in &keys {
+                        p.cmd("INCR").arg(k).ignore().cmd("INCR").arg(k).ignore();
+                    }
+                    let () = p.query(&mut w).unwrap();
+                }
+            })
+        };
+        let mut readers: Vec<redis::Connection> = (0..cores).map(|c| client_on(node, c)).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut reads = 0u64;
+        loop {
+            let done = writer.is_finished();
+            for r in &mut readers {
+                for k in &keys {
+                    let v: Option<i64> = q(r, &["GET", k]);
+                    let v = v.unwrap_or(0);
+                    assert_eq!(v % 2, 0, "{k} seen half-way through a transaction: {v}");
+                    reads += 1;
+                }
+            }
+            if done {
+                break;
+            }
+            assert!(Instant::now() < deadline, "writer did not finish");
+        }
+        writer.join().unwrap();
+        for k in &keys {
+            assert_eq!(q::<i64>(&mut readers[0], &["GET", k]), 2 * rounds);
+        }
+        assert!(reads > 0);
+    });
+}
+
+#[test]
+fn watch_any_key_on_either_core() {
+    both(|node| {
+        let cores = node.cores();
+        let mut c = client(node);
+        let mut other = client(node);
+        for core in 0..cores {
+            let k = key_on(node, core, "w");
+            let there = key_on(node, core + 1, "wt");
+            // A write from another connection makes EXEC return nil and run nothing.
+            let _: () = q(&mut c, &["SET", &k, "0"]);
+            let _: () = q(&mut c, &["WATCH", &k]);
+            let _: () = q(&mut other, &["SET", &k, "theirs"]);
+            let r = transaction(&mut c, &[&["SET", &k, "mine"], &["SET", &there, "x"]]);
+            assert_eq!(r, Value::Nil, "core {core}");
+            assert_eq!(q::<String>(&mut c, &["GET", &k]), "theirs");
+            assert_eq!(q::<i64>(&mut c, &["EXISTS", &there]), 0, "nothing ran");
+            // Deleting or expiring the key counts as a change too.
+            let _: () = q(&mut c, &["WATCH", &k]);
+            let _: i64 = q(&mut other, &["DEL", &k]);
+            assert_eq!(transaction(&mut c, &[&["GET", &k]]), Value::Nil);
+            // Untouched: the transaction runs, on both cores, and the watch is gone after.
+            let _: () = q(&mut c, &["WATCH", &k]);
+            let r = items(transaction(
+                &mut c,
+                &[
+                    &["SET", &k, "mine"],
+                    &["SET", &there, "y"],
+                    &["INFO", "server"],
+                ],
+            ));
+            assert_eq!(r.len(), 3);
+            assert_eq!(q::<String>(&mut c, &["GET", &there]), "y");
+            let _: () = q(&mut other, &["SET", &k, "later"]);
+            assert_eq!(items(transaction(&mut c, &[&["GET", &k]])).len(), 1);
+            // A key watched while absent, then created elsewhere.
+            let fresh = key_on(node, core, "wfresh");
+            let _: () = q(&mut c, &["WATCH", &fresh]);
+            let _: () = q(&mut other, &["SET", &fresh, "1"]);
+            assert_eq!(transaction(&mut c, &[&["INCR", &fresh]]), Value::Nil);
+            // UNWATCH forgets.
+            let _: () = q(&mut c, &["WATCH", &k]);
+            let _: () = q(&mut other, &["SET", &k, "again"]);
+            let _: () = q(&mut c, &["UNWATCH"]);
+            assert_eq!(items(transaction(&mut c, &[&["GET", &k]])).len(), 1);
+        }
+        // Keys of different slots on one core can be watched together.
+        let a = key_on(node, 0, "wa");
+        let b = (0..10_000)
+            .map(|i| format!("wb{i}"))
+            .find(|x| node.handle().owner(x.as_bytes()) == 0 && x != &a)
+            .unwrap();
+        let _: () = q(&mut c, &["WATCH", &a, &b]);
+        let _: () = q(&mut other, &["SET", &b, "1"]);
+        assert_eq!(transaction(&mut c, &[&["GET", &a]]), Value::Nil);
+        if cores == 2 {
+            // Watched keys must share a core; the refused WATCH changes nothing.
+            let k0 = key_on(node, 0, "wx");
+            let k1 = key_on(node, 1, "wx");
+            let _: () = q(&mut c, &["WATCH", &k0]);
+            let e = qerr(&mut c, &["WATCH", &k1]);
+            assert!(e.contains("WATCH keys must all live on one core"), "{e}");
+            let e = qerr(&mut c, &["WATCH", &k0, &k1]);
+            assert!(e.contains("one core"), "{e}");
+            let _: () = q(&mut other, &["SET", &k1, "1"]);
+            assert_eq!(
+                items(transaction(&mut c, &[&["GET", &k0]])).len(),
+                1,
+                "k1 was never watched"
+            );
+        } else {
+            let _: () = q(&mut c, &["WATCH", "x", "y", "z"]);
+            let _: () = q(&mut other, &["SET", "z", "1"]);
+            assert_eq!(transaction(&mut c, &[&["GET", "x"]]), Value::Nil);
+        }
+    });
 }
