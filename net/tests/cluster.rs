@@ -399,6 +399,8 @@ fn three_nodes_agree_and_serve_a_cluster_client() {
         assert_eq!(coordinators, 1);
         let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).unwrap();
         assert!(info.contains("cluster_enabled:1"), "{info}");
+        let server: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+        assert!(server.contains("redis_mode:cluster"), "{server}");
     }
 
     // 10k keys through the cluster client, read back through a fresh one.

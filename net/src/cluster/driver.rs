@@ -641,10 +641,13 @@ pub fn spawn(core: &Rc<Core>, sockets: Sockets) -> Result<(), String> {
             // failure-detection delay.
             {
                 let mut dm = d.borrow_mut();
-                let now = dm.now_ms();
-                let mut out = MembershipOutput::default();
-                dm.membership.leave(now, &mut out);
-                dm.datagrams.extend(out.datagrams);
+                if !dm.left {
+                    dm.left = true;
+                    let now = dm.now_ms();
+                    let mut out = MembershipOutput::default();
+                    dm.membership.leave(now, &mut out);
+                    dm.datagrams.extend(out.datagrams);
+                }
             }
             flush(&d, &udp).await;
         });
