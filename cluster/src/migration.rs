@@ -144,6 +144,11 @@ pub struct MigrationConfig {
     /// (from sequence 0) after this delay, so a refusing or unreachable target is not flooded.
     /// Default 100, > 0.
     pub restart_delay_ms: u64,
+    /// `CoreMigrations`: after a broken link, sources towards that node wait before they start
+    /// again, twice as long after each further loss up to this, until a message from that node
+    /// arrives (so thousands of slots planned towards a dead node do not churn). Default 2000,
+    /// >= `restart_delay_ms`.
+    pub restart_delay_max_ms: u64,
     /// `CoreMigrations`: messages one source may emit per call (each batch is a yield point;
     /// `CoreMigrations::busy` says when a source had more). Default 16, >= 1.
     pub pump_messages_max: usize,
@@ -158,6 +163,7 @@ impl Default for MigrationConfig {
             tee_ops_max: 65536,
             commit_retry_ms: 1000,
             restart_delay_ms: 100,
+            restart_delay_max_ms: 2000,
             pump_messages_max: 16,
         }
     }
@@ -177,6 +183,11 @@ impl MigrationConfig {
         if self.window_ops_max < self.batch_ops_max as u64 {
             return Err(MigrationConfigError(
                 "window_ops_max must be >= batch_ops_max",
+            ));
+        }
+        if self.restart_delay_max_ms < self.restart_delay_ms {
+            return Err(MigrationConfigError(
+                "restart_delay_max_ms must be >= restart_delay_ms",
             ));
         }
         if self.batch_bytes_max == 0
@@ -561,6 +572,14 @@ impl TargetMigration {
                 cutoff_ms,
                 ..
             } if *id == self.id => {
+                if *end_seq == 0 && self.phase == TargetPhase::Verified {
+                    // The source started again (its link broke before our verdict reached it)
+                    // and the slot is now empty: the handoff is this stream's first message,
+                    // like a batch from sequence 0 (seed 115 at 12 s: the source waited for a
+                    // verdict forever).
+                    self.expected_seq = 0;
+                    self.phase = TargetPhase::Receiving;
+                }
                 if self.phase != TargetPhase::Receiving {
                     return None;
                 }
@@ -845,6 +864,46 @@ mod tests {
         let mut d2 = DigestBuilder::default();
         d2.add(b"a", b"bc", 1);
         assert_ne!(d1.finish(), d2.finish());
+    }
+
+    #[test]
+    fn a_restarted_stream_of_an_empty_slot_resets_a_verified_target() {
+        let slot = 3;
+        let me = ShardAddr {
+            node: NodeId([2; 20]),
+            core: 0,
+        };
+        let id = MigrationId(4);
+        let mut dst = MemStore::default();
+        let mut t = TargetMigration::new(id, slot, me);
+        let batch = Message::MigrateBatch(MigrateBatch {
+            id,
+            slot,
+            first_seq: 0,
+            ops: vec![StreamOp::Put(entry("a", 1))],
+        });
+        t.on_message(&mut dst, &batch);
+        let mut one = MemStore::default();
+        one.put(slot, entry("a", 1));
+        let handoff = |end_seq, digest| Message::Handoff {
+            id,
+            slot,
+            end_seq,
+            digest,
+            cutoff_ms: 0,
+        };
+        let ack = |ok| Some(Outgoing::Peer(Message::HandoffAck { id, slot, ok }));
+        assert_eq!(
+            t.on_message(&mut dst, &handoff(1, one.digest(slot, 0))),
+            ack(true)
+        );
+        assert_eq!(t.phase(), TargetPhase::Verified);
+        // The verdict was lost with the link; the key was deleted meanwhile; the source starts
+        // again and its first message is the handoff of an empty slot.
+        let empty = SlotDigest::default();
+        assert_eq!(t.on_message(&mut dst, &handoff(0, empty)), ack(true));
+        assert_eq!(t.phase(), TargetPhase::Verified);
+        assert!(dst.slots.is_empty(), "the old copy is gone");
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub struct NodeConfig {
     pub runtime: RuntimeConfig,
     /// `[protocol]`: RESP request limits.
     pub protocol: Limits,
+    /// `[admin]`: the HTTP port for `/metrics` and `/health` (off by default).
+    pub admin: crate::admin::AdminConfig,
     /// `[cluster]`: cluster mode, identity, seeds, secret, timing.
     pub cluster: crate::cluster::config::ClusterConfig,
 }
@@ -122,6 +124,7 @@ impl NodeConfig {
         self.engine.validate()?;
         self.runtime.validate()?;
         self.net.validate()?;
+        self.admin.validate()?;
         self.cluster.validate()?;
         if self.cluster.enabled
             && self.cluster.cluster_port != 0

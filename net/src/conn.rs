@@ -39,6 +39,8 @@ pub struct Conn {
     psubs: HashSet<Bytes>,
     sub_queue: Option<(Rc<Subscriber>, LocalReceiver<PushMsg>)>,
     closing: bool,
+    /// Times each read's requests for the admin port's latency histograms.
+    latency: crate::admin::BatchTimer,
 }
 
 fn ok() -> Reply {
@@ -87,6 +89,7 @@ impl Conn {
             psubs: HashSet::new(),
             sub_queue: None,
             closing: false,
+            latency: crate::admin::BatchTimer::default(),
         }
     }
 
@@ -111,6 +114,7 @@ impl Conn {
         };
         *self.entry.last_cmd.borrow_mut() = spec.name;
         core.stats.commands.set(core.stats.commands.get() + 1);
+        self.latency.note(spec);
         if !spec.arity_ok(args.len()) {
             if self.multi.is_some() {
                 self.multi_dirty = true;
@@ -966,6 +970,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
         }
         let full = reqs.len() == depth;
         if !reqs.is_empty() {
+            conn.latency.begin();
             batch.begin();
             for args in reqs {
                 conn.handle(args, &mut batch, &mut out).await;
@@ -987,6 +992,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
             }
             out.clear();
         }
+        conn.latency.end(&shared.latency[core.id]);
         if fatal.is_some() || conn.closing || entry.killed.is_fired() {
             break;
         }

@@ -151,6 +151,9 @@ pub struct Shared {
     pub cores_drained: AtomicUsize,
     /// Round robin for application-thread requests without keys.
     pub next_run_core: AtomicUsize,
+    /// Request latency histograms, one per core: written only by that core, read by the admin
+    /// port.
+    pub latency: Vec<crate::admin::Latency>,
 }
 
 impl Shared {
@@ -528,7 +531,12 @@ impl Core {
             ("keys", st.keys),
             ("default_map_keys", st.default_map_keys),
             ("keys_with_ttl", st.keys_with_ttl),
+            ("maps", st.maps),
             ("used_memory", st.used_memory_bytes),
+            ("live_bytes", st.live_bytes),
+            ("garbage_bytes", st.garbage_bytes),
+            ("table_bytes", st.table_bytes),
+            ("index_bytes", st.index_bytes),
             ("maxmemory", st.maxmemory_bytes),
             ("hits", st.hits),
             ("misses", st.misses),

@@ -18,6 +18,9 @@ pub struct Overrides {
     pub maxmemory: Option<String>,
     pub maxmemory_policy: Option<String>,
     pub requirepass: Option<String>,
+    /// Turns the admin HTTP port (`/metrics`, `/health`) on.
+    pub admin_port: Option<u16>,
+    pub admin_bind: Option<IpAddr>,
     /// `--cluster`: run as a cluster member (`cluster.enabled`); false keeps the file's value.
     pub cluster: bool,
     /// `--seeds host:port,...`: gossip addresses of seed nodes.
@@ -72,6 +75,12 @@ impl Overrides {
         }
         if let Some(p) = &self.requirepass {
             cfg.net.requirepass.clone_from(p);
+        }
+        if let Some(p) = self.admin_port {
+            cfg.admin.port = Some(p);
+        }
+        if let Some(b) = self.admin_bind {
+            cfg.admin.bind = b;
         }
         if self.cluster {
             cfg.cluster.enabled = true;

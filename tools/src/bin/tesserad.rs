@@ -36,6 +36,13 @@ struct Args {
     /// Password clients must give with AUTH.
     #[arg(long)]
     requirepass: Option<String>,
+    /// Port of the admin HTTP listener serving /metrics (Prometheus) and /health (off unless
+    /// given here or as `[admin] port` in the config file).
+    #[arg(long)]
+    admin_port: Option<u16>,
+    /// Address of the admin listener (default 127.0.0.1: it has no authentication).
+    #[arg(long)]
+    admin_bind: Option<IpAddr>,
     /// Run as a cluster member (gossip, peer links, -MOVED redirects).
     #[arg(long)]
     cluster: bool,
@@ -69,6 +76,8 @@ fn main() -> anyhow::Result<()> {
         maxmemory: args.maxmemory,
         maxmemory_policy: args.maxmemory_policy,
         requirepass: args.requirepass,
+        admin_port: args.admin_port,
+        admin_bind: args.admin_bind,
         cluster: args.cluster,
         seeds: args.seeds,
         cluster_port: args.cluster_port,
@@ -90,6 +99,9 @@ fn main() -> anyhow::Result<()> {
     let node = Node::start(config).context("cannot start the node")?;
     if let Some(addr) = node.local_addr() {
         tracing::info!(%addr, cores = node.cores(), "ready to accept connections");
+    }
+    if let Some(addr) = node.admin_addr() {
+        tracing::info!(%addr, "admin port: /metrics, /health");
     }
     let shutdown = node.shutdown_requested();
     crossbeam_channel::select! {
