@@ -35,6 +35,10 @@ stop() {
   trap - INT TERM EXIT
   echo
   echo "stopping ${#pids[@]} nodes ..."
+  # A cluster member drains its slots on the first signal; the whole cluster is stopping, so
+  # the second signal stops each node at once.
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 0.3
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   echo "stopped; logs in $logs"

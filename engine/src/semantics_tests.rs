@@ -999,6 +999,20 @@ fn sieve_never_fails_a_write_because_its_victim_is_the_written_key() {
 }
 
 #[test]
+fn drop_slot_removes_a_large_slot_entirely() {
+    let mut e = env();
+    for i in 0..20_000 {
+        e.run(&format!("SET {{big}}:{i} v"));
+    }
+    e.run("SET other v");
+    let slot = crate::key_slot(b"big");
+    assert_eq!(e.shard.slot_key_count(slot), 20_000);
+    assert_eq!(e.shard.drop_slot(slot), 20_000);
+    assert_eq!(e.shard.slot_key_count(slot), 0);
+    assert_eq!(e.int("EXISTS other"), 1);
+}
+
+#[test]
 fn extreme_deadlines_do_not_overflow() {
     let mut e = env();
     e.run("SET k v PXAT 9223372036854775807");

@@ -111,6 +111,15 @@ pub enum Request {
     Forward(crate::cluster::proxy::Job),
     /// Proxy routing: the RESP reply to forwarded request `id` of this core.
     ForwardReply { id: u64, payload: Bytes },
+    /// Work for the cluster task (to core 0).
+    ToDriver(crate::cluster::migrate::DriverJob),
+    /// A migration stream message from peer `from` for this core's migrations.
+    Migration {
+        from: tessera_cluster::NodeId,
+        msg: tessera_cluster::Message,
+    },
+    /// The peer link to or from this node broke.
+    LinkLost(tessera_cluster::NodeId),
 }
 
 /// Replies to a `Request::Ops` from another core.
@@ -222,6 +231,8 @@ pub struct Core {
     pub cluster: RefCell<crate::cluster::View>,
     /// Requests forwarded to other nodes and waiting for replies (proxy routing).
     pub proxy: crate::cluster::proxy::ProxyState,
+    /// This core's slot migrations (cluster mode only).
+    pub migrations: RefCell<Option<crate::cluster::migrate::Host>>,
 }
 
 impl Core {
@@ -240,6 +251,7 @@ impl Core {
             shutdown: Signal::new(),
             cluster: RefCell::new(view),
             proxy: crate::cluster::proxy::ProxyState::default(),
+            migrations: RefCell::new(None),
         }
     }
 
@@ -252,8 +264,16 @@ impl Core {
     pub fn execute(&self, op: Op, now_ms: u64) -> Reply {
         match op {
             Op::Cmd(cmd) => {
+                if let Some(r) = crate::cluster::migrate::before(self, &cmd) {
+                    return r;
+                }
+                let written = crate::cluster::migrate::written(self, &cmd);
                 bump(&self.stats.executed, 1);
-                self.shard.borrow_mut().execute(cmd, now_ms)
+                let r = self.shard.borrow_mut().execute(cmd, now_ms);
+                if let Some(w) = written {
+                    crate::cluster::migrate::after(self, &w, now_ms);
+                }
+                r
             }
             Op::KeyVersion { map, key } => {
                 match self.shard.borrow_mut().key_version(&map, &key, now_ms) {
@@ -433,6 +453,32 @@ impl Core {
                 }
                 Some(Received::Request(Request::Cluster(update))) => {
                     self.cluster.borrow_mut().install(update);
+                    let env = crate::cluster::migrate::on_table(&self);
+                    crate::cluster::migrate::emit(&self, env);
+                }
+                Some(Received::Request(Request::ToDriver(job))) => {
+                    let origin = match &job {
+                        crate::cluster::migrate::DriverJob::Forward(j) => {
+                            Some((j.origin_core, j.id))
+                        }
+                        _ => None,
+                    };
+                    if !self.proxy.submit_job(job) {
+                        tracing::warn!("cluster task queue full: job dropped");
+                        if let Some((origin, id)) = origin {
+                            let payload = crate::cluster::proxy::error_bytes(
+                                "TRYAGAIN proxy queue full, retry",
+                            );
+                            crate::cluster::proxy::deliver(&self, origin, id, payload);
+                        }
+                    }
+                }
+                Some(Received::Request(Request::Migration { from, msg })) => {
+                    let env = crate::cluster::migrate::on_message(&self, from, &msg);
+                    crate::cluster::migrate::emit(&self, env);
+                }
+                Some(Received::Request(Request::LinkLost(node))) => {
+                    crate::cluster::migrate::on_link_lost(&self, node);
                 }
                 Some(Received::Request(Request::Forward(job))) => {
                     let (origin, id) = (job.origin_core, job.id);

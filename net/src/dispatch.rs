@@ -156,8 +156,10 @@ impl Batch {
         };
         for out in std::mem::take(&mut self.outs) {
             each(match out {
-                Out::One(p) => Ok(take(p)),
-                Out::Merge(m, parts) => Ok(merge(m, parts.into_iter().map(&mut take).collect())),
+                Out::One(p) => redirect_raw(take(p)),
+                Out::Merge(m, parts) => {
+                    redirect_raw(merge(m, parts.into_iter().map(&mut take).collect()))
+                }
                 Out::Raw(b) => Err(b),
                 Out::Wait(rx) => Err(rx.await.unwrap_or_else(|| {
                     crate::cluster::proxy::error_bytes("ERR proxy: the request was dropped")
@@ -268,6 +270,14 @@ impl Batch {
             Err(b) => out.extend_from_slice(&b),
         })
         .await;
+    }
+}
+
+/// A redirect decided on the owner core (migration gate) becomes Redis's raw error.
+fn redirect_raw(r: Reply) -> Result<Reply, Bytes> {
+    match crate::cluster::migrate::raw_redirect(&r) {
+        Some(b) => Err(b),
+        None => Ok(r),
     }
 }
 

@@ -102,8 +102,13 @@ pub async fn info(core: &Core, sections: &[String]) -> String {
                 let up = shared.started.elapsed().as_secs();
                 let _ = write!(
                     o,
-                    "redis_version:7.2.0\r\ntessera_version:{}\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:io_uring\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutors:{}\r\n",
+                    "redis_version:7.2.0\r\ntessera_version:{}\r\nredis_mode:{}\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:io_uring\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nexecutors:{}\r\n",
                     env!("CARGO_PKG_VERSION"),
+                    if core.cluster.borrow().enabled {
+                        "cluster"
+                    } else {
+                        "standalone"
+                    },
                     std::env::consts::OS,
                     std::env::consts::ARCH,
                     std::process::id(),

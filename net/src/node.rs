@@ -316,6 +316,13 @@ async fn executor_main(
         admin: admin_listener.as_ref().and_then(|l| l.local_addr().ok()),
     }));
 
+    if clustered {
+        let cfg = &shared.config.cluster;
+        let host = crate::cluster::migrate::new_host(shared.node_id, core_id, cfg.migration());
+        *core.migrations.borrow_mut() = Some(host);
+        let tick = Duration::from_millis(cfg.migration_tick_ms);
+        runtime::spawn(crate::cluster::migrate::run(Rc::clone(&core), tick));
+    }
     let inbox_task = runtime::spawn(Rc::clone(&core).serve_inbox(inbox));
     let bg = runtime::background_queue();
     if let Some(l) = admin_listener {
@@ -498,6 +505,16 @@ impl NodeHandle {
     /// Number of executors.
     pub fn cores(&self) -> usize {
         self.shared.cores
+    }
+
+    /// Cluster mode: starts a graceful leave (as `CLUSTER LEAVE`): this node's slots migrate
+    /// away, then the node leaves the membership and signals `Node::shutdown_requested`.
+    /// Returns false outside cluster mode or when the node has stopped.
+    pub fn leave(&self) -> bool {
+        self.shared.config.cluster.enabled
+            && self.shared.mesh[0]
+                .send_blocking(Request::ToDriver(crate::cluster::migrate::DriverJob::Leave))
+                .is_ok()
     }
 
     /// The core that owns `key`.

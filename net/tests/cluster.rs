@@ -399,6 +399,8 @@ fn three_nodes_agree_and_serve_a_cluster_client() {
         assert_eq!(coordinators, 1);
         let info: String = redis::cmd("INFO").arg("cluster").query(&mut c).unwrap();
         assert!(info.contains("cluster_enabled:1"), "{info}");
+        let server: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+        assert!(server.contains("redis_mode:cluster"), "{server}");
     }
 
     // 10k keys through the cluster client, read back through a fresh one.
@@ -624,6 +626,134 @@ fn proxy_routing_serves_plain_clients() {
         let e = c.incr::<_, _, i64>(format!("p{i}"), 1).unwrap_err();
         assert!(e.to_string().contains("not an integer"), "{e}");
     }
+    for n in nodes {
+        n.shutdown();
+    }
+}
+
+/// Waits (bounded) until every node routes by one table with `owners` primary nodes and no
+/// migration in progress, running `work` between checks; returns the table.
+fn wait_stable(nodes: &[&Node], owners: usize, secs: u64, mut work: impl FnMut()) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        work();
+        let tables: Vec<Value> = nodes
+            .iter()
+            .map(|n| routing_table(n.local_addr().unwrap()))
+            .collect();
+        let first = &tables[0];
+        let Value::Array(ranges) = field(first, "ranges") else {
+            panic!()
+        };
+        let nodes_seen: std::collections::HashSet<String> =
+            ranges.iter().map(|r| text(&field(r, "node"))).collect();
+        let moving = ranges
+            .iter()
+            .any(|r| field(r, "migrating_to") != Value::Nil);
+        if nodes_seen.len() == owners && !moving && tables.iter().all(|t| t == first) {
+            return first.clone();
+        }
+        if std::env::var_os("TESSERA_TEST_TRACE").is_some() {
+            let epochs: Vec<Value> = tables.iter().map(|t| field(t, "epoch")).collect();
+            let migrating = ranges
+                .iter()
+                .filter(|r| field(r, "migrating_to") != Value::Nil)
+                .count();
+            eprintln!(
+                "epochs {epochs:?} owners {} migrating rows {migrating}",
+                nodes_seen.len()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not stable within {secs} s: {} owners, moving {moving}",
+            nodes_seen.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn check_all(con: &mut redis::cluster::ClusterConnection, keys: &[(String, String)]) {
+    for (k, v) in keys {
+        let got: Option<String> = con.get(k).unwrap();
+        assert_eq!(got.as_deref(), Some(v.as_str()), "key {k}");
+    }
+}
+
+#[test]
+fn join_and_graceful_leave_lose_nothing() {
+    let mut nodes = start_cluster(&[1, 1, 1], 24070);
+    wait_agreement(&nodes, 3);
+    let mut con = cluster_client(&nodes);
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for i in 0..10_000 {
+        let (k, v) = (format!("key:{i}"), format!("value:{i}"));
+        let _: () = con.set_ex(&k, &v, 1000).unwrap();
+        keys.push((k, v));
+    }
+    // A fourth node joins; writes go on while slots move to it.
+    nodes.push(Node::start(cluster_config(2, 24073, 24070, 3)).unwrap());
+    let mut n = 0;
+    let mut write = |con: &mut redis::cluster::ClusterConnection,
+                     keys: &mut Vec<(String, String)>| {
+        for _ in 0..50 {
+            let (k, v) = (format!("during:{n}"), format!("v{n}"));
+            let _: () = con.set(&k, &v).unwrap();
+            keys.push((k, v));
+            n += 1;
+        }
+    };
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        wait_stable(&all, 4, 120, || write(&mut con, &mut keys));
+    }
+    let sizes: Vec<i64> = nodes
+        .iter()
+        .map(|n| {
+            redis::cmd("DBSIZE")
+                .query::<i64>(&mut client(n.local_addr().unwrap()))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(sizes.iter().sum::<i64>(), keys.len() as i64, "{sizes:?}");
+    assert!(sizes[3] > 0, "the new node holds keys: {sizes:?}");
+    let mut fresh = cluster_client(&nodes);
+    check_all(&mut fresh, &keys);
+    for i in (0..10_000).step_by(97) {
+        let ttl: i64 = fresh.ttl(format!("key:{i}")).unwrap();
+        assert!(
+            (900..=1000).contains(&ttl),
+            "TTL kept across the move: {ttl}"
+        );
+    }
+
+    // Node 1 leaves gracefully; writes go on meanwhile.
+    let leaving = nodes.remove(1);
+    assert!(leaving.handle().leave());
+    let done = leaving.shutdown_requested();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut con = cluster_client(&nodes);
+    while done.try_recv().is_err() {
+        assert!(std::time::Instant::now() < deadline, "leave did not finish");
+        write(&mut con, &mut keys);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    leaving.shutdown();
+    {
+        let all: Vec<&Node> = nodes.iter().collect();
+        wait_stable(&all, 3, 60, || {});
+    }
+    let mut fresh = cluster_client(&nodes);
+    check_all(&mut fresh, &keys);
+    let total: i64 = nodes
+        .iter()
+        .map(|n| {
+            redis::cmd("DBSIZE")
+                .query::<i64>(&mut client(n.local_addr().unwrap()))
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, keys.len() as i64);
     for n in nodes {
         n.shutdown();
     }

@@ -88,14 +88,33 @@ pub struct ClusterConfig {
     /// Wait before re-dialling a peer whose link failed, milliseconds. Messages for it are
     /// dropped meanwhile (tables and hints are repeated). Default 500, 1..=60000.
     pub link_retry_ms: u64,
-    /// Frames queued on one outgoing peer link; further frames are dropped (and logged).
-    /// Default 1024, 16..=1048576.
+    /// Frames queued on one outgoing peer link. A frame that finds the queue full is dropped
+    /// and the link closed (both sides then restart the migrations that used it).
+    /// Default 65536, 16..=1048576.
     pub link_queue_frames: usize,
     /// Most peer links accepted at once (authenticated or not); more are closed at once.
     /// Default 256, at least 1.
     pub peer_links_max: usize,
     /// Largest peer frame body in bytes. Default 16 MiB, 4096..=4294967279.
     pub frame_bytes_max: usize,
+    /// Migration: entries per stream batch (one frame, one yield point). Default 256, >= 1.
+    pub migration_batch_ops_max: usize,
+    /// Migration: approximate key+value bytes per batch. Default 256 KiB, >= 1, well under
+    /// `frame_bytes_max`.
+    pub migration_batch_bytes_max: usize,
+    /// Migration: entries sent and not yet acknowledged before a source waits. Default 4096,
+    /// >= `migration_batch_ops_max`.
+    pub migration_window_ops_max: u64,
+    /// Migration: writes teed into a stream and not yet sent before writes to that slot get
+    /// `-TRYAGAIN`. Default 65536, >= 1.
+    pub migration_tee_ops_max: usize,
+    /// Migration timer of every core (next batches, handoffs, commit requests), milliseconds.
+    /// Default 5, 1..=1000.
+    pub migration_tick_ms: u64,
+    /// `tesserad` on SIGTERM/SIGINT in cluster mode: how long to wait for this node's slots to
+    /// migrate away before stopping anyway, milliseconds (0 = stop at once, losing the slots'
+    /// data). Default 120000.
+    pub leave_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -123,9 +142,15 @@ impl Default for ClusterConfig {
             link_connect_timeout_ms: 1000,
             link_handshake_timeout_ms: 2000,
             link_retry_ms: 500,
-            link_queue_frames: 1024,
+            link_queue_frames: 65536,
             peer_links_max: 256,
             frame_bytes_max: tessera_cluster::wire::FRAME_BYTES_MAX_DEFAULT,
+            migration_batch_ops_max: 256,
+            migration_batch_bytes_max: 256 << 10,
+            migration_window_ops_max: 4096,
+            migration_tee_ops_max: 65536,
+            migration_tick_ms: 5,
+            leave_timeout_ms: 120_000,
         }
     }
 }
@@ -229,9 +254,19 @@ impl ClusterConfig {
             512,
             65_000,
         )?;
+        range("cluster.migration_tick_ms", self.migration_tick_ms, 1, 1000)?;
         self.wire()
             .validate()
             .map_err(|e| bad("cluster.frame_bytes_max", e.to_string()))?;
+        if self.migration_batch_bytes_max >= self.frame_bytes_max / 2 {
+            return Err(bad(
+                "cluster.migration_batch_bytes_max",
+                "must be under half of frame_bytes_max",
+            ));
+        }
+        self.migration()
+            .validate()
+            .map_err(|e| bad("cluster.migration_*", e.to_string()))?;
         self.membership(Vec::new()).validate().map_err(|_| {
             bad(
                 "cluster",
@@ -255,6 +290,17 @@ impl ClusterConfig {
             down_announce_ms: self.down_announce_ms,
             max_packet_bytes: self.gossip_packet_bytes,
             secret: self.secret.as_bytes().to_vec(),
+        }
+    }
+
+    /// The migration settings.
+    pub fn migration(&self) -> tessera_cluster::MigrationConfig {
+        tessera_cluster::MigrationConfig {
+            batch_ops_max: self.migration_batch_ops_max,
+            batch_bytes_max: self.migration_batch_bytes_max,
+            window_ops_max: self.migration_window_ops_max,
+            tee_ops_max: self.migration_tee_ops_max,
+            ..tessera_cluster::MigrationConfig::default()
         }
     }
 

@@ -28,6 +28,7 @@ use tessera_cluster::{
 
 use super::config::ClusterConfig;
 use super::link::{self, LinkParams};
+use super::migrate::{self, DriverJob};
 use super::proxy::{self, Job};
 use super::ViewUpdate;
 use crate::core::{Core, Request, Shared};
@@ -103,6 +104,9 @@ pub struct Driver {
     forwards: HashMap<u64, (usize, u64, u64)>,
     next_forward: u64,
     this: std::rc::Weak<RefCell<Driver>>,
+    /// `CLUSTER LEAVE` / SIGTERM: draining this node; `left` once it said goodbye.
+    leaving: bool,
+    left: bool,
 }
 
 impl Driver {
@@ -143,6 +147,8 @@ impl Driver {
             forwards: HashMap::new(),
             next_forward: 1,
             this: std::rc::Weak::new(),
+            leaving: false,
+            left: false,
             cfg,
         })
     }
@@ -202,7 +208,11 @@ impl Driver {
             Some(tx) => match tx.try_send(msg) {
                 Ok(()) => return,
                 Err(glommio::GlommioError::WouldBlock(_)) => {
-                    tracing::warn!(peer = ?to, "peer link queue full: frame dropped");
+                    // A dropped frame would leave a migration stream waiting forever: close the
+                    // link instead (its writer ends after the queued frames), so both sides see
+                    // the link lost and their migrations restart.
+                    tracing::warn!(peer = ?to, "peer link queue full: frame dropped, link closed");
+                    link.tx = None;
                     return;
                 }
                 Err(e) => {
@@ -234,10 +244,16 @@ impl Driver {
         link.retry_at_ms = now + self.cfg.link_retry_ms;
         let params = self.params.clone();
         let timeout = Duration::from_millis(self.cfg.link_connect_timeout_ms);
+        let this = self.this.clone();
         runtime::spawn(async move {
             match link::outgoing(params, to, addr, timeout, rx).await {
                 Ok(()) => tracing::debug!(peer = ?to, "peer link closed"),
                 Err(e) => tracing::info!(peer = ?to, %addr, error = %e, "peer link closed"),
+            }
+            // Not inside `spawn`'s first poll (the connect awaited), but be sure.
+            runtime::yield_now().await;
+            if let Some(d) = this.upgrade() {
+                d.borrow_mut().link_lost(to);
             }
         });
     }
@@ -277,6 +293,26 @@ impl Driver {
             }
             Message::CommitRequest { slot, id } => self.keeper.request_commit(slot, id),
             Message::Ping { nonce } => self.send(from, Message::Pong { nonce }),
+            Message::MigrateBatch(_)
+            | Message::MigrateAck { .. }
+            | Message::Handoff { .. }
+            | Message::HandoffAck { .. }
+            | Message::Abort { .. } => {
+                let cores = tessera_cluster::message_cores(self.keeper.table(), self.me.id, &msg);
+                for c in cores {
+                    let c = usize::from(c);
+                    if c == self.core.id {
+                        let env = migrate::on_message(&self.core, from, &msg);
+                        self.send_envelopes(env);
+                    } else if c < self.core.shared.cores {
+                        let req = Request::Migration {
+                            from,
+                            msg: msg.clone(),
+                        };
+                        to_core(&self.core, c, req);
+                    }
+                }
+            }
             Message::Forward {
                 request_id,
                 payload,
@@ -294,6 +330,40 @@ impl Driver {
             // does not run (migration streams, forwarding) are ignored.
             _ => {}
         }
+    }
+
+    /// Sends migration messages: to a node over its link (to this node: handled at once), or to
+    /// the coordinator membership sees.
+    fn send_envelopes(&mut self, env: Vec<tessera_cluster::Envelope>) {
+        for e in env {
+            let to = match e.to {
+                tessera_cluster::To::Node(n) => n,
+                tessera_cluster::To::Coordinator => self.membership.coordinator(),
+            };
+            self.send(to, e.message);
+        }
+    }
+
+    /// A link to or from `node` closed: every core's migrations with it abandon (and restart).
+    fn link_lost(&mut self, node: NodeId) {
+        for c in 0..self.core.shared.cores {
+            if c == self.core.id {
+                migrate::on_link_lost(&self.core, node);
+            } else {
+                to_core(&self.core, c, Request::LinkLost(node));
+            }
+        }
+    }
+
+    /// `CLUSTER LEAVE` / SIGTERM: ask the coordinator to plan this node's slots away (repeated
+    /// with every epoch hint until drained).
+    fn start_leave(&mut self) {
+        if !self.leaving {
+            tracing::info!("leaving the cluster: draining slots");
+        }
+        self.leaving = true;
+        let coordinator = self.membership.coordinator();
+        self.send(coordinator, Message::Drain { node: self.me.id });
     }
 
     /// Proxy routing, on the requesting node: sends `job` to its owner node.
@@ -394,8 +464,25 @@ impl Driver {
                     self.send(m.id, Message::TableEpoch { epoch, coordinator });
                 }
             }
+            if self.leaving && !self.left {
+                self.send(coordinator, Message::Drain { node: self.me.id });
+            }
         }
         self.publish();
+        if self.leaving && !self.left && self.keeper.drained(self.me.id) {
+            // Every slot moved away (each by a verified handoff and a commit): say goodbye and
+            // ask the process owner to stop.
+            tracing::info!("drained: leaving the cluster");
+            self.left = true;
+            let mut out = MembershipOutput::default();
+            self.membership.leave(now, &mut out);
+            self.datagrams.extend(out.datagrams);
+            let shared = &self.core.shared;
+            shared
+                .shutdown_requested
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = shared.shutdown_requests.try_send(());
+        }
     }
 
     /// Sends every core the current view when it changed (or a core missed the last one).
@@ -429,6 +516,8 @@ impl Driver {
         for c in targets {
             if c == self.core.id {
                 self.core.cluster.borrow_mut().install(update.clone());
+                let env = migrate::on_table(&self.core);
+                self.send_envelopes(env);
             } else if self.core.shared.mesh[c]
                 .try_send(Request::Cluster(update.clone()))
                 .is_err()
@@ -441,6 +530,28 @@ impl Driver {
 
     fn link_params(&self) -> LinkParams {
         self.params.clone()
+    }
+}
+
+/// Sends `req` to core `c`'s mailbox; a full mailbox is retried from a task (these messages
+/// must not be lost: migration streams, link losses).
+fn to_core(core: &Core, c: usize, req: Request) {
+    let mesh = core.shared.mesh[c].clone();
+    match mesh.try_send(req) {
+        Ok(()) => {}
+        Err(crossbeam_channel::TrySendError::Full(req)) => {
+            runtime::spawn(async move {
+                let mut req = req;
+                loop {
+                    runtime::yield_now().await;
+                    match mesh.try_send(req) {
+                        Err(crossbeam_channel::TrySendError::Full(r)) => req = r,
+                        _ => break,
+                    }
+                }
+            });
+        }
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
     }
 }
 
@@ -530,10 +641,13 @@ pub fn spawn(core: &Rc<Core>, sockets: Sockets) -> Result<(), String> {
             // failure-detection delay.
             {
                 let mut dm = d.borrow_mut();
-                let now = dm.now_ms();
-                let mut out = MembershipOutput::default();
-                dm.membership.leave(now, &mut out);
-                dm.datagrams.extend(out.datagrams);
+                if !dm.left {
+                    dm.left = true;
+                    let now = dm.now_ms();
+                    let mut out = MembershipOutput::default();
+                    dm.membership.leave(now, &mut out);
+                    dm.datagrams.extend(out.datagrams);
+                }
             }
             flush(&d, &udp).await;
         });
@@ -545,7 +659,12 @@ pub fn spawn(core: &Rc<Core>, sockets: Sockets) -> Result<(), String> {
         let d = Rc::clone(&d);
         runtime::spawn(async move {
             while let Some(job) = rx.recv().await {
-                d.borrow_mut().forward(job);
+                let mut dm = d.borrow_mut();
+                match job {
+                    DriverJob::Forward(job) => dm.forward(job),
+                    DriverJob::Send(env) => dm.send_envelopes(env),
+                    DriverJob::Leave => dm.start_leave(),
+                }
             }
         });
     }
@@ -582,7 +701,11 @@ pub fn spawn(core: &Rc<Core>, sockets: Sockets) -> Result<(), String> {
                 let d = Rc::clone(&d);
                 let peer = stream.peer_addr().ok();
                 runtime::spawn(async move {
-                    let deliver = |from: NodeId, msg: Message| d.borrow_mut().on_peer(from, msg);
+                    let sender = std::cell::Cell::new(None);
+                    let deliver = |from: NodeId, msg: Message| {
+                        sender.set(Some(from));
+                        d.borrow_mut().on_peer(from, msg);
+                    };
                     if let Err(e) = link::incoming(params, stream, deliver).await {
                         match e {
                             link::LinkError::Closed => {
@@ -591,7 +714,12 @@ pub fn spawn(core: &Rc<Core>, sockets: Sockets) -> Result<(), String> {
                             e => tracing::warn!(?peer, error = %e, "peer link closed"),
                         }
                     }
-                    d.borrow_mut().incoming -= 1;
+                    let mut dm = d.borrow_mut();
+                    dm.incoming -= 1;
+                    // Targets fed by this link abandon (their sources restart).
+                    if let Some(from) = sender.get() {
+                        dm.link_lost(from);
+                    }
                 });
             }
         });

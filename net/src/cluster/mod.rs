@@ -21,6 +21,7 @@
 pub mod config;
 pub mod driver;
 pub mod link;
+pub mod migrate;
 pub mod proxy;
 pub mod surface;
 

@@ -50,18 +50,24 @@ pub struct Job {
 pub struct ProxyState {
     waiting: RefCell<HashMap<u64, oneshot::Sender<Bytes>>>,
     next_id: Cell<u64>,
-    jobs: RefCell<Option<LocalSender<Job>>>,
+    jobs: RefCell<Option<LocalSender<super::migrate::DriverJob>>>,
 }
 
 impl ProxyState {
     /// On core 0: where jobs go (the cluster task's queue).
-    pub fn set_jobs(&self, tx: LocalSender<Job>) {
+    pub fn set_jobs(&self, tx: LocalSender<super::migrate::DriverJob>) {
         *self.jobs.borrow_mut() = Some(tx);
     }
 
     /// On core 0: queues a job for the cluster task; false (the job dropped) when the queue
     /// is full or there is no cluster task.
     pub fn submit(&self, job: Job) -> bool {
+        self.submit_job(super::migrate::DriverJob::Forward(job))
+    }
+
+    /// On core 0: queues any work for the cluster task; false (dropped) when the queue is full
+    /// or there is no cluster task.
+    pub fn submit_job(&self, job: super::migrate::DriverJob) -> bool {
         self.jobs
             .borrow()
             .as_ref()

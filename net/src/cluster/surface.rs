@@ -98,7 +98,7 @@ async fn cluster(core: &Rc<Core>, args: &[Bytes]) -> Reply {
             }
             Err(e) => Err(e),
         },
-        "leave" => arity(2).map(|()| leave(&view)),
+        "leave" => arity(2).map(|()| leave(core, &view)),
         _ => Err(err(&format!(
             "unknown subcommand '{}'. Try CLUSTER HELP.",
             String::from_utf8_lossy(&args[1])
@@ -107,11 +107,24 @@ async fn cluster(core: &Rc<Core>, args: &[Bytes]) -> Reply {
     r.unwrap_or_else(|e| e)
 }
 
-fn leave(view: &View) -> Reply {
-    if view.enabled {
-        err("CLUSTER LEAVE is not supported yet")
+/// `CLUSTER LEAVE`: the cluster task asks the coordinator to move every slot of this node away;
+/// once drained the node leaves the membership and stops (as on SHUTDOWN).
+fn leave(core: &Core, view: &View) -> Reply {
+    use super::migrate::DriverJob;
+    if !view.enabled {
+        return err("This instance has cluster support disabled");
+    }
+    let queued = if core.id == 0 {
+        core.proxy.submit_job(DriverJob::Leave)
     } else {
-        err("This instance has cluster support disabled")
+        core.shared.mesh[0]
+            .try_send(crate::core::Request::ToDriver(DriverJob::Leave))
+            .is_ok()
+    };
+    if queued {
+        Reply::Ok
+    } else {
+        err("the cluster task is busy, try again")
     }
 }
 

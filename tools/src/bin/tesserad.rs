@@ -87,12 +87,15 @@ fn main() -> anyhow::Result<()> {
     // Signals are registered before the node starts so none is missed.
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
     let sig_handle = signals.handle();
-    let (sig_tx, sig_rx) = crossbeam_channel::bounded(1);
+    let (sig_tx, sig_rx) = crossbeam_channel::bounded(2);
     let sig_thread = std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            let _ = sig_tx.send(sig);
+        // Every signal: the first starts the stop (a cluster member drains first), a second
+        // one cuts the drain short.
+        for sig in signals.forever() {
+            let _ = sig_tx.try_send(sig);
         }
     });
+    let leave_timeout_ms = config.cluster.leave_timeout_ms;
     let node = Node::start(config).context("cannot start the node")?;
     if let Some(addr) = node.local_addr() {
         tracing::info!(%addr, cores = node.cores(), "ready to accept connections");
@@ -102,7 +105,20 @@ fn main() -> anyhow::Result<()> {
     }
     let shutdown = node.shutdown_requested();
     crossbeam_channel::select! {
-        recv(sig_rx) -> sig => tracing::info!(signal = ?sig.ok(), "signal received, shutting down"),
+        recv(sig_rx) -> sig => {
+            tracing::info!(signal = ?sig.ok(), "signal received, shutting down");
+            if leave_timeout_ms > 0 && node.handle().leave() {
+                // A cluster member moves its slots away first, so nothing is lost; a second
+                // signal or the timeout stops it at once.
+                tracing::info!(timeout_ms = leave_timeout_ms, "draining slots before stopping");
+                let timeout = crossbeam_channel::after(std::time::Duration::from_millis(leave_timeout_ms));
+                crossbeam_channel::select! {
+                    recv(shutdown) -> _ => tracing::info!("drained"),
+                    recv(sig_rx) -> _ => tracing::warn!("second signal: stopping without draining"),
+                    recv(timeout) -> _ => tracing::warn!("leave timed out: stopping anyway"),
+                }
+            }
+        },
         recv(shutdown) -> _ => tracing::info!("SHUTDOWN received, shutting down"),
     }
     node.shutdown();

@@ -1,0 +1,229 @@
+//! Slot migration on each core: drives `tessera_cluster::CoreMigrations` over the core's engine
+//! `Shard` (`tessera_cluster::store::ShardStore`).
+//!
+//! Inputs, all on the owning core's executor: a newer table ([`on_table`], after a view is
+//! installed), a stream message relayed by the cluster task ([`on_message`]), a broken peer
+//! link ([`on_link_lost`]), the core's migration timer ([`poll`], see [`run`]), and every
+//! command this core executes ([`before`] gates it: `-TRYAGAIN` during a handoff, `-MOVED` once
+//! the slot is gone or not yet ours; [`after`] tees what it wrote into the slot's stream). The
+//! envelopes these return go to the cluster task on core 0, which owns the peer links
+//! ([`emit`]).
+//!
+//! Redirects decided here travel as `CommandError::Other("MOVED ...")` from the owner core and
+//! are turned back into Redis's raw error by the routing core ([`raw_redirect`]).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tessera_cluster::redis::{moved, TRYAGAIN};
+use tessera_cluster::store::{tee_ops, ShardStore, Written};
+use tessera_cluster::{CoreMigrations, Envelope, Gate, Message, NodeId, ShardAddr};
+use tessera_engine::{key_slot, Command, CommandError, Reply, SlotCursor};
+
+use crate::core::{Core, Request};
+use crate::runtime;
+
+/// One core's migrations.
+pub type Host = CoreMigrations<SlotCursor>;
+
+/// Work for the cluster task on core 0.
+pub enum DriverJob {
+    /// Forward a request (proxy routing).
+    Forward(super::proxy::Job),
+    /// Send these migration messages.
+    Send(Vec<Envelope>),
+    /// Leave the cluster gracefully (`CLUSTER LEAVE`, SIGTERM).
+    Leave,
+}
+
+/// The migrations of core `core` of node `me` (cluster mode).
+pub fn new_host(me: NodeId, core: usize, cfg: tessera_cluster::MigrationConfig) -> Host {
+    CoreMigrations::new(
+        ShardAddr {
+            node: me,
+            core: core as u16,
+        },
+        cfg,
+    )
+}
+
+fn with_host<T>(core: &Core, f: impl FnOnce(&mut Host, &mut ShardStore<'_>) -> T) -> Option<T> {
+    let mut host = core.migrations.borrow_mut();
+    let host = host.as_mut()?;
+    let mut shard = core.shard.borrow_mut();
+    let mut store = ShardStore::new(&mut shard, runtime::now_ms());
+    Some(f(host, &mut store))
+}
+
+/// A view with a newer table was installed on this core.
+pub fn on_table(core: &Core) -> Vec<Envelope> {
+    let Some(table) = core.cluster.borrow().table.clone() else {
+        return Vec::new();
+    };
+    let now = runtime::now_ms();
+    with_host(core, |h, store| {
+        if table.epoch > h.epoch() {
+            h.on_table(&table, now, store)
+        } else {
+            Vec::new()
+        }
+    })
+    .unwrap_or_default()
+}
+
+/// A stream message from peer `from`.
+pub fn on_message(core: &Core, from: NodeId, msg: &Message) -> Vec<Envelope> {
+    let now = runtime::now_ms();
+    with_host(core, |h, store| h.on_message(from, msg, now, store)).unwrap_or_default()
+}
+
+/// The link to or from `node` broke.
+pub fn on_link_lost(core: &Core, node: NodeId) {
+    let now = runtime::now_ms();
+    with_host(core, |h, store| h.on_link_lost(node, now, store));
+}
+
+/// The timer: restarts, next batches, handoffs, commit requests. Returns (envelopes, busy).
+pub fn poll(core: &Core) -> (Vec<Envelope>, bool) {
+    let now = runtime::now_ms();
+    with_host(core, |h, store| {
+        let out = h.poll(now, store);
+        (out, h.busy())
+    })
+    .unwrap_or_default()
+}
+
+fn redirect(text: String) -> Reply {
+    Reply::Error(CommandError::Other(text))
+}
+
+/// The `-MOVED` / `-TRYAGAIN` an owner core answers instead of executing `cmd` (cluster mode
+/// only): the slot's table owner is not this core, or its migration gates the command.
+pub fn before(core: &Core, cmd: &Command) -> Option<Reply> {
+    let view = core.cluster.borrow();
+    if !view.enabled {
+        return None;
+    }
+    let keys = cmd.keys();
+    let host = core.migrations.borrow();
+    let host = host.as_ref()?;
+    let Some(first) = keys.first() else {
+        // FLUSHALL, DM.DESTROY: not while a handoff waits for its verdict.
+        return match Written::of(cmd) {
+            Written::Bulk if host.bulk_gate() == Gate::TryAgain => Some(redirect(TRYAGAIN.into())),
+            _ => None,
+        };
+    };
+    let slot = key_slot(first);
+    let table = view.table.as_ref()?;
+    let owner = table.owner(slot);
+    if Some(owner.node) != view.me_idx || usize::from(owner.core) != core.id {
+        // Routed by an older view than this core's (or to the wrong core): send the client
+        // to the owner the table names.
+        return Some(redirect(moved(slot, table.node(owner.node))));
+    }
+    match host.write_gate(slot) {
+        Gate::Serve => None,
+        Gate::TryAgain if cmd.is_write() => Some(redirect(TRYAGAIN.into())),
+        Gate::TryAgain => None,
+        Gate::Moved(to) => {
+            let node = table
+                .node_index(to.node)
+                .map(|i| table.node(i).clone())
+                .or_else(|| view.live.iter().find(|n| n.id == to.node).cloned())?;
+            Some(redirect(moved(slot, &node)))
+        }
+    }
+}
+
+/// What `cmd` may write, when this core has migrations that need teeing.
+pub fn written(core: &Core, cmd: &Command) -> Option<Written> {
+    let host = core.migrations.borrow();
+    let host = host.as_ref()?;
+    if host.is_idle() {
+        return None;
+    }
+    match Written::of(cmd) {
+        Written::Nothing => None,
+        w => Some(w),
+    }
+}
+
+/// After a command that wrote `written` executed: tees the new state of its keys into the
+/// streams of migrating slots; after a bulk write restarts the streams.
+pub fn after(core: &Core, written: &Written, now_ms: u64) {
+    let env = {
+        let mut guard = core.migrations.borrow_mut();
+        let Some(host) = guard.as_mut() else {
+            return;
+        };
+        if *written == Written::Bulk {
+            host.after_bulk_write(now_ms)
+        } else {
+            let shard = core.shard.borrow();
+            for (slot, op) in tee_ops(&shard, written, now_ms, |s| host.is_source(s)) {
+                host.tee(slot, op);
+            }
+            Vec::new()
+        }
+    };
+    emit(core, env);
+}
+
+/// Hands envelopes to the cluster task (core 0): directly on core 0, else through the mailbox
+/// (a full mailbox is retried from a task: stream messages must not be lost on the way).
+pub fn emit(core: &Core, env: Vec<Envelope>) {
+    if env.is_empty() {
+        return;
+    }
+    if core.id == 0 {
+        if !core.proxy.submit_job(DriverJob::Send(env)) {
+            tracing::warn!("cluster task queue full: migration messages dropped");
+        }
+        return;
+    }
+    let mesh = core.shared.mesh[0].clone();
+    match mesh.try_send(Request::ToDriver(DriverJob::Send(env))) {
+        Ok(()) => {}
+        Err(crossbeam_channel::TrySendError::Full(req)) => {
+            runtime::spawn(async move {
+                let mut req = req;
+                loop {
+                    runtime::yield_now().await;
+                    match mesh.try_send(req) {
+                        Err(crossbeam_channel::TrySendError::Full(r)) => req = r,
+                        _ => break,
+                    }
+                }
+            });
+        }
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+    }
+}
+
+/// The core's migration timer: polls every `tick` (at once again while a source is busy) until
+/// the core shuts down.
+pub async fn run(core: std::rc::Rc<Core>, tick: Duration) {
+    while !core.shutdown.is_fired() {
+        let (env, busy) = poll(&core);
+        emit(&core, env);
+        if busy {
+            runtime::yield_now().await;
+        } else {
+            futures_lite::future::or(runtime::sleep(tick), core.shutdown.wait()).await;
+        }
+    }
+}
+
+/// A redirect decided on an owner core (`ERR MOVED ...` / `ERR TRYAGAIN ...` as a reply) as
+/// the raw error a cluster client expects.
+pub fn raw_redirect(reply: &Reply) -> Option<Bytes> {
+    match reply {
+        Reply::Error(CommandError::Other(t))
+            if t.starts_with("MOVED ") || t.starts_with("TRYAGAIN ") =>
+        {
+            Some(super::proxy::error_bytes(t))
+        }
+        _ => None,
+    }
+}
