@@ -49,8 +49,8 @@ fn main() -> Result<(), tessera::Error> {
     }
 
     // Pub/sub reaches subscribers on every core.
-    let inbox = node.subscribe(&["events"]);
-    node.publish("events", "hello");
+    let inbox = node.subscribe(&["events"])?;
+    node.publish("events", "hello")?;
     if let Ok((channel, message)) = inbox.recv_timeout(Duration::from_secs(1)) {
         println!(
             "{} <- {}",

@@ -27,6 +27,10 @@ pub enum Error {
     /// The node is shut down or unreachable.
     #[error("node unavailable: {0}")]
     Unavailable(String),
+    /// A typed value could not be encoded, or a stored value could not be decoded as the type
+    /// asked for (feature `serde`).
+    #[error("value codec: {0}")]
+    Codec(String),
 }
 
 impl Error {

@@ -8,11 +8,33 @@ use bytes::Bytes;
 use tessera_engine::Reply;
 pub use tessera_net::{NodeConfig, NodeHandle};
 
-use crate::{DMap, Error, Execute};
+use crate::{DMap, Error, Execute, PubSub, Subscription};
 
 impl Execute for NodeHandle {
     fn execute(&self, args: Vec<Bytes>) -> Result<Reply, Error> {
         Ok(NodeHandle::execute(self, args))
+    }
+}
+
+impl PubSub for NodeHandle {
+    fn publish(&self, channel: impl AsRef<[u8]>, message: impl AsRef<[u8]>) -> Result<u64, Error> {
+        let n = NodeHandle::publish(
+            self,
+            Bytes::copy_from_slice(channel.as_ref()),
+            Bytes::copy_from_slice(message.as_ref()),
+        );
+        Ok(n as u64)
+    }
+
+    fn subscribe<C: AsRef<[u8]>>(&self, channels: &[C]) -> Result<Subscription, Error> {
+        let channels = channels
+            .iter()
+            .map(|c| Bytes::copy_from_slice(c.as_ref()))
+            .collect();
+        Ok(Subscription::new(
+            NodeHandle::subscribe(self, channels),
+            None,
+        ))
     }
 }
 
@@ -64,26 +86,20 @@ impl Node {
     }
 
     /// Publishes `message` on `channel` to subscribers on every core (and connection); returns how
-    /// many received it.
-    pub fn publish(&self, channel: impl AsRef<[u8]>, message: impl AsRef<[u8]>) -> usize {
-        self.handle.publish(
-            Bytes::copy_from_slice(channel.as_ref()),
-            Bytes::copy_from_slice(message.as_ref()),
-        )
+    /// many received it. The same call as [`Client::publish`](crate::Client::publish).
+    pub fn publish(
+        &self,
+        channel: impl AsRef<[u8]>,
+        message: impl AsRef<[u8]>,
+    ) -> Result<u64, Error> {
+        PubSub::publish(&self.handle, channel, message)
     }
 
-    /// Subscribes to `channels`; `(channel, message)` pairs arrive on the receiver. Dropping it
-    /// ends the subscription.
-    pub fn subscribe<C: AsRef<[u8]>>(
-        &self,
-        channels: &[C],
-    ) -> crossbeam_channel::Receiver<(Bytes, Bytes)> {
-        self.handle.subscribe(
-            channels
-                .iter()
-                .map(|c| Bytes::copy_from_slice(c.as_ref()))
-                .collect(),
-        )
+    /// Subscribes to `channels`; `(channel, message)` pairs arrive on the [`Subscription`].
+    /// Dropping it ends the subscription. The same call as
+    /// [`Client::subscribe`](crate::Client::subscribe).
+    pub fn subscribe<C: AsRef<[u8]>>(&self, channels: &[C]) -> Result<Subscription, Error> {
+        PubSub::subscribe(&self.handle, channels)
     }
 
     /// The address clients connect to, when the node listens.
@@ -99,5 +115,15 @@ impl Node {
     /// Stops accepting, finishes in-flight requests and joins every executor thread.
     pub fn shutdown(self) {
         self.inner.shutdown();
+    }
+}
+
+impl PubSub for Node {
+    fn publish(&self, channel: impl AsRef<[u8]>, message: impl AsRef<[u8]>) -> Result<u64, Error> {
+        Node::publish(self, channel, message)
+    }
+
+    fn subscribe<C: AsRef<[u8]>>(&self, channels: &[C]) -> Result<Subscription, Error> {
+        Node::subscribe(self, channels)
     }
 }

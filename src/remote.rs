@@ -7,6 +7,7 @@
 //! is not a cluster (`CLUSTER SLOTS` answers an error) is used as a single node.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -14,7 +15,11 @@ use bytes::Bytes;
 use redis::{ConnectionLike, Value};
 use tessera_engine::{key_slot, Command, Reply, SLOT_COUNT};
 
-use crate::{DMap, Error, Execute};
+use crate::{DMap, Error, Execute, PubSub, Subscription};
+
+/// How often a subscription's reader thread looks up from the socket to see whether its
+/// `Subscription` was dropped.
+const SUBSCRIBER_POLL: Duration = Duration::from_millis(100);
 
 /// Settings of a remote [`Client`].
 #[derive(Clone, Debug)]
@@ -35,6 +40,9 @@ pub struct ClientConfig {
     /// Pause before re-sending after `TRYAGAIN`/`CLUSTERDOWN`/connect failure; doubles each time.
     /// Default 10 ms.
     pub retry_backoff: Duration,
+    /// Messages a [`Subscription`] holds before further ones are dropped for it (like the
+    /// embedded node's `net.pubsub_pending_max`). Default 4096, at least 1.
+    pub subscription_buffer: usize,
 }
 
 impl Default for ClientConfig {
@@ -47,6 +55,7 @@ impl Default for ClientConfig {
             io_timeout: Duration::from_secs(5),
             retries: 5,
             retry_backoff: Duration::from_millis(10),
+            subscription_buffer: 4096,
         }
     }
 }
@@ -146,6 +155,76 @@ impl Client {
         }
     }
 
+    /// Subscribes to `channels` on a connection of its own (to the first seed node: a cluster
+    /// delivers every publish on every node), read by a thread that feeds the
+    /// [`Subscription`]. Returns once the server confirmed every channel. The same call as
+    /// [`Node::subscribe`](crate::Node::subscribe).
+    pub fn subscribe<C: AsRef<[u8]>>(&self, channels: &[C]) -> Result<Subscription, Error> {
+        if channels.is_empty() {
+            return Err(Error::Reply(
+                "ERR wrong number of arguments for 'subscribe' command".into(),
+            ));
+        }
+        let cfg = &self.inner.config;
+        let addr = cfg.nodes[0].clone();
+        let mut conn = self.connection(&addr)?;
+        let channels: Vec<Vec<u8>> = channels.iter().map(|c| c.as_ref().to_vec()).collect();
+        let (tx, rx) = crossbeam_channel::bounded(cfg.subscription_buffer.max(1));
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded::<Result<(), Error>>(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_seen = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("tessera-subscriber".into())
+            .spawn(move || {
+                let mut ps = conn.as_pubsub();
+                for c in &channels {
+                    if let Err(e) = ps.subscribe(c) {
+                        let _ = ack_tx.send(Err(Error::from_reply_text(&server_error_text(&e))));
+                        return;
+                    }
+                }
+                if let Err(e) = ps.set_read_timeout(Some(SUBSCRIBER_POLL)) {
+                    let _ = ack_tx.send(Err(unavailable(e)));
+                    return;
+                }
+                let _ = ack_tx.send(Ok(()));
+                // Dropping `ps` at the end unsubscribes; the connection then closes.
+                while !stop_seen.load(Ordering::Acquire) {
+                    match ps.get_message() {
+                        Ok(msg) => {
+                            let channel = msg.get_channel::<Vec<u8>>().unwrap_or_default();
+                            let item = (
+                                Bytes::from(channel),
+                                Bytes::copy_from_slice(msg.get_payload_bytes()),
+                            );
+                            // A full queue drops the message for this subscriber, as the
+                            // embedded node does; a dropped receiver ends the loop.
+                            if let Err(crossbeam_channel::TrySendError::Disconnected(_)) =
+                                tx.try_send(item)
+                            {
+                                break;
+                            }
+                        }
+                        // The read timeout: look at `stop` and wait again. The parser keeps
+                        // any partial reply across timeouts.
+                        Err(e) if e.is_timeout() => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+            .map_err(|e| Error::Unavailable(format!("cannot start the subscriber thread: {e}")))?;
+        match ack_rx.recv_timeout(cfg.io_timeout + cfg.io_timeout) {
+            Ok(Ok(())) => Ok(Subscription::new(rx, Some(stop))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                stop.store(true, Ordering::Release);
+                Err(Error::Unavailable(format!(
+                    "{addr}: SUBSCRIBE was not confirmed"
+                )))
+            }
+        }
+    }
+
     /// Re-reads the slot map with `CLUSTER SLOTS` from the first reachable node.
     pub fn refresh_slots(&self) -> Result<(), Error> {
         let mut last_error = None;
@@ -155,6 +234,14 @@ impl Client {
                 Ok(mut replies) => {
                     let map = match replies.pop() {
                         Some(Value::Array(ranges)) => Some(slot_map(&ranges, &addr)),
+                        // A password is required and none (or no valid one) was given: say so
+                        // now rather than at the first command.
+                        Some(Value::ServerError(e))
+                            if matches!(e.code(), "NOAUTH" | "WRONGPASS") =>
+                        {
+                            let e: redis::RedisError = e.into();
+                            return Err(Error::Reply(server_error_text(&e)));
+                        }
                         // Not a cluster: a single node serves every slot.
                         _ => None,
                     };
@@ -440,4 +527,14 @@ fn to_reply(value: Value) -> Result<Reply, Error> {
         Value::BigNumber(n) => Reply::Bulk(Bytes::from(n.to_string())),
         Value::ServerError(e) => return Err(Error::from_reply_text(&server_error_text(&e.into()))),
     })
+}
+
+impl PubSub for Client {
+    fn publish(&self, channel: impl AsRef<[u8]>, message: impl AsRef<[u8]>) -> Result<u64, Error> {
+        Client::publish(self, channel, message)
+    }
+
+    fn subscribe<C: AsRef<[u8]>>(&self, channels: &[C]) -> Result<Subscription, Error> {
+        Client::subscribe(self, channels)
+    }
 }

@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use tessera::{Client, ClientConfig, DMap, Error, Execute, Node, NodeConfig, PutOptions};
+use tessera::{
+    Client, ClientConfig, DMap, Error, Execute, Node, NodeConfig, PubSub, PutOptions, Subscription,
+};
 
 fn exercise<E: Execute>(m: &DMap<E>) {
     // put / get / conditions / delete, with keys spread over every core.
@@ -79,15 +81,149 @@ fn exercise<E: Execute>(m: &DMap<E>) {
     let expected: BTreeSet<Vec<u8>> = (50..200).map(|i| format!("k{i}").into_bytes()).collect();
     assert_eq!(keys, expected);
 
+    #[cfg(feature = "serde")]
+    exercise_serde(m);
+
     m.destroy().unwrap();
     assert!(m.scan(None).unwrap().is_empty());
     assert_eq!(m.get("k100").unwrap(), None);
+}
+
+#[cfg(feature = "serde")]
+fn exercise_serde<E: Execute>(m: &DMap<E>) {
+    use serde::{Deserialize, Serialize};
+    use tessera::{Codec, Json};
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Profile {
+        name: String,
+        age: u32,
+        tags: Vec<String>,
+        #[serde(default)]
+        email: Option<String>,
+    }
+    let alice = Profile {
+        name: "alice".into(),
+        age: 31,
+        tags: vec!["admin".into(), "ops".into()],
+        email: Some("alice@example.invalid".into()),
+    };
+    assert!(m.put_serde("profile", &alice, PutOptions::new()).unwrap());
+    assert_eq!(m.get_serde::<Profile>("profile").unwrap(), Some(alice));
+    // Stored as plain JSON, readable by anything.
+    assert_eq!(
+        m.get("profile").unwrap().as_deref(),
+        Some(
+            &br#"{"name":"alice","age":31,"tags":["admin","ops"],"email":"alice@example.invalid"}"#
+                [..]
+        )
+    );
+    // An entry written before `email` existed still decodes.
+    m.put(
+        "old",
+        r#"{"name":"bob","age":3,"tags":[]}"#,
+        PutOptions::new(),
+    )
+    .unwrap();
+    let bob = m.get_serde::<Profile>("old").unwrap().unwrap();
+    assert_eq!((bob.name.as_str(), bob.email), ("bob", None));
+    // Conditions and TTL work as for bytes.
+    assert!(!m.put_serde("old", &1u8, PutOptions::new().nx()).unwrap());
+    assert!(m
+        .put_serde("n", &[1u64, 2, 3], PutOptions::ttl(Duration::from_secs(60)))
+        .unwrap());
+    assert_eq!(m.get_serde::<Vec<u64>>("n").unwrap(), Some(vec![1, 2, 3]));
+    assert!(m.get_entry("n").unwrap().unwrap().ttl_ms > 0);
+    // A value that is not a Profile is a codec error, and stays as it was.
+    assert!(matches!(
+        m.get_serde::<Profile>("k100"),
+        Err(Error::Codec(_))
+    ));
+    assert_eq!(m.get("k100").unwrap().as_deref(), Some(&b"v100"[..]));
+    assert_eq!(m.get_serde::<Profile>("absent").unwrap(), None);
+
+    // Any other format plugs in as a Codec.
+    struct Tagged;
+    impl Codec for Tagged {
+        fn encode<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, Error> {
+            let mut out = b"v1:".to_vec();
+            out.extend(Json::encode(v)?);
+            Ok(out)
+        }
+        fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Error> {
+            match b.strip_prefix(b"v1:") {
+                Some(rest) => Json::decode(rest),
+                None => Err(Error::Codec("not a v1 value".into())),
+            }
+        }
+    }
+    assert!(m
+        .put_with::<Tagged, _>("tagged", "hi", PutOptions::new())
+        .unwrap());
+    assert_eq!(m.get("tagged").unwrap().as_deref(), Some(&b"v1:\"hi\""[..]));
+    assert_eq!(
+        m.get_with::<Tagged, String>("tagged").unwrap().as_deref(),
+        Some("hi")
+    );
+    assert!(matches!(
+        m.get_with::<Tagged, String>("profile"),
+        Err(Error::Codec(_))
+    ));
+}
+
+/// The next message, waiting at most 5 s.
+fn next(sub: &Subscription) -> (Vec<u8>, Vec<u8>) {
+    let (c, m) = sub
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a message within 5 s");
+    (c.to_vec(), m.to_vec())
+}
+
+fn pair(c: &str, m: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    (c.as_bytes().to_vec(), m.to_vec())
+}
+
+/// Pub/sub through the same calls in every mode.
+fn exercise_pubsub<P: PubSub>(p: &P) {
+    let sub = p.subscribe(&["news", "sports"]).unwrap();
+    assert_eq!(p.publish("news", "hello").unwrap(), 1);
+    assert_eq!(p.publish("weather", "rain").unwrap(), 0);
+    let binary: &[u8] = b"\x00\r\n*1\r\n$-1\xff";
+    assert_eq!(p.publish("sports", binary).unwrap(), 1);
+    assert_eq!(next(&sub), pair("news", b"hello"));
+    assert_eq!(next(&sub), pair("sports", binary));
+    assert!(sub.try_recv().is_err(), "nothing else was delivered");
+
+    // Two subscribers both get a message, in publish order.
+    let second = p.subscribe(&["news"]).unwrap();
+    for i in 0..20 {
+        assert_eq!(p.publish("news", format!("m{i}")).unwrap(), 2);
+    }
+    for i in 0..20 {
+        let m = format!("m{i}");
+        assert_eq!(next(&sub), pair("news", m.as_bytes()));
+        assert_eq!(next(&second), pair("news", m.as_bytes()));
+    }
+
+    // Dropping a subscription ends it (the remote one within its poll interval).
+    drop(sub);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.publish("news", "after-drop").unwrap() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped subscription never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(p.publish("sports", "nobody").unwrap(), 0);
+    drop(second);
 }
 
 #[test]
 fn embedded_one_core() {
     let node = Node::start_embedded(1).unwrap();
     exercise(&node.dmap("users"));
+    exercise_pubsub(&node.handle());
     node.shutdown();
 }
 
@@ -99,6 +235,7 @@ fn embedded_two_cores() {
         2.min(std::thread::available_parallelism().unwrap().get())
     );
     exercise(&node.dmap("users"));
+    exercise_pubsub(&node);
     node.shutdown();
 }
 
@@ -111,6 +248,7 @@ fn remote_client_against_a_served_node() {
     let addr = node.local_addr().expect("listening");
     let client = Client::connect(ClientConfig::new(addr.to_string())).unwrap();
     exercise(&client.dmap("users"));
+    exercise_pubsub(&client);
     drop(client);
     node.shutdown();
 }
@@ -118,8 +256,8 @@ fn remote_client_against_a_served_node() {
 #[test]
 fn embedded_pubsub_across_cores() {
     let node = Node::start_embedded(2).unwrap();
-    let rx = node.subscribe(&["news"]);
-    assert_eq!(node.publish("news", "hello"), 1);
+    let rx = node.subscribe(&["news"]).unwrap();
+    assert_eq!(node.publish("news", "hello").unwrap(), 1);
     let (channel, message) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!((&channel[..], &message[..]), (&b"news"[..], &b"hello"[..]));
     drop(rx);

@@ -72,6 +72,15 @@ pub struct Round {
     pub server_rss_bytes: Option<u64>,
     /// Generator CPU in cores during the round.
     pub generator_cores: f64,
+    /// Error replies in the round (all commands).
+    pub errors: u64,
+    /// Reads (GET, DM.GET, scans) that found their key, and reads in total.
+    pub read_hits: u64,
+    /// Reads in total.
+    pub reads: u64,
+    /// Fraction of the server's operations that crossed cores during the round (tesserad's
+    /// `INFO shards` counters: remote_in / executed; `None` for other servers).
+    pub cross_core: Option<f64>,
 }
 
 /// Medians over the rounds of one target, and ratios to the first target.
@@ -97,6 +106,12 @@ pub struct TargetSummary {
     pub p99_ratio: f64,
     /// Median server CPU per op / first target's.
     pub cpu_per_op_ratio: Option<f64>,
+    /// Error replies over all rounds.
+    pub errors: u64,
+    /// Reads that hit / reads, over all rounds (`None` without reads).
+    pub read_hit_ratio: Option<f64>,
+    /// Cross-core fraction over rounds (tesserad only).
+    pub cross_core: Option<Spread>,
 }
 
 /// Everything a compare measured.
@@ -146,6 +161,13 @@ pub fn compare(
         for i in 0..n {
             let cfg = single(i);
             let pid = pids.get(i).copied().flatten();
+            let counters = |t: &runner::Target| match t.protocol {
+                crate::codec::Protocol::Resp => {
+                    crate::route::server_counters(&t.addr, base.connect_timeout)
+                }
+                crate::codec::Protocol::Memcache => Ok(None),
+            };
+            let hops_before = counters(&base.targets[i])?;
             let cpu_before = pid.map(procfs::cpu_seconds).transpose()?;
             let run = match hdr_log_dir {
                 Some(dir) => {
@@ -164,6 +186,26 @@ pub fn compare(
             };
             let cpu_after = pid.map(procfs::cpu_seconds).transpose()?;
             let rss = pid.map(procfs::rss_bytes).transpose()?;
+            let hops_after = counters(&base.targets[i])?;
+            let cross_core = match (hops_before, hops_after) {
+                (Some(a), Some(b)) if b.executed > a.executed => Some(
+                    b.remote_in.saturating_sub(a.remote_in) as f64
+                        / (b.executed - a.executed) as f64,
+                ),
+                _ => None,
+            };
+            let (mut read_hits, mut reads) = (0, 0);
+            for (k, ks) in run.stats.kinds() {
+                if matches!(
+                    k,
+                    crate::workload::OpKind::Get
+                        | crate::workload::OpKind::DmGet
+                        | crate::workload::OpKind::Scan
+                ) {
+                    read_hits += ks.ok;
+                    reads += ks.ok + ks.miss;
+                }
+            }
             let total = run.stats.total();
             let count = total.as_ref().map_or(0, crate::stats::KindStats::count);
             let h = total.map_or_else(new_histogram, |t| t.latency);
@@ -184,6 +226,10 @@ pub fn compare(
                 server_cpu_per_op_us,
                 server_rss_bytes: rss,
                 generator_cores: run.generator_cores(),
+                errors: total_errors(&run.stats),
+                read_hits,
+                reads,
+                cross_core,
             });
             out.last_intervals[i] = run.intervals;
         }
@@ -194,6 +240,8 @@ pub fn compare(
             Spread::of(&rs.iter().map(|r| f(r)).collect::<Vec<_>>()).expect("rounds >= 1")
         };
         let cpu: Vec<f64> = rs.iter().filter_map(|r| r.server_cpu_per_op_us).collect();
+        let hops: Vec<f64> = rs.iter().filter_map(|r| r.cross_core).collect();
+        let reads: u64 = rs.iter().map(|r| r.reads).sum();
         out.targets.push(TargetSummary {
             label: base.targets[i].label.clone(),
             throughput: col(&|r| r.throughput),
@@ -205,6 +253,10 @@ pub fn compare(
             throughput_ratio: 1.0,
             p99_ratio: 1.0,
             cpu_per_op_ratio: None,
+            errors: rs.iter().map(|r| r.errors).sum(),
+            read_hit_ratio: (reads > 0)
+                .then(|| rs.iter().map(|r| r.read_hits).sum::<u64>() as f64 / reads as f64),
+            cross_core: Spread::of(&hops),
         });
     }
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
@@ -220,17 +272,22 @@ pub fn compare(
     Ok(out)
 }
 
-/// Formats the compare summary as a Markdown table.
+fn total_errors(stats: &crate::stats::Stats) -> u64 {
+    stats.kinds().map(|(_, s)| s.errors).sum()
+}
+
+/// Formats the compare summary as a Markdown table, followed by a warning line for every
+/// target that got error replies.
 pub fn format_compare(out: &CompareOutcome) -> String {
     let mut s = String::from(
-        "| target | ops/s median (min-max) | ratio | p50 us | p99 us | p99 ratio | p99.9 us | server CPU/op us | CPU/op ratio | server RSS MiB |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| target | ops/s median (min-max) | ratio | p50 us | p99 us | p99 ratio | p99.9 us | server CPU/op us (min-max) | CPU/op ratio | server RSS MiB | read hits % | errors | cross-core % |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for t in &out.targets {
         let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
         let _ = writeln!(
             s,
-            "| {} | {:.0} ({:.0}-{:.0}) | {:.2} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {} | {} |",
+            "| {} | {:.0} ({:.0}-{:.0}) | {:.2} | {:.1} | {:.1} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} |",
             t.label,
             t.throughput.median,
             t.throughput.min,
@@ -240,9 +297,22 @@ pub fn format_compare(out: &CompareOutcome) -> String {
             t.p99_us.median,
             t.p99_ratio,
             t.p999_us.median,
-            opt(t.server_cpu_per_op_us.map(|c| c.median), 2),
+            t.server_cpu_per_op_us.map_or("-".to_string(), |c| format!(
+                "{:.2} ({:.2}-{:.2})",
+                c.median, c.min, c.max
+            )),
             opt(t.cpu_per_op_ratio, 2),
             opt(t.server_rss_bytes.map(|b| b as f64 / 1_048_576.0), 1),
+            opt(t.read_hit_ratio.map(|r| r * 100.0), 1),
+            t.errors,
+            opt(t.cross_core.map(|c| c.median * 100.0), 1),
+        );
+    }
+    for t in out.targets.iter().filter(|t| t.errors > 0) {
+        let _ = writeln!(
+            s,
+            "\nWARNING: {} answered {} requests with an error reply (counted in the figures above).",
+            t.label, t.errors
         );
     }
     s
@@ -263,6 +333,45 @@ pub struct MemoryResult {
     pub rss_after: u64,
     /// (after - before) / keys.
     pub bytes_per_item: f64,
+    /// Items the server says it holds after loading (`DBSIZE`, memcached's `curr_items`), so
+    /// a load that did not store what it claims shows; `None` if the server would not say.
+    pub items_reported: Option<u64>,
+}
+
+/// Asks the server how many items it holds: `DBSIZE` (RESP) or `stats` -> `curr_items`
+/// (memcached). `None` when the reply has no such number.
+pub fn item_count(
+    t: &runner::Target,
+    timeout: std::time::Duration,
+) -> Result<Option<u64>, BenchError> {
+    use std::io::{Read, Write};
+    let mut s = runner::connect_blocking(t, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    let (req, end): (&[u8], &[u8]) = match t.protocol {
+        crate::codec::Protocol::Resp => (b"DBSIZE\r\n", b"\r\n"),
+        crate::codec::Protocol::Memcache => (b"stats\r\n", b"END\r\n"),
+    };
+    s.write_all(req)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.ends_with(end) {
+        if buf.len() > 1 << 20 {
+            return Ok(None);
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    Ok(match t.protocol {
+        crate::codec::Protocol::Resp => text.strip_prefix(':').and_then(|v| v.trim().parse().ok()),
+        crate::codec::Protocol::Memcache => text
+            .lines()
+            .find_map(|l| l.strip_prefix("STAT curr_items "))
+            .and_then(|v| v.trim().parse().ok()),
+    })
 }
 
 /// Loads `keys` keys (`{prefix}N`, values of the workload's minimum size) into each target and
@@ -286,6 +395,7 @@ pub fn memory(
         let before = procfs::rss_bytes(pid)?;
         runner::preload(&cfg, keys)?;
         let after = procfs::rss_bytes(pid)?;
+        let items_reported = item_count(t, base.connect_timeout)?;
         results.push(MemoryResult {
             label: t.label.clone(),
             keys,
@@ -293,6 +403,7 @@ pub fn memory(
             rss_before: before,
             rss_after: after,
             bytes_per_item: after.saturating_sub(before) as f64 / keys as f64,
+            items_reported,
         });
     }
     Ok(results)
@@ -301,15 +412,16 @@ pub fn memory(
 /// Formats memory results as a Markdown table, with ratios to the first target.
 pub fn format_memory(rs: &[MemoryResult]) -> String {
     let mut s = String::from(
-        "| target | keys | value B | RSS before MiB | RSS after MiB | bytes/item | ratio |\n|---|---|---|---|---|---|---|\n",
+        "| target | keys | items the server reports | value B | RSS before MiB | RSS after MiB | bytes/item | ratio |\n|---|---|---|---|---|---|---|---|\n",
     );
     let first = rs.first().map_or(0.0, |r| r.bytes_per_item);
     for r in rs {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.2} |",
             r.label,
             r.keys,
+            r.items_reported.map_or("-".to_string(), |n| n.to_string()),
             r.value_bytes,
             r.rss_before as f64 / 1_048_576.0,
             r.rss_after as f64 / 1_048_576.0,

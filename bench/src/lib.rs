@@ -17,6 +17,7 @@ pub mod plot;
 pub mod procfs;
 pub mod report;
 pub mod resp;
+pub mod route;
 pub mod runner;
 pub mod schedule;
 pub mod stats;

@@ -21,12 +21,13 @@ use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
 use crate::codec::{self, Encoder, Expect, Outcome, Protocol};
+use crate::route::{OwnerFilter, Route};
 use crate::schedule::{Arrival, Schedule};
 use crate::stats::{IntervalLog, Percentiles, Stats};
 use crate::workload::{Generator, OpKind, Workload};
 use crate::BenchError;
 
-/// A server to drive: `[label=][resp://|memcache://]host:port`.
+/// A server to drive: `[label=][resp://|memcache://]host:port[?route=owner]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Target {
     /// Name in reports (defaults to the address).
@@ -35,6 +36,8 @@ pub struct Target {
     pub addr: String,
     /// Wire protocol.
     pub protocol: Protocol,
+    /// Which keys each connection uses (`?route=owner`: only its own core's, tesserad).
+    pub route: Route,
 }
 
 impl FromStr for Target {
@@ -44,19 +47,36 @@ impl FromStr for Target {
             Some((l, r)) if !l.contains(':') => (Some(l.to_string()), r),
             _ => (None, s),
         };
+        let (rest, route) = match rest.split_once('?') {
+            Some((a, q)) => match q.strip_prefix("route=") {
+                Some(r) => (a, r.parse::<Route>()?),
+                None => {
+                    return Err(BenchError::Config(format!(
+                        "target {s:?}: the only option is ?route=any|owner"
+                    )))
+                }
+            },
+            None => (rest, Route::Any),
+        };
         let (protocol, addr) = match rest.split_once("://") {
             Some((scheme, a)) => (scheme.parse()?, a),
             None => (Protocol::Resp, rest),
         };
         if addr.is_empty() || !addr.contains(':') {
             return Err(BenchError::Config(format!(
-                "target {s:?} is not [label=][resp://|memcache://]host:port"
+                "target {s:?} is not [label=][resp://|memcache://]host:port[?route=owner]"
+            )));
+        }
+        if route == Route::Owner && protocol != Protocol::Resp {
+            return Err(BenchError::Config(format!(
+                "target {s:?}: route=owner needs a RESP server (tesserad)"
             )));
         }
         Ok(Target {
             label: label.unwrap_or_else(|| addr.to_string()),
             addr: addr.to_string(),
             protocol,
+            route,
         })
     }
 }
@@ -208,6 +228,9 @@ impl RunConfig {
         self.workload.validate()?;
         for t in &self.targets {
             Encoder::new(t.protocol, &self.workload)?;
+            if t.route == Route::Owner {
+                self.workload.check_owner_routable()?;
+            }
         }
         Ok(())
     }
@@ -310,6 +333,10 @@ fn preload_with(base: &RunConfig, n: u64, kind: OpKind) -> Result<(), BenchError
     // Bounded even if the server is very slow: at least 1 hour or 1 ms per key.
     cfg.duration = Duration::from_secs(3600).max(Duration::from_millis(n));
     cfg.progress = false;
+    // Preloading fills the whole key space, whichever core owns each key.
+    for t in &mut cfg.targets {
+        t.route = Route::Any;
+    }
     let out = run(&cfg, None)?;
     let errors: u64 = out.stats.kinds().map(|(_, s)| s.errors).sum();
     if out.stats.count() < n || errors > 0 {
@@ -708,15 +735,21 @@ struct Conn {
     rend: usize,
 }
 
-fn connect(t: &Target, timeout: Duration) -> Result<TcpStream, BenchError> {
-    let s = connect_blocking(t, timeout)?;
+/// Connects to `t`; with `route=owner`, also asks the server which core serves the connection
+/// and returns that core and the number of executors.
+fn connect(t: &Target, timeout: Duration) -> Result<(TcpStream, Option<(u32, u32)>), BenchError> {
+    let mut s = connect_blocking(t, timeout)?;
     let err = |source| BenchError::Connect {
         addr: t.addr.clone(),
         source,
     };
     s.set_nodelay(true).map_err(err)?;
+    let core = match t.route {
+        Route::Owner => Some(crate::route::learn_core(&mut s, timeout)?),
+        Route::Any => None,
+    };
     s.set_nonblocking(true).map_err(err)?;
-    Ok(TcpStream::from_std(s))
+    Ok((TcpStream::from_std(s), core))
 }
 
 /// Connects to `t` with a blocking socket (for modes that only hold connections).
@@ -742,7 +775,7 @@ fn setup(ctx: &WorkerCtx, poll: &Poll) -> Result<Vec<Conn>, BenchError> {
     let mut conns = Vec::with_capacity(ctx.conns.len());
     for (slot, &c) in ctx.conns.iter().enumerate() {
         let target = &cfg.targets[c % cfg.targets.len()];
-        let mut stream = connect(target, cfg.connect_timeout)?;
+        let (mut stream, core) = connect(target, cfg.connect_timeout)?;
         poll.registry().register(
             &mut stream,
             Token(slot),
@@ -751,13 +784,16 @@ fn setup(ctx: &WorkerCtx, poll: &Poll) -> Result<Vec<Conn>, BenchError> {
         let c64 = c as u64;
         let seed = cfg.seed ^ c64.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let (range_start, range_len) = share(cfg.workload.keys, c64, total);
-        let gen = Generator::new(
+        let mut gen = Generator::new(
             &cfg.workload,
             seed,
             (range_start, range_start + range_len),
             c64,
             total,
         );
+        if let Some((core, cores)) = core {
+            gen.restrict(OwnerFilter::new(&cfg.workload.key_prefix, cores, core)?)?;
+        }
         let budget = cfg.requests.map_or(u64::MAX, |r| share(r, c64, total).1);
         conns.push(Conn {
             stream,
@@ -1099,6 +1135,14 @@ mod tests {
         assert_eq!(t.label, "localhost:11211");
         assert!("nope".parse::<Target>().is_err());
         assert!("x=ftp://a:1".parse::<Target>().is_err());
+        let t: Target = "own=127.0.0.1:7000?route=owner".parse().unwrap();
+        assert_eq!((t.addr.as_str(), t.route), ("127.0.0.1:7000", Route::Owner));
+        assert_eq!("127.0.0.1:1".parse::<Target>().unwrap().route, Route::Any);
+        assert!("127.0.0.1:1?route=nearest".parse::<Target>().is_err());
+        assert!("127.0.0.1:1?pool=3".parse::<Target>().is_err());
+        assert!("memcache://127.0.0.1:1?route=owner"
+            .parse::<Target>()
+            .is_err());
     }
 
     #[test]

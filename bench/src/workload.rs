@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
 use serde::Serialize;
 
+use crate::route::OwnerFilter;
 use crate::BenchError;
 
 /// A command type, as sent and as reported (one histogram each).
@@ -288,6 +289,27 @@ impl Workload {
         Ok(())
     }
 
+    /// Owner routing keeps each command on one key of the connection's core: only GET, SET,
+    /// DEL and RMW (INCR's, DM.*'s and scans' keys are not `{prefix}N`), and no YCSB D inserts.
+    pub fn check_owner_routable(&self) -> Result<(), BenchError> {
+        let routable = [OpKind::Get, OpKind::Set, OpKind::Del, OpKind::Rmw];
+        if let Some(&(k, _)) = self
+            .mix
+            .iter()
+            .find(|&&(k, w)| w > 0 && !routable.contains(&k))
+        {
+            return Err(BenchError::Config(format!(
+                "route=owner supports GET, SET, DEL and RMW only, not {k}"
+            )));
+        }
+        if matches!(self.key_dist, KeyDist::Latest(_)) {
+            return Err(BenchError::Config(
+                "route=owner does not support the latest distribution".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// True when the mix contains `kind` with a non-zero weight.
     pub fn uses(&self, kind: OpKind) -> bool {
         self.mix.iter().any(|&(k, w)| k == kind && w > 0)
@@ -325,7 +347,13 @@ pub struct Generator {
     /// Latest distribution: the next key this generator inserts, and the insert stride.
     insert_next: u64,
     insert_stride: u64,
+    /// Owner routing: only keys this filter accepts are drawn.
+    filter: Option<OwnerFilter>,
 }
+
+/// Draws per key before an owner-routed generator gives up and sends an unowned key (which
+/// the server's cross-core counters then show); per core of the server.
+const OWNER_DRAWS_PER_CORE: u32 = 64;
 
 impl Generator {
     /// A generator for `workload`, seeded with `seed`. Sequential keys cycle through `range`
@@ -364,7 +392,21 @@ impl Generator {
             seq_range: (lo, hi),
             insert_next: workload.keys + lane,
             insert_stride: lanes.max(1),
+            filter: None,
         }
+    }
+
+    /// Restricts keys to those `filter` accepts (owner routing). Fails when none of the first
+    /// 100 000 keys of the space is accepted (the key space is too small to have keys there).
+    pub fn restrict(&mut self, mut filter: OwnerFilter) -> Result<(), BenchError> {
+        if !(0..self.keys.min(100_000)).any(|k| filter.accepts(k)) {
+            return Err(BenchError::Config(format!(
+                "no key of the key space belongs to core {}: use more keys",
+                filter.core()
+            )));
+        }
+        self.filter = Some(filter);
+        Ok(())
     }
 
     /// Draws the next operation.
@@ -399,8 +441,23 @@ impl Generator {
         }
     }
 
-    /// Draws a key number according to the distribution.
+    /// Draws a key number according to the distribution (and the owner filter, if any: draws
+    /// are repeated until the filter accepts one, at most [`OWNER_DRAWS_PER_CORE`] per core).
     pub fn next_key(&mut self) -> u64 {
+        let mut k = self.draw_key();
+        if let Some(mut f) = self.filter.take() {
+            for _ in 1..OWNER_DRAWS_PER_CORE.saturating_mul(f.cores()) {
+                if f.accepts(k) {
+                    break;
+                }
+                k = self.draw_key();
+            }
+            self.filter = Some(f);
+        }
+        k
+    }
+
+    fn draw_key(&mut self) -> u64 {
         match self.dist {
             KeyDist::Uniform => self.rng.gen_range(0..self.keys),
             KeyDist::Zipf(_) => self.zipf_rank() - 1,
@@ -486,6 +543,39 @@ mod tests {
         let mut g = Generator::new(&wl(KeyDist::Sequential, 100), 1, (10, 13), 0, 1);
         let keys: Vec<u64> = (0..7).map(|_| g.next_key()).collect();
         assert_eq!(keys, vec![10, 11, 12, 10, 11, 12, 10]);
+    }
+
+    #[test]
+    fn owner_routing_draws_only_the_cores_keys() {
+        let w = wl(KeyDist::Uniform, 1000);
+        for core in 0..2 {
+            let mut g = Generator::new(&w, 7, (0, 1000), 0, 1);
+            g.restrict(OwnerFilter::new("key:", 2, core).unwrap())
+                .unwrap();
+            let mut check = OwnerFilter::new("key:", 2, core).unwrap();
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..20_000 {
+                let k = g.next_key();
+                assert!(k < 1000 && check.accepts(k), "key {k} is not core {core}'s");
+                seen.insert(k);
+            }
+            let owned = (0..1000).filter(|&k| check.accepts(k)).count();
+            assert_eq!(seen.len(), owned, "every owned key is drawn");
+        }
+        // One key only, owned by core 0: core 1 has nothing to draw.
+        let mut g = Generator::new(&wl(KeyDist::Uniform, 1), 7, (0, 1), 0, 1);
+        let mut f = OwnerFilter::new("key:", 2, 0).unwrap();
+        let other = u32::from(f.accepts(0));
+        assert!(g
+            .restrict(OwnerFilter::new("key:", 2, other).unwrap())
+            .is_err());
+        let mut w = wl(KeyDist::Uniform, 10);
+        w.mix = vec![(OpKind::Incr, 1)];
+        assert!(w.check_owner_routable().is_err());
+        w.mix = vec![(OpKind::Get, 1), (OpKind::Rmw, 1)];
+        assert!(w.check_owner_routable().is_ok());
+        w.key_dist = KeyDist::Latest(0.99);
+        assert!(w.check_owner_routable().is_err());
     }
 
     #[test]

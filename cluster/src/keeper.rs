@@ -51,6 +51,10 @@ pub struct TableKeeper {
     /// start-up, a healed partition): planning starts from it when it is newer than ours, so
     /// the owners that served under it keep their slots (and their data) by stickiness.
     foreign: Option<PartitionTable>,
+    /// Another coordinator published a table with our epoch number (a split view): the next
+    /// replan on the coordinator publishes above it even if the plan did not change, or the
+    /// members holding the other table would never move to ours.
+    conflict: bool,
 }
 
 impl TableKeeper {
@@ -65,6 +69,7 @@ impl TableKeeper {
             draining: Vec::new(),
             commits: Vec::new(),
             foreign: None,
+            conflict: false,
         }
     }
 
@@ -104,6 +109,21 @@ impl TableKeeper {
     pub fn observe_epoch(&mut self, epoch: u64) -> bool {
         self.max_epoch_seen = self.max_epoch_seen.max(epoch);
         epoch > self.epoch()
+    }
+
+    /// A gossiped epoch hint with the coordinator that computed that table
+    /// (`Message::TableEpoch`); returns true when the caller should fetch that table. The same
+    /// epoch from another coordinator is a conflict, settled by the coordinator's next replan.
+    pub fn observe_epoch_from(&mut self, epoch: u64, coordinator: NodeId) -> bool {
+        if epoch == self.epoch()
+            && self
+                .table
+                .as_ref()
+                .is_some_and(|t| t.coordinator != coordinator)
+        {
+            self.conflict = true;
+        }
+        self.observe_epoch(epoch)
     }
 
     /// Marks `node` as leaving gracefully: the next plans give it no slots.
@@ -157,10 +177,11 @@ impl TableKeeper {
         if let Some(cur) = &self.table {
             // Unchanged but for freshly minted ids of migrations that were already planned?
             // Ids of continuing migrations are kept by the planner, so equal rows mean no change.
-            if cur.nodes == next.nodes && cur.slots == next.slots {
+            if cur.nodes == next.nodes && cur.slots == next.slots && !self.conflict {
                 return None;
             }
         }
+        self.conflict = false;
         self.max_epoch_seen = epoch;
         self.table = Some(next);
         self.table.as_ref()

@@ -1,8 +1,10 @@
 //! `tessera-cluster`: sans-I/O distributed logic (slot table, planner, membership, wire frames,
-//! migration). No sockets, no spawning, no clock reads: time and randomness are parameters.
+//! migration, and its per-core host over the engine). No sockets, no spawning, no clock reads:
+//! time and randomness are parameters.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod host;
 pub mod keeper;
 pub mod membership;
 pub mod migration;
@@ -11,18 +13,20 @@ pub mod partition;
 pub mod planner;
 pub mod redis;
 pub mod sim;
+pub mod store;
 pub mod table;
 pub mod wire;
 
 pub use auth::{AuthError, Handshake, HandshakeStep};
+pub use host::{message_cores, CoreMigrations, Envelope, Gate, HostStats, To};
 pub use keeper::{KeeperConfig, Offer, TableKeeper};
 pub use membership::{
     coordinator, GossipId, Membership, MembershipConfig, MembershipError, MembershipEvent,
     MembershipOutput, SwimMembership,
 };
 pub use migration::{
-    DigestBuilder, MemStore, MigrationConfig, MigrationConfigError, Outgoing, ShardAddr, SlotStore,
-    SourceMigration, SourcePhase, TargetMigration, TargetPhase, WriteGate,
+    DigestBuilder, MapKey, MemStore, MigrationConfig, MigrationConfigError, Outgoing, ShardAddr,
+    SlotStore, SourceMigration, SourcePhase, StoreError, TargetMigration, TargetPhase, WriteGate,
 };
 pub use node::{NodeId, NodeIdError, NodeInfo};
 pub use partition::{

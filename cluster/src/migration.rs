@@ -10,8 +10,8 @@
 //! epoch on, the source answers `-MOVED` from it, so there is never a second writer in one epoch.
 //! Until the commit either side may abort; the target then drops what it received.
 //!
-//! Both machines work against [`SlotStore`] (entries as key, value, version, deadline) so they do
-//! not depend on the engine's internals. The driver owns links and timers: these machines only
+//! Both machines work against [`SlotStore`] (entries as map, key, value, version, deadline) so
+//! they do not depend on the engine's internals (`store::ShardStore` adapts the engine). The driver owns links and timers: these machines only
 //! say what to send.
 
 use crate::node::NodeId;
@@ -44,8 +44,10 @@ pub trait SlotStore {
         out: &mut Vec<Entry>,
     ) -> Option<Self::Cursor>;
     /// Target side: applies one stream op (ops arrive in stream order; `Put` replaces the key,
-    /// `Delete` removes it, keeping a tombstone if the store keeps them).
-    fn apply(&mut self, slot: Slot, op: &StreamOp);
+    /// `Delete` removes it, keeping a tombstone if the store keeps them). An error (the op is
+    /// invalid for this store, or it is full) changes nothing; the target then abandons the
+    /// migration with [`AbortReason::Refused`].
+    fn apply(&mut self, slot: Slot, op: &StreamOp) -> Result<(), StoreError>;
     /// Removes everything stored for `slot` (source after commit, target after abort).
     fn drop_slot(&mut self, slot: Slot);
     /// Digest of the live entries of `slot` whose deadline is after `cutoff_ms`.
@@ -58,7 +60,7 @@ pub trait SlotStore {
             let next = self.scan(slot, &cursor, 1024, &mut buf);
             for e in &buf {
                 if e.deadline_ms.is_none_or_after(cutoff_ms) {
-                    d.add(&e.key, e.version);
+                    d.add(&e.map, &e.key, e.version);
                 }
             }
             match next {
@@ -69,7 +71,24 @@ pub trait SlotStore {
     }
 }
 
-trait DeadlineExt {
+/// Why a [`SlotStore`] refused a stream op. Nothing was changed.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The key hashes to another slot than the stream's (a confused or hostile peer).
+    #[error("key of slot {found} in the stream of slot {slot}")]
+    WrongSlot {
+        /// The stream's slot.
+        slot: Slot,
+        /// The key's slot.
+        found: Slot,
+    },
+    /// The storage refused the entry (key, value or map name too long, out of memory); the
+    /// text is the engine's error.
+    #[error("store refused the entry: {0}")]
+    Refused(String),
+}
+
+pub(crate) trait DeadlineExt {
     fn is_none_or_after(&self, cutoff_ms: u64) -> bool;
 }
 
@@ -87,9 +106,12 @@ impl DeadlineExt for Option<u64> {
 pub struct DigestBuilder(SlotDigest);
 
 impl DigestBuilder {
-    /// Adds one live entry.
-    pub fn add(&mut self, key: &[u8], version: u64) {
+    /// Adds one live entry. A key's identity is (map, key); the map's length is hashed too so
+    /// that no two (map, key) pairs hash the same bytes.
+    pub fn add(&mut self, map: &[u8], key: &[u8], version: u64) {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&u32::try_from(map.len()).unwrap_or(u32::MAX).to_le_bytes());
+        h.update(map);
         h.update(key);
         h.update(&version.to_le_bytes());
         self.0.count += 1;
@@ -118,6 +140,18 @@ pub struct MigrationConfig {
     /// may have been lost with a link, or sent to a coordinator that just lost its role; the
     /// coordinator treats repeats as one). Default 1000, > 0.
     pub commit_retry_ms: u64,
+    /// `CoreMigrations`: an aborted source whose migration the table still plans starts again
+    /// (from sequence 0) after this delay, so a refusing or unreachable target is not flooded.
+    /// Default 100, > 0.
+    pub restart_delay_ms: u64,
+    /// `CoreMigrations`: after a broken link, sources towards that node wait before they start
+    /// again, twice as long after each further loss up to this, until a message from that node
+    /// arrives (so thousands of slots planned towards a dead node do not churn). Default 2000,
+    /// >= `restart_delay_ms`.
+    pub restart_delay_max_ms: u64,
+    /// `CoreMigrations`: messages one source may emit per call (each batch is a yield point;
+    /// `CoreMigrations::busy` says when a source had more). Default 16, >= 1.
+    pub pump_messages_max: usize,
 }
 
 impl Default for MigrationConfig {
@@ -128,6 +162,9 @@ impl Default for MigrationConfig {
             window_ops_max: 4096,
             tee_ops_max: 65536,
             commit_retry_ms: 1000,
+            restart_delay_ms: 100,
+            restart_delay_max_ms: 2000,
+            pump_messages_max: 16,
         }
     }
 }
@@ -148,9 +185,20 @@ impl MigrationConfig {
                 "window_ops_max must be >= batch_ops_max",
             ));
         }
-        if self.batch_bytes_max == 0 || self.commit_retry_ms == 0 || self.tee_ops_max == 0 {
+        if self.restart_delay_max_ms < self.restart_delay_ms {
             return Err(MigrationConfigError(
-                "batch_bytes_max, commit_retry_ms and tee_ops_max must be > 0",
+                "restart_delay_max_ms must be >= restart_delay_ms",
+            ));
+        }
+        if self.batch_bytes_max == 0
+            || self.commit_retry_ms == 0
+            || self.tee_ops_max == 0
+            || self.restart_delay_ms == 0
+            || self.pump_messages_max == 0
+        {
+            return Err(MigrationConfigError(
+                "batch_bytes_max, commit_retry_ms, tee_ops_max, restart_delay_ms and \
+                 pump_messages_max must be > 0",
             ));
         }
         Ok(())
@@ -293,11 +341,21 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
             ops.push(op);
         }
         if ops.len() < room && bytes < self.cfg.batch_bytes_max {
-            if let Some(cursor) = self.cursor.take() {
-                let mut entries = Vec::new();
+            // A scan step may find nothing yet not be done (empty index buckets, expired
+            // entries): scan on, so that `None` from here means "nothing to do until an ack, a
+            // tee or a timer" rather than a stall. Each step's work is bounded by the store; the
+            // rounds are bounded too, and a periodic poll continues where this one stopped.
+            let mut entries = Vec::new();
+            for _ in 0..SCAN_ROUNDS_MAX {
+                let Some(cursor) = self.cursor.take() else {
+                    break;
+                };
                 self.cursor = store.scan(self.slot, &cursor, room - ops.len(), &mut entries);
-                ops.extend(entries.into_iter().map(StreamOp::Put));
+                if !entries.is_empty() {
+                    break;
+                }
             }
+            ops.extend(entries.into_iter().map(StreamOp::Put));
         }
         if !ops.is_empty() {
             let first_seq = self.next_seq;
@@ -401,10 +459,13 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
     }
 }
 
+/// Scan steps one `poll` may take while they find nothing.
+const SCAN_ROUNDS_MAX: usize = 256;
+
 fn op_bytes(op: &StreamOp) -> usize {
     match op {
-        StreamOp::Put(e) => e.key.len() + e.value.len() + 32,
-        StreamOp::Delete { key, .. } => key.len() + 16,
+        StreamOp::Put(e) => e.map.len() + e.key.len() + e.value.len() + 32,
+        StreamOp::Delete { map, key, .. } => map.len() + key.len() + 16,
     }
 }
 
@@ -493,7 +554,9 @@ impl TargetMigration {
                     return self.abort(store, AbortReason::Sequence);
                 }
                 for op in &b.ops {
-                    store.apply(self.slot, op);
+                    if store.apply(self.slot, op).is_err() {
+                        return self.abort(store, AbortReason::Refused);
+                    }
                 }
                 self.expected_seq += b.ops.len() as u64;
                 Some(Outgoing::Peer(Message::MigrateAck {
@@ -509,6 +572,14 @@ impl TargetMigration {
                 cutoff_ms,
                 ..
             } if *id == self.id => {
+                if *end_seq == 0 && self.phase == TargetPhase::Verified {
+                    // The source started again (its link broke before our verdict reached it)
+                    // and the slot is now empty: the handoff is this stream's first message,
+                    // like a batch from sequence 0 (seed 115 at 12 s: the source waited for a
+                    // verdict forever).
+                    self.expected_seq = 0;
+                    self.phase = TargetPhase::Receiving;
+                }
                 if self.phase != TargetPhase::Receiving {
                     return None;
                 }
@@ -586,11 +657,15 @@ impl TargetMigration {
     }
 }
 
-/// A `BTreeMap` store for tests and the simulator: per slot, key -> entry.
+/// A key's identity in a shard: (map, key).
+pub type MapKey = (Vec<u8>, Vec<u8>);
+
+/// A `BTreeMap` store for tests and the simulator: per slot, (map, key) -> entry. It applies
+/// ops as they come (no version checks, no slot checks): the model of an ordered stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemStore {
     /// The data.
-    pub slots: std::collections::BTreeMap<Slot, std::collections::BTreeMap<Vec<u8>, Entry>>,
+    pub slots: std::collections::BTreeMap<Slot, std::collections::BTreeMap<MapKey, Entry>>,
 }
 
 impl MemStore {
@@ -599,15 +674,15 @@ impl MemStore {
         self.slots
             .entry(slot)
             .or_default()
-            .insert(entry.key.clone(), entry);
+            .insert((entry.map.clone(), entry.key.clone()), entry);
     }
 
-    /// Deletes `key`.
-    pub fn delete(&mut self, slot: Slot, key: &[u8]) -> bool {
+    /// Deletes `key` of `map`.
+    pub fn delete(&mut self, slot: Slot, map: &[u8], key: &[u8]) -> bool {
         let Some(m) = self.slots.get_mut(&slot) else {
             return false;
         };
-        let found = m.remove(key).is_some();
+        let found = m.remove(&(map.to_vec(), key.to_vec())).is_some();
         if m.is_empty() {
             // An empty slot is stored as no slot, so equal contents compare equal.
             self.slots.remove(&slot);
@@ -615,15 +690,15 @@ impl MemStore {
         found
     }
 
-    /// Reads `key`.
-    pub fn get(&self, slot: Slot, key: &[u8]) -> Option<&Entry> {
-        self.slots.get(&slot)?.get(key)
+    /// Reads `key` of `map`.
+    pub fn get(&self, slot: Slot, map: &[u8], key: &[u8]) -> Option<&Entry> {
+        self.slots.get(&slot)?.get(&(map.to_vec(), key.to_vec()))
     }
 }
 
 impl SlotStore for MemStore {
-    /// The last key returned (scans resume after it).
-    type Cursor = Option<Vec<u8>>;
+    /// The last (map, key) returned (scans resume after it).
+    type Cursor = Option<MapKey>;
 
     fn scan(
         &self,
@@ -651,13 +726,14 @@ impl SlotStore for MemStore {
         more.then_some(Some(last))
     }
 
-    fn apply(&mut self, slot: Slot, op: &StreamOp) {
+    fn apply(&mut self, slot: Slot, op: &StreamOp) -> Result<(), StoreError> {
         match op {
             StreamOp::Put(e) => self.put(slot, e.clone()),
-            StreamOp::Delete { key, .. } => {
-                self.delete(slot, key);
+            StreamOp::Delete { map, key, .. } => {
+                self.delete(slot, map, key);
             }
         }
+        Ok(())
     }
 
     fn drop_slot(&mut self, slot: Slot) {
@@ -671,8 +747,18 @@ mod tests {
     use crate::planner::{commit_migrations, plan, test_node, PlannerConfig};
     use crate::wire::WireConfig;
 
+    /// Keys ending in an odd digit live in a DMap, the others in `default`.
+    fn map_of(k: &str) -> &'static [u8] {
+        if k.as_bytes().last().is_some_and(|b| b % 2 == 1) {
+            b"users"
+        } else {
+            b"default"
+        }
+    }
+
     fn entry(k: &str, v: u64) -> Entry {
         Entry {
+            map: map_of(k).to_vec(),
             key: k.as_bytes().to_vec(),
             value: v.to_le_bytes().to_vec(),
             version: v,
@@ -697,7 +783,7 @@ mod tests {
             window_ops_max: 256,
             ..MigrationConfig::default()
         };
-        let mut s: SourceMigration<Option<Vec<u8>>> = SourceMigration::new(id, slot, to, cfg);
+        let mut s: SourceMigration<Option<MapKey>> = SourceMigration::new(id, slot, to, cfg);
         let mut t = TargetMigration::new(id, slot, to);
         let mut dst = MemStore::default();
         let mut version = 10_000;
@@ -711,8 +797,9 @@ mod tests {
                 version += 1;
                 let k = format!("k{:04}", (version * 7) % 1200);
                 if version % 4 == 0 {
-                    if src.delete(slot, k.as_bytes()) {
+                    if src.delete(slot, map_of(&k), k.as_bytes()) {
                         s.tee(StreamOp::Delete {
+                            map: map_of(&k).to_vec(),
                             key: k.into_bytes(),
                             version,
                         });
@@ -744,6 +831,79 @@ mod tests {
             assert_eq!(tp, TargetPhase::Verified);
             assert_eq!(src, dst, "writes every {every}");
         }
+    }
+
+    #[test]
+    fn the_map_is_part_of_a_keys_identity() {
+        let slot = 7;
+        let mut a = MemStore::default();
+        let mut e = entry("same", 4);
+        e.map = b"default".to_vec();
+        a.put(slot, e.clone());
+        let mut b = MemStore::default();
+        e.map = b"users".to_vec();
+        b.put(slot, e.clone());
+        assert_ne!(a.digest(slot, 0), b.digest(slot, 0), "same key, other map");
+        // Both maps hold the key: two entries; deleting one leaves the other.
+        a.put(slot, e);
+        assert_eq!(a.digest(slot, 0).count, 2);
+        a.apply(
+            slot,
+            &StreamOp::Delete {
+                map: b"default".to_vec(),
+                key: b"same".to_vec(),
+                version: 9,
+            },
+        )
+        .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.digest(slot, 0), b.digest(slot, 0));
+        // No (map, key) split aliases another: "ab"/"c" and "a"/"bc" differ.
+        let mut d1 = DigestBuilder::default();
+        d1.add(b"ab", b"c", 1);
+        let mut d2 = DigestBuilder::default();
+        d2.add(b"a", b"bc", 1);
+        assert_ne!(d1.finish(), d2.finish());
+    }
+
+    #[test]
+    fn a_restarted_stream_of_an_empty_slot_resets_a_verified_target() {
+        let slot = 3;
+        let me = ShardAddr {
+            node: NodeId([2; 20]),
+            core: 0,
+        };
+        let id = MigrationId(4);
+        let mut dst = MemStore::default();
+        let mut t = TargetMigration::new(id, slot, me);
+        let batch = Message::MigrateBatch(MigrateBatch {
+            id,
+            slot,
+            first_seq: 0,
+            ops: vec![StreamOp::Put(entry("a", 1))],
+        });
+        t.on_message(&mut dst, &batch);
+        let mut one = MemStore::default();
+        one.put(slot, entry("a", 1));
+        let handoff = |end_seq, digest| Message::Handoff {
+            id,
+            slot,
+            end_seq,
+            digest,
+            cutoff_ms: 0,
+        };
+        let ack = |ok| Some(Outgoing::Peer(Message::HandoffAck { id, slot, ok }));
+        assert_eq!(
+            t.on_message(&mut dst, &handoff(1, one.digest(slot, 0))),
+            ack(true)
+        );
+        assert_eq!(t.phase(), TargetPhase::Verified);
+        // The verdict was lost with the link; the key was deleted meanwhile; the source starts
+        // again and its first message is the handoff of an empty slot.
+        let empty = SlotDigest::default();
+        assert_eq!(t.on_message(&mut dst, &handoff(0, empty)), ack(true));
+        assert_eq!(t.phase(), TargetPhase::Verified);
+        assert!(dst.slots.is_empty(), "the old copy is gone");
     }
 
     #[test]
@@ -784,7 +944,7 @@ mod tests {
         };
         let mut src = MemStore::default();
         src.put(slot, entry("x", 3));
-        let mut s: SourceMigration<Option<Vec<u8>>> =
+        let mut s: SourceMigration<Option<MapKey>> =
             SourceMigration::new(id, slot, to, MigrationConfig::default());
         let mut t = TargetMigration::new(id, slot, to);
         let mut dst = MemStore::default();
@@ -822,7 +982,7 @@ mod tests {
             "the target keeps its verified copy"
         );
         assert_eq!(s.write_gate(), WriteGate::Moved);
-        assert_eq!(dst.get(slot, b"x"), Some(&entry("x", 3)));
+        assert_eq!(dst.get(slot, b"default", b"x"), Some(&entry("x", 3)));
     }
 
     #[test]
@@ -896,7 +1056,7 @@ mod tests {
         };
         let mut src = MemStore::default();
         src.put(slot, entry("x", 3));
-        let mut s: SourceMigration<Option<Vec<u8>>> =
+        let mut s: SourceMigration<Option<MapKey>> =
             SourceMigration::new(id, slot, to, MigrationConfig::default());
         let mut t = TargetMigration::new(id, slot, to);
         let mut dst = MemStore::default();
@@ -928,10 +1088,10 @@ mod tests {
         t.on_table(&mut dst, &t2);
         assert_eq!(s.write_gate(), WriteGate::Moved);
         assert_eq!(t.phase(), TargetPhase::Committed);
-        assert_eq!(dst.get(slot, b"x"), Some(&entry("x", 3)));
+        assert_eq!(dst.get(slot, b"default", b"x"), Some(&entry("x", 3)));
 
         // A replan that cancels the migration aborts both sides; the target drops its copy.
-        let mut s: SourceMigration<Option<Vec<u8>>> =
+        let mut s: SourceMigration<Option<MapKey>> =
             SourceMigration::new(id, slot, to, MigrationConfig::default());
         let mut t = TargetMigration::new(id, slot, to);
         let mut dst = MemStore::default();

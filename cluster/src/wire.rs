@@ -25,8 +25,9 @@ use crate::Slot;
 
 /// First four bytes of every frame.
 pub const MAGIC: u32 = 0x5453_5246;
-/// Version of this header and schema; bumped on any incompatible change.
-pub const WIRE_VERSION: u16 = 1;
+/// Version of this header and schema; bumped on any incompatible change (2: stream entries
+/// and deletes name their map).
+pub const WIRE_VERSION: u16 = 2;
 /// Header size in bytes.
 pub const HEADER_BYTES: usize = 16;
 /// Bodies are padded to a multiple of this.
@@ -68,10 +69,14 @@ impl Default for WireConfig {
 }
 
 /// A key/value entry as it travels in a migration stream. Deadlines are absolute (milliseconds
-/// of the cluster's wall clock), so a moved key expires at the same instant everywhere.
+/// of the cluster's wall clock), so a moved key expires at the same instant everywhere. A key is
+/// identified by (map, key): plain Redis commands use the engine's `default` map, DMap
+/// commands their own.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 #[rkyv(derive(Debug))]
 pub struct Entry {
+    /// The map (DMap name; `default` for plain Redis keys).
+    pub map: Vec<u8>,
     /// The key.
     pub key: Vec<u8>,
     /// The value.
@@ -90,6 +95,8 @@ pub enum StreamOp {
     Put(Entry),
     /// The key was deleted by the write of `version` (a tombstone: never lost to older data).
     Delete {
+        /// The map.
+        map: Vec<u8>,
         /// The key.
         key: Vec<u8>,
         /// Version of the delete.
@@ -112,7 +119,7 @@ pub struct MigrateBatch {
 }
 
 /// Order-independent digest of a slot's live content: count and wrapping sum of per-entry hashes
-/// of (key, version).
+/// of (map, key, version).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
@@ -120,7 +127,7 @@ pub struct MigrateBatch {
 pub struct SlotDigest {
     /// Live entries.
     pub count: u64,
-    /// Wrapping sum of `xxh3(key || version_le)`.
+    /// Wrapping sum of `xxh3(map_len_le32 || map || key || version_le)`.
     pub sum: u64,
 }
 
@@ -663,12 +670,14 @@ mod tests {
                 first_seq: 40,
                 ops: vec![
                     StreamOp::Put(Entry {
+                        map: b"default".to_vec(),
                         key: b"k1".to_vec(),
                         value: vec![0xAB; 300],
                         version: 9,
                         deadline_ms: Some(1_700_000_000_000),
                     }),
                     StreamOp::Delete {
+                        map: b"users".to_vec(),
                         key: b"k2".to_vec(),
                         version: 10,
                     },

@@ -342,7 +342,9 @@ impl Map {
         let slot = key_slot(key);
         if let Some(&p) = self.slot_pos.get(&slot) {
             let t = &self.slots[p as usize].table;
-            if t.len() < t.capacity() || self.locate(key).is_some() {
+            // `upsert` reserves room for one more entry before it probes, so a full table
+            // grows even when the key exists.
+            if t.len() < t.capacity() {
                 0
             } else {
                 (t.allocation_size() as u64).max(64) + 64
@@ -606,18 +608,34 @@ impl Map {
     /// visited bit of the old version (if any) are kept instead of `meta`'s. Returns false
     /// (changing nothing) when the map has no table id left; see `can_append`.
     pub fn put(&mut self, key: &[u8], value: Bytes, meta: Meta, keep_stats: bool) -> bool {
-        if !self.can_append(key.len(), value.len(), meta.expire_at_ms != 0) {
-            return false;
-        }
-        let old = self.locate(key);
-        let mut meta = meta;
-        if let Some(o) = old {
+        let (lfu, visited) = (meta.lfu, meta.visited);
+        self.upsert(key, value, meta, |old| {
             if keep_stats {
-                let (_, p) = self.parsed(o);
-                meta.lfu = p.header.lfu;
-                meta.visited = p.header.flags & F_VISITED != 0;
+                (old.lfu, old.visited)
+            } else {
+                (lfu, visited)
             }
-            self.retire(o);
+        })
+        .is_some()
+    }
+
+    /// Writes a new version of `key` with `meta` in one index probe (find-or-insert): the new
+    /// version is appended first, then the key's index slot is found or created and pointed
+    /// at it, and the old version (if any) is retired. `merge(old)` is called with the
+    /// metadata of the version being replaced and returns the LFU counter and visited bit the
+    /// new version takes (patched in place; `meta`'s are kept when there is no old version).
+    ///
+    /// Returns `None` (changing nothing) when the map has no table id left (see
+    /// `can_append`), otherwise `Some(old metadata)`.
+    pub fn upsert(
+        &mut self,
+        key: &[u8],
+        value: Bytes,
+        meta: Meta,
+        merge: impl FnOnce(&Meta) -> (u8, bool),
+    ) -> Option<Option<Meta>> {
+        if !self.can_append(key.len(), value.len(), meta.expire_at_ms != 0) {
+            return None;
         }
         let outline = value.len() >= self.layout.outline_bytes_min;
         let mut flags = 0;
@@ -638,20 +656,32 @@ impl Map {
             expire_at_ms: meta.expire_at_ms,
         };
         let value_len = value.len();
+        // The new version goes in first (it is not in the index yet, so the probe below can
+        // never match it); nothing in the index moves while tables are appended to.
         let new_loc = if outline {
-            self.slab_bytes += value_len as u64;
-            let id = if let Some(id) = self.slab_free.pop() {
-                self.slab[id as usize] = Some(value);
-                id
-            } else {
-                self.slab.push(Some(value));
-                (self.slab.len() - 1) as u32
+            let id = self.slab_free.pop();
+            let l = self.append(
+                &header,
+                key,
+                &[],
+                value_len,
+                Some(id.unwrap_or(self.slab.len() as u32)),
+            );
+            let Some(l) = l else {
+                if let Some(id) = id {
+                    self.slab_free.push(id);
+                }
+                return None;
             };
-            self.append(&header, key, &[], value_len, Some(id))
+            self.slab_bytes += value_len as u64;
+            match id {
+                Some(id) => self.slab[id as usize] = Some(value),
+                None => self.slab.push(Some(value)),
+            }
+            l
         } else {
-            self.append(&header, key, &value, value_len, None)
-        }
-        .expect("can_append checked that a table id is available");
+            self.append(&header, key, &value, value_len, None)?
+        };
         self.len += 1;
         if meta.expire_at_ms != 0 {
             self.volatile += 1;
@@ -662,29 +692,48 @@ impl Map {
         let pos = self.slot_index_mut(key_slot(key));
         let tables = &self.tables;
         let si = &mut self.slots[pos];
-        if old.is_none() && si.table.len() == si.table.capacity() {
-            // This insert will grow or rehash the table: scans restart the slot.
+        if si.table.len() == si.table.capacity() {
+            // `entry` reserves room for one more before probing, so it may grow or rehash the
+            // table (even when the key turns out to exist): scans restart the slot.
             si.generation = si.generation.wrapping_add(1);
         }
         let idx = &mut si.table;
         let before = idx.allocation_size() as u64;
-        if let Some(old_loc) = old {
-            // The old location's table may have been freed by `retire`: match by location.
-            if let Some(slot) = idx.find_mut(hash, |&p| unpack(p) == old_loc) {
-                *slot = pack(new_loc);
-            }
-        } else {
-            idx.insert_unique(hash, pack(new_loc), |&p| {
+        let entry = idx.entry(
+            hash,
+            |&p| key_at(tables, unpack(p)) == key,
+            |&p| {
                 if colliding {
                     0x5EED
                 } else {
                     xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, unpack(p)), seed)
                 }
-            });
-        }
+            },
+        );
+        let old = match entry {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                let o = unpack(*e.get());
+                *e.get_mut() = pack(new_loc);
+                Some(o)
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(pack(new_loc));
+                None
+            }
+        };
         let after = idx.allocation_size() as u64;
         self.index_bytes = self.index_bytes + after - before;
-        true
+        let old_meta = old.map(|o| {
+            let old_meta = Meta::from_header(&self.parsed(o).1.header);
+            let (lfu, visited) = merge(&old_meta);
+            let (id, off) = loc_parts(new_loc);
+            let t = self.tables[id as usize].as_mut().expect("head exists");
+            t.set_lfu(off, lfu);
+            t.set_visited(off, visited);
+            self.retire(o);
+            old_meta
+        });
+        Some(old_meta)
     }
 
     /// Changes the deadline and version of an existing key (in place when both the old and
@@ -1168,6 +1217,63 @@ mod tests {
         assert!(m.value(b"k7").is_none());
         assert_eq!(m.value(b"k8").unwrap(), Bytes::from("8"));
         assert_eq!(m.len(), 299);
+    }
+
+    #[test]
+    fn upsert_reports_the_old_version_and_merges_its_stats() {
+        for colliding in [false, true] {
+            let mut m = Map::new(b"m", MapConfig::default(), layout(colliding));
+            let fresh = |v| Meta {
+                lfu: 5,
+                visited: false,
+                ..meta(v, 0)
+            };
+            // Absent: `merge` is not called and the new version keeps `meta`'s stats.
+            let r = m.upsert(b"k", Bytes::from_static(b"a"), fresh(1), |_| {
+                panic!("no old version")
+            });
+            assert_eq!(r, Some(None));
+            assert_eq!(m.meta(b"k").unwrap().lfu, 5);
+            // Present: `merge` sees the old version; its answer is what the new one keeps.
+            let mut seen = None;
+            let r = m.upsert(b"k", Bytes::from_static(b"bb"), fresh(2), |old| {
+                seen = Some(*old);
+                (old.lfu + 10, true)
+            });
+            assert_eq!(r, Some(seen));
+            assert_eq!(seen.unwrap().version, 1);
+            let now = m.meta(b"k").unwrap();
+            assert_eq!((now.version, now.lfu, now.visited), (2, 15, true));
+            assert_eq!(m.value(b"k").unwrap(), Bytes::from_static(b"bb"));
+            assert_eq!(m.len(), 1);
+            // A TTL version replacing a plain one moves chains; the counts follow.
+            let r = m.upsert(b"k", Bytes::from_static(b"c"), meta(3, 99), |o| {
+                (o.lfu, o.visited)
+            });
+            assert_eq!(r.unwrap().unwrap().version, 2);
+            assert_eq!((m.len(), m.volatile_len()), (1, 1));
+            // Out-of-line values replace inline ones and back, releasing the slab.
+            let big = Bytes::from(vec![1u8; 500]);
+            m.upsert(b"k", big.clone(), meta(4, 0), |o| (o.lfu, o.visited));
+            assert_eq!(m.value(b"k").unwrap(), big);
+            assert_eq!(m.volatile_len(), 0);
+            m.upsert(b"k", Bytes::from_static(b"d"), meta(5, 0), |o| {
+                (o.lfu, o.visited)
+            });
+            assert_eq!(m.value(b"k").unwrap(), Bytes::from_static(b"d"));
+            assert_eq!(m.slab_bytes, 0);
+            // Other keys are untouched, and the live bytes are those of the two entries.
+            m.upsert(b"j", Bytes::from_static(b"e"), meta(6, 0), |_| {
+                panic!("absent")
+            });
+            assert_eq!(m.value(b"k").unwrap(), Bytes::from_static(b"d"));
+            assert_eq!(m.len(), 2);
+            assert_eq!(
+                m.live_bytes(),
+                2 * entry_len(1, 1, false, false) as u64,
+                "colliding {colliding}"
+            );
+        }
     }
 
     #[test]

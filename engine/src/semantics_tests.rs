@@ -572,6 +572,26 @@ fn active_expiry_removes_expired_keys() {
 }
 
 #[test]
+fn plain_set_over_an_expired_key_counts_the_expiration() {
+    let mut e = env();
+    e.run("SET k v PX 100");
+    e.run("SET live v EX 100");
+    e.advance(1000);
+    // SET does its lookup and its write in one index probe; the expired old version still
+    // counts as an expiration (Redis's lookupKeyWrite deletes it first).
+    assert_eq!(e.run("SET k v2"), Reply::Ok);
+    assert_eq!(e.run("SET live v2"), Reply::Ok);
+    assert_eq!(e.shard.stats().expired_keys, 1);
+    assert_eq!(e.int("TTL k"), -1);
+    assert_eq!(e.int("TTL live"), -1);
+    assert_eq!(e.bulk("GET k").as_deref(), Some("v2"));
+    assert_eq!(e.int("DBSIZE"), 2);
+    assert_eq!(e.shard.stats().keys_with_ttl, 0);
+    assert_eq!(e.run("SETEX k 10 v3"), Reply::Ok);
+    assert_eq!(e.int("TTL k"), 10);
+}
+
+#[test]
 fn versions_only_grow() {
     let mut e = env();
     e.run("SET k v");

@@ -426,12 +426,15 @@ impl Shard {
     }
 
     fn is_expired(meta: &Meta, cfg: &MapConfig, now_ms: u64) -> bool {
+        Self::is_expired_idle(meta, cfg.max_idle_ms, now_ms)
+    }
+
+    fn is_expired_idle(meta: &Meta, max_idle_ms: u64, now_ms: u64) -> bool {
         // Redis: a key is expired when now > deadline.
         (meta.expire_at_ms != 0 && now_ms > meta.expire_at_ms)
             // Access times are floored to the second: count from the end of that second, so
             // a key is never treated as idle early (at most one second late).
-            || (cfg.max_idle_ms != 0
-                && now_ms.saturating_sub(meta.access_ms + 999) > cfg.max_idle_ms)
+            || (max_idle_ms != 0 && now_ms.saturating_sub(meta.access_ms + 999) > max_idle_ms)
     }
 
     /// Finds a live key, deleting it lazily when expired or idle; `touch` updates the access
@@ -740,7 +743,8 @@ impl Shard {
         false
     }
 
-    /// Stores `value` under `key` after making room; `meta_from` gives the deadline.
+    /// Stores `value` under `key` after making room, with deadline `expire_at_ms`; the LFU
+    /// counter and visited bit of the version replaced (if any) are kept.
     fn store(
         &mut self,
         map: &[u8],
@@ -749,6 +753,34 @@ impl Shard {
         expire_at_ms: u64,
         now_ms: u64,
     ) -> Result<(), CommandError> {
+        self.store_inner(map, key, value, expire_at_ms, now_ms, false)
+    }
+
+    /// Like `store`, for a write that has not looked the key up first (plain SET): the one
+    /// index probe of `Map::upsert` also does what the lookup would have done to the version
+    /// replaced, i.e. Redis's `lookupKeyWrite`: an expired (or idle) old version counts as an
+    /// expiration and is replaced as if absent; a live one counts as an access (LFU counter
+    /// incremented, visited bit set).
+    fn store_unlooked(
+        &mut self,
+        map: &[u8],
+        key: &[u8],
+        value: Bytes,
+        expire_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), CommandError> {
+        self.store_inner(map, key, value, expire_at_ms, now_ms, true)
+    }
+
+    fn store_inner(
+        &mut self,
+        map: &[u8],
+        key: &[u8],
+        value: Bytes,
+        expire_at_ms: u64,
+        now_ms: u64,
+        touch_old: bool,
+    ) -> Result<(), CommandError> {
         self.check_map_name(map)?;
         self.check_key(key)?;
         self.check_value_len(value.len() as u64)?;
@@ -756,17 +788,44 @@ impl Shard {
         self.make_room(map, key, value_len, expire_at_ms != 0, now_ms)?;
         let version = self.next_version(now_ms);
         let ratio = self.config.compaction_garbage_ratio;
-        let m = self.map_entry(map);
+        let (log_factor, decay) = (self.config.lfu_log_factor, self.config.lfu_decay_minutes);
+        self.map_entry(map);
+        let Some(m) = self.maps.get_mut(map) else {
+            return Err(CommandError::OutOfMemory);
+        };
+        let rng = &mut self.rng;
+        let access = seconds_floor(now_ms);
         let meta = Meta {
             expire_at_ms,
             version,
-            access_ms: seconds_floor(now_ms),
+            access_ms: access,
             lfu: LFU_INIT,
             visited: false,
         };
-        if !m.put(key, value, meta, true) {
+        let max_idle_ms = m.config.max_idle_ms;
+        let mut expired_old = false;
+        let stored = m.upsert(key, value, meta, |old| {
+            if !touch_old {
+                (old.lfu, old.visited)
+            } else if Self::is_expired_idle(old, max_idle_ms, now_ms) {
+                expired_old = true;
+                (LFU_INIT, false)
+            } else {
+                let lfu = lfu_incremented(
+                    lfu_decayed(old.lfu, old.access_ms, now_ms, decay),
+                    log_factor,
+                    rng,
+                );
+                (lfu, true)
+            }
+        });
+        if stored.is_none() {
             // The map has no table id left (see `Map::can_append`): nothing was changed.
             return Err(CommandError::OutOfMemory);
+        }
+        if expired_old {
+            m.stats.expirations += 1;
+            self.expired_keys += 1;
         }
         // Amortized garbage collection: when a map carries much garbage (at least `ratio` of
         // its table bytes), each write moves twice its own size of live entries. Compacting a
@@ -1272,9 +1331,20 @@ impl Shard {
         kind: SetKind,
         now: u64,
     ) -> Result<Reply, CommandError> {
-        let cfg = self.map_config(map);
         // The deadline is checked before anything else, as in Redis.
-        let probe = Self::deadline(expiry, None, &cfg, now, kind.name())?;
+        let probe = match self.maps.get(map) {
+            Some(m) => Self::deadline(expiry, None, &m.config, now, kind.name())?,
+            None => Self::deadline(expiry, None, &self.map_config(map), now, kind.name())?,
+        };
+        if cond == Cond::Always
+            && !get
+            && expiry != Expiry::Keep
+            && matches!(kind, SetKind::Set | SetKind::SetEx | SetKind::PSetEx)
+        {
+            // Nothing depends on the old version: one index probe does the whole write.
+            self.store_unlooked(map, key, value, probe, now)?;
+            return Ok(Reply::Ok);
+        }
         let old = if get {
             self.read(map, key, now)
         } else {
@@ -1565,4 +1635,27 @@ fn get_range(v: &Bytes, start: i64, end: i64) -> Bytes {
         return Bytes::new();
     }
     v.slice(start as usize..=end as usize)
+}
+
+/// Read-only access for the cluster's migration stream (`tessera_cluster::store`): no access-time
+/// touch, no lazy expiry, no hit or miss counted, so teeing a write changes nothing here.
+impl Shard {
+    /// The stored entry of `key` in `map`, expired or not (the caller compares `expire_at_ms`
+    /// with its clock); None when absent.
+    pub fn peek_entry(&self, map: &[u8], key: &[u8]) -> Option<SlotEntry> {
+        let (name, m) = self.maps.get_key_value(map)?;
+        let (h, meta) = m.find(key)?;
+        Some(SlotEntry {
+            map: name.clone(),
+            key: Bytes::copy_from_slice(key),
+            value: m.value_at(h),
+            version: meta.version,
+            expire_at_ms: meta.expire_at_ms,
+        })
+    }
+
+    /// The highest version this shard has issued or received: no stored entry has a higher one.
+    pub fn last_version(&self) -> u64 {
+        self.last_version
+    }
 }

@@ -85,6 +85,7 @@ const CA: &[&str] = &["noauth", "fast", "stale", "loading", "noscript"];
 const A: &[&str] = &["admin", "noscript", "loading", "stale"];
 const PS: &[&str] = &["pubsub", "noscript", "loading", "stale"];
 const TX: &[&str] = &["noscript", "loading", "stale", "fast"];
+const CL: &[&str] = &["fast", "loading", "stale"];
 
 macro_rules! spec {
     ($name:expr, $arity:expr, $flags:expr, $first:expr, $last:expr, $step:expr, $route:ident,
@@ -187,6 +188,13 @@ pub static COMMANDS: &[Spec] = &[
     spec!("memory", -2, R, 0, 0, 0, Conn, "server", "A container for memory diagnostics commands."),
     spec!("shutdown", -1, A, 0, 0, 0, Conn, "server", "Synchronously saves the database(s) to disk and shuts down the Redis server."),
     spec!("lastsave", 1, C, 0, 0, 0, Conn, "server", "Returns the Unix timestamp of the last successful save to disk."),
+    // cluster
+    spec!("cluster", -2, A, 0, 0, 0, Conn, "cluster", "A container for Redis Cluster commands."),
+    spec!("cluster.members", 1, A, 0, 0, 0, Conn, "cluster", "Members of the cluster as this node sees them (Olric style)."),
+    spec!("cluster.routingtable", 1, A, 0, 0, 0, Conn, "cluster", "The partition table this node routes by (Olric style)."),
+    spec!("readonly", 1, CL, 0, 0, 0, Conn, "cluster", "Enables read-only queries for a connection to a Redis Cluster replica node."),
+    spec!("readwrite", 1, CL, 0, 0, 0, Conn, "cluster", "Enables read-write queries for a connection to a Redis Cluster replica node."),
+    spec!("asking", 1, CL, 0, 0, 0, Conn, "cluster", "Signals that a cluster client is following an -ASK redirect."),
     // pub/sub
     spec!("subscribe", -2, PS, 0, 0, 0, Conn, "pubsub", "Listens for messages published to channels."),
     spec!("psubscribe", -2, PS, 0, 0, 0, Conn, "pubsub", "Listens for messages published to channels that match one or more patterns."),

@@ -1,7 +1,8 @@
 //! Configuration of a node: one struct per crate composed into one TOML document.
 //!
 //! Owns [`NetConfig`] (listener, authentication, connection limits, background work) and the
-//! composition [`NodeConfig`] = `[engine]` + `[net]` + `[runtime]` + `[protocol]`. Every table
+//! composition [`NodeConfig`] = `[engine]` + `[net]` + `[runtime]` + `[protocol]` +
+//! `[cluster]`. Every table
 //! rejects unknown keys (`deny_unknown_fields`), every limit is a documented field, and
 //! [`NodeConfig::validate`] runs at start-up. Size values in the file accept `100mb`/`1gb`
 //! forms through [`parse_bytes`] where the field says so (flags use it too).
@@ -102,6 +103,10 @@ pub struct NodeConfig {
     pub runtime: RuntimeConfig,
     /// `[protocol]`: RESP request limits.
     pub protocol: Limits,
+    /// `[admin]`: the HTTP port for `/metrics` and `/health` (off by default).
+    pub admin: crate::admin::AdminConfig,
+    /// `[cluster]`: cluster mode, identity, seeds, secret, timing.
+    pub cluster: crate::cluster::config::ClusterConfig,
 }
 
 /// A configuration that cannot be used.
@@ -128,6 +133,17 @@ impl NodeConfig {
         self.engine.validate()?;
         self.runtime.validate()?;
         self.net.validate()?;
+        self.admin.validate()?;
+        self.cluster.validate()?;
+        if self.cluster.enabled
+            && self.cluster.cluster_port != 0
+            && self.cluster.cluster_port == self.net.port
+        {
+            return Err(ConfigError::Invalid {
+                field: "cluster.cluster_port",
+                reason: "must differ from net.port (peers never use the client port)".into(),
+            });
+        }
         let p = &self.protocol;
         if p.bulk_bytes_max == 0 || p.multibulk_len_max == 0 || p.inline_bytes_max < 16 {
             return Err(ConfigError::Invalid {

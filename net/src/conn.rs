@@ -39,6 +39,8 @@ pub struct Conn {
     psubs: HashSet<Bytes>,
     sub_queue: Option<(Rc<Subscriber>, LocalReceiver<PushMsg>)>,
     closing: bool,
+    /// Times each read's requests for the admin port's latency histograms.
+    latency: crate::admin::BatchTimer,
 }
 
 /// A command queued between MULTI and EXEC, run at EXEC.
@@ -112,6 +114,7 @@ impl Conn {
             psubs: HashSet::new(),
             sub_queue: None,
             closing: false,
+            latency: crate::admin::BatchTimer::default(),
         }
     }
 
@@ -136,6 +139,7 @@ impl Conn {
         };
         *self.entry.last_cmd.borrow_mut() = spec.name;
         core.stats.commands.set(core.stats.commands.get() + 1);
+        self.latency.note(spec);
         if !spec.arity_ok(args.len()) {
             if self.multi.is_some() {
                 self.multi_dirty = true;
@@ -213,7 +217,13 @@ impl Conn {
             Ok(c) => c,
             Err(e) => return batch.reply(Reply::Error(e)),
         };
+        if let Some(out) = crate::cluster::proxy::forward(&core, &cmd, args) {
+            return batch.push(out);
+        }
         if cmd.lock_wait_ms().is_some() {
+            if let Err(out) = crate::cluster::admit(&core, &cmd) {
+                return batch.push(out);
+            }
             // Waiting for a lock must not hold back replies that precede it.
             let mut early = BytesMut::new();
             batch.finish(&core, self.proto, &mut early).await;
@@ -340,12 +350,18 @@ impl Conn {
                 (runtime::now_ms() / 1000) as i64 - core.shared.started.elapsed().as_secs() as i64,
             ),
             "slowlog" => self.slowlog(sub, args).await,
+            "cluster"
+            | "cluster.members"
+            | "cluster.routingtable"
+            | "readonly"
+            | "readwrite"
+            | "asking" => crate::cluster::surface::command(&core, spec.name, args).await,
             "memory" => match sub {
                 "usage" if args.len() >= 3 => {
                     let cmd = Command::parse(args);
                     match cmd {
                         Ok(cmd) => {
-                            let owner = core.shared.owner(&args[2]);
+                            let owner = core.owner(&args[2]);
                             core.call(owner, vec![Op::Cmd(cmd)])
                                 .await
                                 .pop()
@@ -770,12 +786,12 @@ impl Conn {
     /// a WATCH that would break this is refused and changes nothing.
     async fn watch(&mut self, keys: &[Bytes]) -> Reply {
         let core = Rc::clone(&self.core);
-        let owner = core.shared.owner(&keys[0]);
+        let owner = core.owner(&keys[0]);
         let spans = keys
             .iter()
             .map(|k| &k[..])
             .chain(self.watched.iter().map(|(_, k, _)| &k[..]))
-            .any(|k| core.shared.owner(k) != owner);
+            .any(|k| core.owner(k) != owner);
         if spans {
             return err(&format!(
                 "WATCH keys must all live on one core of this node ({} cores); put them under one {{hash tag}}",
@@ -820,9 +836,28 @@ impl Conn {
             ));
         }
         let core = Rc::clone(&self.core);
+        if core.cluster.borrow().enabled {
+            // Cluster mode: Redis Cluster's rule, every key (queued and watched) in one slot,
+            // and that slot served here.
+            let mut slots = HashSet::new();
+            for q in &queued {
+                if let Queued::Data(c) = q {
+                    slots.extend(c.keys().into_iter().map(|k| tessera_engine::key_slot(k)));
+                }
+            }
+            slots.extend(watched.iter().map(|(_, k, _)| tessera_engine::key_slot(k)));
+            if slots.len() > 1 {
+                return batch.push(raw_error(dispatch::CROSSSLOT));
+            }
+            if let Some(&slot) = slots.iter().next() {
+                if let Err(refused) = crate::cluster::admit_slot(&core, slot, true) {
+                    return batch.push(refused);
+                }
+            }
+        }
         let mut check = watched
             .first()
-            .map(|(_, k, _)| core.shared.owner(k))
+            .map(|(_, k, _)| core.owner(k))
             .map(|w| (w, watched));
         let mut tx = Batch::deferred(core.shared.cores);
         let mut items: Vec<Result<Reply, Bytes>> = Vec::with_capacity(queued.len());
@@ -1027,6 +1062,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
         }
         let full = reqs.len() == depth;
         if !reqs.is_empty() {
+            conn.latency.begin();
             batch.begin();
             for args in reqs {
                 conn.handle(args, &mut batch, &mut out).await;
@@ -1048,6 +1084,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream) {
             }
             out.clear();
         }
+        conn.latency.end(&shared.latency[core.id]);
         if fatal.is_some() || conn.closing || entry.killed.is_fired() {
             break;
         }

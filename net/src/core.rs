@@ -75,6 +75,13 @@ pub enum Op {
     SlowlogReset,
     /// Stop: stop accepting, finish in-flight requests, close connections.
     Shutdown,
+    /// CLUSTER COUNTKEYSINSLOT on the owner core: `Int`.
+    SlotKeyCount(tessera_engine::Slot),
+    /// CLUSTER GETKEYSINSLOT on the owner core (default map): `Array` of keys.
+    SlotKeys {
+        slot: tessera_engine::Slot,
+        count: usize,
+    },
 }
 
 /// A WATCHed key: map, key, and its version when watched (`None` = absent).
@@ -98,6 +105,12 @@ pub enum Request {
         command: Result<Command, Vec<Bytes>>,
         reply: crossbeam_channel::Sender<Reply>,
     },
+    /// Install a new cluster view (table, live members, quorum) from the cluster task.
+    Cluster(crate::cluster::ViewUpdate),
+    /// Proxy routing: a request to forward to another node (to core 0, the cluster task).
+    Forward(crate::cluster::proxy::Job),
+    /// Proxy routing: the RESP reply to forwarded request `id` of this core.
+    ForwardReply { id: u64, payload: Bytes },
 }
 
 /// Replies to a `Request::Ops` from another core.
@@ -112,6 +125,9 @@ pub type Mail = MailboxTx<Request, Response>;
 /// node-wide atomics that are never on the data path.
 pub struct Shared {
     pub config: NodeConfig,
+    /// This node's id (40 hex) and generation (bumped on every start).
+    pub node_id: tessera_cluster::NodeId,
+    pub generation: u64,
     pub cores: usize,
     pub cpus: Vec<usize>,
     pub slots: SlotTable,
@@ -130,6 +146,9 @@ pub struct Shared {
     pub cores_drained: AtomicUsize,
     /// Round robin for application-thread requests without keys.
     pub next_run_core: AtomicUsize,
+    /// Request latency histograms, one per core: written only by that core, read by the admin
+    /// port.
+    pub latency: Vec<crate::admin::Latency>,
 }
 
 impl Shared {
@@ -199,10 +218,14 @@ pub struct Core {
     pub slowlog: RefCell<std::collections::VecDeque<SlowEntry>>,
     next_slow_id: Cell<u64>,
     pub shutdown: Signal,
+    /// This core's routing view of the cluster (installed by the cluster task).
+    pub cluster: RefCell<crate::cluster::View>,
+    /// Requests forwarded to other nodes and waiting for replies (proxy routing).
+    pub proxy: crate::cluster::proxy::ProxyState,
 }
 
 impl Core {
-    pub fn new(id: usize, shared: Arc<Shared>, shard: Shard) -> Core {
+    pub fn new(id: usize, shared: Arc<Shared>, shard: Shard, view: crate::cluster::View) -> Core {
         Core {
             id,
             shared,
@@ -215,7 +238,14 @@ impl Core {
             slowlog: RefCell::new(std::collections::VecDeque::new()),
             next_slow_id: Cell::new(0),
             shutdown: Signal::new(),
+            cluster: RefCell::new(view),
+            proxy: crate::cluster::proxy::ProxyState::default(),
         }
+    }
+
+    /// The local core that owns `key` (see [`crate::cluster::owner_core`]).
+    pub fn owner(&self, key: &[u8]) -> usize {
+        crate::cluster::owner_core(self, key)
     }
 
     /// Executes one op on this core's shard. Never awaits: an op is atomic on its core.
@@ -317,6 +347,12 @@ impl Core {
                 self.shutdown.fire();
                 Reply::Ok
             }
+            Op::SlotKeyCount(slot) => Reply::Int(self.shard.borrow().slot_key_count(slot) as i64),
+            Op::SlotKeys { slot, count } => {
+                let shard = self.shard.borrow();
+                let (_, keys) = shard.slot_keys(tessera_engine::DEFAULT_MAP, slot, 0, count);
+                Reply::Array(keys.into_iter().map(Reply::Bulk).collect())
+            }
         }
     }
 
@@ -395,6 +431,20 @@ impl Core {
                         }
                     }
                 }
+                Some(Received::Request(Request::Cluster(update))) => {
+                    self.cluster.borrow_mut().install(update);
+                }
+                Some(Received::Request(Request::Forward(job))) => {
+                    let (origin, id) = (job.origin_core, job.id);
+                    if !self.proxy.submit(job) {
+                        let payload =
+                            crate::cluster::proxy::error_bytes("TRYAGAIN proxy queue full, retry");
+                        crate::cluster::proxy::deliver(&self, origin, id, payload);
+                    }
+                }
+                Some(Received::Request(Request::ForwardReply { id, payload })) => {
+                    self.proxy.complete(id, payload);
+                }
                 Some(Received::Request(Request::Run { command, reply })) => {
                     let core = Rc::clone(&self);
                     runtime::spawn(async move {
@@ -416,7 +466,12 @@ impl Core {
             ("keys", st.keys),
             ("default_map_keys", st.default_map_keys),
             ("keys_with_ttl", st.keys_with_ttl),
+            ("maps", st.maps),
             ("used_memory", st.used_memory_bytes),
+            ("live_bytes", st.live_bytes),
+            ("garbage_bytes", st.garbage_bytes),
+            ("table_bytes", st.table_bytes),
+            ("index_bytes", st.index_bytes),
             ("maxmemory", st.maxmemory_bytes),
             ("hits", st.hits),
             ("misses", st.misses),

@@ -53,6 +53,8 @@ pub enum Out {
     Merge(Merge, Vec<Part>),
     /// Bytes already encoded (pub/sub confirmations).
     Raw(Bytes),
+    /// Encoded bytes still to come (a request forwarded to another node, proxy routing).
+    Wait(crate::runtime::oneshot::Receiver<Bytes>),
 }
 
 /// The commands of one read, grouped per owner core.
@@ -152,11 +154,14 @@ impl Batch {
                     .unwrap_or_else(stopping),
             }
         };
-        for out in self.outs.drain(..) {
+        for out in std::mem::take(&mut self.outs) {
             each(match out {
                 Out::One(p) => Ok(take(p)),
                 Out::Merge(m, parts) => Ok(merge(m, parts.into_iter().map(&mut take).collect())),
                 Out::Raw(b) => Err(b),
+                Out::Wait(rx) => Err(rx.await.unwrap_or_else(|| {
+                    crate::cluster::proxy::error_bytes("ERR proxy: the request was dropped")
+                })),
             });
         }
         self.now_ms = crate::runtime::now_ms();
@@ -221,11 +226,15 @@ impl Batch {
                     .unwrap_or_else(stopping),
             }
         };
-        for out in self.outs.drain(..) {
+        for out in std::mem::take(&mut self.outs) {
             replies.push(match out {
                 Out::One(p) => Ok(take(p)),
                 Out::Merge(m, parts) => Ok(merge(m, parts.into_iter().map(&mut take).collect())),
                 Out::Raw(b) => Err(b),
+                // A request proxied to another node (cluster proxy routing).
+                Out::Wait(rx) => Err(rx.await.unwrap_or_else(|| {
+                    crate::cluster::proxy::error_bytes("ERR proxy: the request was dropped")
+                })),
             });
         }
         self.now_ms = crate::runtime::now_ms();
@@ -260,6 +269,19 @@ impl Batch {
             Err(b) => out.extend_from_slice(&b),
         })
         .await;
+    }
+}
+
+/// A pre-encoded error slot as a `Reply` (for paths that return one reply).
+fn out_error(out: Out) -> Reply {
+    match out {
+        Out::Raw(b) => Reply::Error(CommandError::Other(
+            String::from_utf8_lossy(b.strip_prefix(b"-").unwrap_or(&b))
+                .trim_end()
+                .to_owned(),
+        )),
+        Out::One(Part::Ready(r)) => r,
+        _ => stopping(),
     }
 }
 
@@ -387,7 +409,7 @@ fn sum_maps(a: Reply, b: Reply) -> Reply {
 fn group(core: &Core, keys: &[&Bytes]) -> Vec<(usize, Vec<usize>)> {
     let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
     for (i, k) in keys.iter().enumerate() {
-        let owner = core.shared.owner(k);
+        let owner = core.owner(k);
         match groups.iter_mut().find(|(c, _)| *c == owner) {
             Some((_, v)) => v.push(i),
             None => groups.push((owner, vec![i])),
@@ -398,6 +420,9 @@ fn group(core: &Core, keys: &[&Bytes]) -> Vec<(usize, Vec<usize>)> {
 
 /// Routes one parsed data command (not DM.LOCK, which waits) and returns its reply slot.
 pub fn route(core: &Core, batch: &mut Batch, cmd: Command) -> Out {
+    if let Err(out) = crate::cluster::admit(core, &cmd) {
+        return out;
+    }
     let cores = core.shared.cores;
     let fan = |batch: &mut Batch, cmd: &Command| -> Vec<Part> {
         (0..cores)
@@ -487,8 +512,8 @@ pub fn route(core: &Core, batch: &mut Batch, cmd: Command) -> Out {
                 // A keyless command not listed above would be a routing bug; run it here.
                 return Out::One(batch.op(core, core.id, Op::Cmd(other)));
             };
-            let owner = core.shared.owner(first);
-            if keys.iter().any(|k| core.shared.owner(k) != owner) {
+            let owner = core.owner(first);
+            if keys.iter().any(|k| core.owner(k) != owner) {
                 return raw_error(CROSSSLOT);
             }
             Out::One(batch.op(core, owner, Op::Cmd(other)))
@@ -570,8 +595,11 @@ pub fn route_scan(core: &Core, batch: &mut Batch, args: &[Bytes], cursor_at: usi
 /// DM.LOCK: retries one attempt at a time on the owner until the lock is taken or the wait
 /// runs out, sleeping between attempts on a timer (the executor keeps serving others).
 pub async fn lock(core: &Core, cmd: Command) -> Reply {
+    if let Err(out) = crate::cluster::admit(core, &cmd) {
+        return out_error(out);
+    }
     let wait_ms = cmd.lock_wait_ms().unwrap_or(0);
-    let owner = cmd.keys().first().map_or(core.id, |k| core.shared.owner(k));
+    let owner = cmd.keys().first().map_or(core.id, |k| core.owner(k));
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
     let mut backoff = std::time::Duration::from_millis(1);
     loop {

@@ -159,7 +159,10 @@ pub async fn info(core: &Core, sections: &[String]) -> String {
                 let (u, s) = cpu_times();
                 let _ = write!(o, "used_cpu_sys:{s:.6}\r\nused_cpu_user:{u:.6}\r\n");
             }
-            "cluster" => o.push_str("cluster_enabled:0\r\n"),
+            "cluster" => {
+                let on = u8::from(core.cluster.borrow().enabled);
+                let _ = write!(o, "cluster_enabled:{on}\r\n");
+            }
             "keyspace" => {
                 let keys = sum(&all, "default_map_keys");
                 if keys > 0 {

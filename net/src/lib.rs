@@ -15,11 +15,15 @@
 //! - [`core`]: what one executor owns and the messages cores exchange.
 //! - [`pubsub`], [`info`]: pub/sub delivery per core; INFO and CONFIG.
 //! - [`node`], [`config`], [`server`]: start-up, the embedding handle, shutdown; configuration.
+//! - [`admin`]: the admin HTTP port (`/metrics` for Prometheus, `/health`) and the per-core
+//!   command latency histograms.
 //!
 //! Invariants: only a core's own executor touches its shard (nothing else is shared between
 //! cores but bounded request channels, one-reply-per-request response channels, and a few
 //! atomics outside the data path); replies leave a connection in request order; no input from
 //! a socket panics or blocks the executor.
+pub mod admin;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod conn;

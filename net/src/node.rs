@@ -43,6 +43,8 @@ pub enum StartError {
     },
     #[error("core {core} failed to start: {reason}")]
     Core { core: usize, reason: String },
+    #[error("the admin port cannot listen on {addr}: {reason}")]
+    Admin { addr: SocketAddr, reason: String },
 }
 
 /// A running node.
@@ -50,6 +52,7 @@ pub struct Node {
     shared: Arc<Shared>,
     threads: Vec<ExecutorThread<()>>,
     local_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     shutdown_rx: crossbeam_channel::Receiver<()>,
 }
 
@@ -59,14 +62,21 @@ pub struct NodeHandle {
     shared: Arc<Shared>,
 }
 
+/// What an executor listens on once started: clients, and (core 0 only) the admin port.
+struct Listening {
+    clients: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+}
+
 /// How an executor reports the outcome of its start-up.
-type Ready = Result<Option<SocketAddr>, StartError>;
+type Ready = Result<Listening, StartError>;
 
 impl Node {
     /// Validates `config`, starts one executor per core (pinned), and, when
     /// `config.net.listen`, has every core listen on `bind:port`.
     pub fn start(config: NodeConfig) -> Result<Node, StartError> {
         config.validate()?;
+        let node_id = config.cluster.load_node_id()?;
         let cpus = config.runtime.cpus();
         let cores = cpus.len();
         let mut mesh: Vec<Mail> = Vec::with_capacity(cores);
@@ -81,6 +91,8 @@ impl Node {
         let total_memory = config.engine.maxmemory_bytes;
         let policy = config.engine.maxmemory_policy;
         let shared = Arc::new(Shared {
+            node_id,
+            generation: crate::cluster::start_generation(),
             cores,
             cpus: cpus.clone(),
             slots: SlotTable::single_node(cores as u16),
@@ -94,10 +106,14 @@ impl Node {
             shutdown_requests: shutdown_tx,
             cores_drained: AtomicUsize::new(0),
             next_run_core: AtomicUsize::new(0),
+            latency: (0..cores)
+                .map(|_| crate::admin::Latency::default())
+                .collect(),
             config,
         });
         let mut threads = Vec::with_capacity(cores);
         let mut local_addr = None;
+        let mut admin_addr = None;
         let mut bind_addr = SocketAddr::new(shared.config.net.bind, shared.config.net.port);
         for (core, (inbox, cpu)) in inboxes.into_iter().zip(cpus).enumerate() {
             let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Ready>(1);
@@ -122,25 +138,26 @@ impl Node {
             });
             threads.push(thread);
             match ready {
-                Ok(Some(addr)) => {
-                    if core == 0 {
+                Ok(listening) => {
+                    if let (0, Some(addr)) = (core, listening.clients) {
                         // Port 0 resolves on core 0; the others join the same port.
                         bind_addr = addr;
                         local_addr = Some(addr);
                     }
+                    admin_addr = admin_addr.or(listening.admin);
                 }
-                Ok(None) => {}
                 Err(e) => {
                     stop_started(&shared, threads);
                     return Err(e);
                 }
             }
         }
-        tracing::info!(cores, addr = ?local_addr, "node started");
+        tracing::info!(cores, addr = ?local_addr, admin = ?admin_addr, "node started");
         Ok(Node {
             shared,
             threads,
             local_addr,
+            admin_addr,
             shutdown_rx,
         })
     }
@@ -148,6 +165,11 @@ impl Node {
     /// The address clients connect to (None without a listener).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// The admin HTTP port's address (`/metrics`, `/health`), when `[admin] port` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Number of executors.
@@ -233,18 +255,73 @@ async fn executor_main(
         }
         None => None,
     };
+    // The admin port lives on core 0 (scrapes are rare; it asks the other cores by message).
+    let admin_listener = match shared.config.admin.addr().filter(|_| core_id == 0) {
+        Some(addr) => match TcpListener::bind(addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = ready.send(Err(StartError::Admin {
+                    addr,
+                    reason: e.to_string(),
+                }));
+                return;
+            }
+        },
+        None => None,
+    };
     let mut engine_config = shared.config.engine.clone();
     engine_config.maxmemory_bytes = shard_share(engine_config.maxmemory_bytes, shared.cores);
     engine_config.seed = engine_config.seed.wrapping_add(core_id as u64);
+    let client_port = listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(0, |a| a.port());
+    let me = crate::cluster::me(&shared, client_port);
+    let clustered = shared.config.cluster.enabled;
+    let sockets = match (clustered, core_id) {
+        (true, 0) => match crate::cluster::driver::bind(&shared, client_port) {
+            Ok(s) => Some(s),
+            Err(reason) => {
+                let _ = ready.send(Err(StartError::Core {
+                    core: core_id,
+                    reason: format!("cluster: {reason}"),
+                }));
+                return;
+            }
+        },
+        _ => None,
+    };
+    let view = if clustered {
+        crate::cluster::View::cluster_start(sockets.as_ref().map_or(&me, |s| s.me()))
+    } else {
+        crate::cluster::View::single(&me)
+    };
     let core = Rc::new(Core::new(
         core_id,
         Arc::clone(&shared),
         Shard::new(engine_config),
+        view,
     ));
-    let _ = ready.send(Ok(listener.as_ref().and_then(|l| l.local_addr().ok())));
+    if let Some(sockets) = sockets {
+        if let Err(reason) = crate::cluster::driver::spawn(&core, sockets) {
+            let _ = ready.send(Err(StartError::Core {
+                core: core_id,
+                reason: format!("cluster: {reason}"),
+            }));
+            return;
+        }
+    }
+    let _ = ready.send(Ok(Listening {
+        clients: listener.as_ref().and_then(|l| l.local_addr().ok()),
+        admin: admin_listener.as_ref().and_then(|l| l.local_addr().ok()),
+    }));
 
     let inbox_task = runtime::spawn(Rc::clone(&core).serve_inbox(inbox));
     let bg = runtime::background_queue();
+    if let Some(l) = admin_listener {
+        // Low priority: scrapes yield to client requests.
+        runtime::spawn_into(bg, crate::admin::serve(Rc::clone(&core), l));
+    }
     {
         let core = Rc::clone(&core);
         runtime::spawn_into(bg, async move {
@@ -324,6 +401,11 @@ impl NodeHandle {
     /// Runs one parsed data command on its owner core (split or fanned out as needed) and
     /// blocks the calling thread for the reply.
     pub fn execute_command(&self, cmd: Command) -> Reply {
+        if self.shared.config.cluster.enabled {
+            // Routing follows the cluster's table, which only the executors hold.
+            let core = self.next_core();
+            return self.run(core, Ok(cmd));
+        }
         let keys = cmd.keys();
         let owners: Vec<usize> = keys.iter().map(|k| self.shared.owner(k)).collect();
         let single = owners

@@ -18,6 +18,17 @@ pub struct Overrides {
     pub maxmemory: Option<String>,
     pub maxmemory_policy: Option<String>,
     pub requirepass: Option<String>,
+    /// Turns the admin HTTP port (`/metrics`, `/health`) on.
+    pub admin_port: Option<u16>,
+    pub admin_bind: Option<IpAddr>,
+    /// `--cluster`: run as a cluster member (`cluster.enabled`); false keeps the file's value.
+    pub cluster: bool,
+    /// `--seeds host:port,...`: gossip addresses of seed nodes.
+    pub seeds: Option<Vec<String>>,
+    /// `--cluster-port`: peer (TCP) and gossip (UDP) port.
+    pub cluster_port: Option<u16>,
+    /// `--cluster-secret`: the cluster secret.
+    pub cluster_secret: Option<String>,
 }
 
 /// Reads `path` (if any) as a TOML config, applies `overrides`, and validates the result.
@@ -65,6 +76,24 @@ impl Overrides {
         if let Some(p) = &self.requirepass {
             cfg.net.requirepass.clone_from(p);
         }
+        if let Some(p) = self.admin_port {
+            cfg.admin.port = Some(p);
+        }
+        if let Some(b) = self.admin_bind {
+            cfg.admin.bind = b;
+        }
+        if self.cluster {
+            cfg.cluster.enabled = true;
+        }
+        if let Some(s) = &self.seeds {
+            cfg.cluster.seeds.clone_from(s);
+        }
+        if let Some(p) = self.cluster_port {
+            cfg.cluster.cluster_port = p;
+        }
+        if let Some(s) = &self.cluster_secret {
+            cfg.cluster.secret.clone_from(s);
+        }
         Ok(())
     }
 }
@@ -98,6 +127,25 @@ mod tests {
         assert_eq!(cfg.net.requirepass, "file");
         assert_eq!(cfg.engine.maxmemory_bytes, 100 * 1024 * 1024);
         assert_eq!(cfg.engine.maxmemory_policy, EvictionPolicy::AllkeysLru);
+        let clustered = Overrides {
+            cluster: true,
+            seeds: Some(vec!["127.0.0.1:24001".into()]),
+            cluster_port: Some(24002),
+            cluster_secret: Some("s".into()),
+            ..Overrides::default()
+        };
+        let cfg = load_config(Some(&path), &clustered).unwrap();
+        assert!(cfg.cluster.enabled);
+        assert_eq!(cfg.cluster.seeds, vec!["127.0.0.1:24001".to_owned()]);
+        assert_eq!(cfg.cluster.cluster_port, 24002);
+        let no_secret = Overrides {
+            cluster: true,
+            ..Overrides::default()
+        };
+        assert!(load_config(None, &no_secret)
+            .unwrap_err()
+            .to_string()
+            .contains("cluster.secret"));
         let bad = Overrides {
             maxmemory: Some("lots".into()),
             ..Overrides::default()

@@ -1231,3 +1231,84 @@ fn cluster_redirects_are_followed() {
     assert_eq!(text(&out.stdout), "\"v\"\n");
     assert!(text(&out.stderr).contains("slot [12]"), "{out:?}");
 }
+
+#[test]
+fn cluster_status_explains_servers_without_cluster_commands() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let p = redis.port_arg();
+    for extra in [&[][..], &["--json"][..], &["--resp3"][..]] {
+        let mut a = vec!["-p", &p, "cluster", "status"];
+        a.extend_from_slice(extra);
+        let out = run(&a);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("does not answer CLUSTER.MEMBERS (is it a Tessera node?)")
+                && err.contains("unknown command"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    }
+    // Any other `cluster` word is still a command for the server.
+    let out = run(&["-p", &p, "cluster", "info"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("cluster support disabled"),
+        "{out:?}"
+    );
+    // Nobody listening: a connection error, not a hang or a panic.
+    let out = run(&["-p", &free_port().to_string(), "cluster", "status"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out.stderr).contains("could not connect"), "{out:?}");
+}
+
+#[test]
+fn cluster_status_of_a_one_node_tesserad() {
+    let server = Tesserad::start();
+    let p = server.port.to_string();
+    let out = run(&["-p", &p, "cluster", "status"]);
+    assert!(out.status.success(), "{out:?}");
+    let shown = text(&out.stdout);
+    assert!(
+        shown.starts_with(&format!("asked 127.0.0.1:{p}: epoch ")),
+        "{shown}"
+    );
+    assert!(shown.contains(", 1 member(s)\n"), "{shown}");
+    assert!(shown.contains("coordinator,myself"), "{shown}");
+    let mut docs = Vec::new();
+    for extra in [&[][..], &["--resp3"][..]] {
+        let mut a = vec!["-p", &p, "cluster", "status", "--json"];
+        a.extend_from_slice(extra);
+        let out = run(&a);
+        assert!(out.status.success(), "{out:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        docs.push(doc);
+    }
+    assert_eq!(docs[0], docs[1], "RESP2 and RESP3 read alike");
+    let doc = &docs[0];
+    let members = doc["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{doc}");
+    let me = &members[0];
+    assert_eq!(me["myself"], true);
+    assert_eq!(me["alive"], true);
+    assert_eq!(me["cores"], server.cores as u64);
+    assert_eq!(me["slots"], 16384);
+    assert_eq!(me["addr"].as_str().unwrap(), format!("127.0.0.1:{p}"));
+    assert_eq!(me["id"].as_str().unwrap().len(), 40);
+    // The ranges cover every slot once, in order, all on this node, over every core.
+    let ranges = doc["ranges"].as_array().unwrap();
+    let mut next = 0;
+    let mut cores = std::collections::BTreeSet::new();
+    for r in ranges {
+        assert_eq!(r["first"], next, "{doc}");
+        assert_eq!(r["node"], me["id"]);
+        assert!(r["migrating_to"].is_null());
+        cores.insert(r["core"].as_u64().unwrap());
+        next = r["last"].as_u64().unwrap() + 1;
+    }
+    assert_eq!(next, 16384, "{doc}");
+    assert_eq!(cores.len(), server.cores, "{doc}");
+}

@@ -12,7 +12,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 use cli::conn::ConnOpts;
 use cli::resp::ReplyLimits;
 use cli::session::{Flow, Session, Style};
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,7 +29,8 @@ use std::time::Duration;
         tessera -c 'DM.GET users alice'  one command line, quoted as in the REPL\n  \
         tessera < script.txt             one command per line; exit 1 if any failed\n  \
         tessera stats --watch            node and per-core figures, refreshed like top\n  \
-        tessera stats --dmap users --json"
+        tessera stats --dmap users --json\n  \
+        tessera cluster status           members, epoch, slot ranges per (node, core)"
 )]
 struct Cli {
     #[command(flatten)]
@@ -86,6 +87,10 @@ enum Sub {
     /// Per-node and per-core figures from INFO, or a map's from DM.STATS.
     #[command(disable_help_flag = true)]
     Stats(StatsArgs),
+    /// `cluster status`: members, coordinator, epoch and slot ranges per (node, core); any
+    /// other `cluster ...` is sent to the server as a command.
+    #[command(disable_help_flag = true)]
+    Cluster(ClusterArgs),
     /// Any other word starts a command sent to the server, e.g. `tessera GET foo`.
     #[command(external_subcommand)]
     Command(Vec<String>),
@@ -111,6 +116,26 @@ struct StatsArgs {
     /// Also ask this node (host:port); repeatable.
     #[arg(long = "node", value_name = "HOST:PORT")]
     nodes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    #[command(subcommand)]
+    sub: ClusterSub,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterSub {
+    /// Members, coordinator, table epoch and slot ranges per (node, core).
+    #[command(disable_help_flag = true)]
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Any other word: `tessera cluster info` sends `CLUSTER INFO`.
+    #[command(external_subcommand)]
+    Other(Vec<String>),
 }
 
 /// How long `tessera stats` waits for a reply when `--timeout` is not given.
@@ -149,8 +174,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     let opts = conn_opts(&cli.conn)?;
+    if let Some(Sub::Cluster(ClusterArgs {
+        sub: ClusterSub::Other(words),
+    })) = &mut cli.sub
+    {
+        let words = std::iter::once("cluster".to_owned())
+            .chain(std::mem::take(words))
+            .collect();
+        cli.sub = Some(Sub::Command(words));
+    }
     let stdout_tty = std::io::stdout().is_terminal();
     match cli.sub {
         Some(Sub::Stats(s)) => {
@@ -185,6 +219,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 clear: stdout_tty && !s.json && s.watch.is_some(),
             };
             cli::stats::run(&stats, &mut std::io::stdout().lock())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(Sub::Cluster(ClusterArgs {
+            sub: ClusterSub::Status { json },
+        })) => {
+            let mut opts = opts;
+            if cli.conn.timeout.is_none() {
+                opts.read_timeout = Some(STATS_TIMEOUT);
+            }
+            let mut conn = cli::conn::Conn::connect(&opts)?;
+            let status = cli::cluster::status(&mut conn)?;
+            let text = if json {
+                format!("{}\n", cli::cluster::to_json(&status))
+            } else {
+                cli::cluster::to_table(&status)
+            };
+            std::io::stdout().lock().write_all(text.as_bytes())?;
             return Ok(ExitCode::SUCCESS);
         }
         Some(Sub::Command(words)) if cli.command.is_some() => {

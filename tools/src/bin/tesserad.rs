@@ -36,6 +36,25 @@ struct Args {
     /// Password clients must give with AUTH.
     #[arg(long)]
     requirepass: Option<String>,
+    /// Port of the admin HTTP listener serving /metrics (Prometheus) and /health (off unless
+    /// given here or as `[admin] port` in the config file).
+    #[arg(long)]
+    admin_port: Option<u16>,
+    /// Address of the admin listener (default 127.0.0.1: it has no authentication).
+    #[arg(long)]
+    admin_bind: Option<IpAddr>,
+    /// Run as a cluster member (gossip, peer links, -MOVED redirects).
+    #[arg(long)]
+    cluster: bool,
+    /// Gossip addresses of seed nodes (their --cluster-port), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<String>>,
+    /// Peer-link (TCP) and gossip (UDP) port (default 16379).
+    #[arg(long)]
+    cluster_port: Option<u16>,
+    /// The cluster secret peers authenticate with (required with --cluster).
+    #[arg(long, env = "TESSERA_CLUSTER_SECRET")]
+    cluster_secret: Option<String>,
     /// Log filter (error, warn, info, debug, trace, or a tracing EnvFilter).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -57,6 +76,12 @@ fn main() -> anyhow::Result<()> {
         maxmemory: args.maxmemory,
         maxmemory_policy: args.maxmemory_policy,
         requirepass: args.requirepass,
+        admin_port: args.admin_port,
+        admin_bind: args.admin_bind,
+        cluster: args.cluster,
+        seeds: args.seeds,
+        cluster_port: args.cluster_port,
+        cluster_secret: args.cluster_secret,
     };
     let config = load_config(args.config.as_deref(), &overrides)?;
     // Signals are registered before the node starts so none is missed.
@@ -71,6 +96,9 @@ fn main() -> anyhow::Result<()> {
     let node = Node::start(config).context("cannot start the node")?;
     if let Some(addr) = node.local_addr() {
         tracing::info!(%addr, cores = node.cores(), "ready to accept connections");
+    }
+    if let Some(addr) = node.admin_addr() {
+        tracing::info!(%addr, "admin port: /metrics, /health");
     }
     let shutdown = node.shutdown_requested();
     crossbeam_channel::select! {

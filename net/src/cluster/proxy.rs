@@ -1,0 +1,183 @@
+//! Proxy routing (`[cluster] routing = "proxy"`): a request for a slot another node owns is
+//! forwarded over the peer link and the owner's reply relayed, for clients that do not speak
+//! Redis Cluster.
+//!
+//! The path of one forwarded request:
+//! 1. The connection's core encodes the arguments as RESP, parks a one-shot for the reply in its
+//!    [`ProxyState`], and hands a [`Job`] to core 0 (directly, or through the mailbox).
+//! 2. Core 0's cluster task numbers it, remembers who waits for it (with a deadline), and sends
+//!    `Message::Forward` to the owner node.
+//! 3. The owner's cluster task runs the command as an application request would (routing to
+//!    its owning core, `-MOVED` if it does not own the slot any more: no forwarding chains) and
+//!    answers `Message::ForwardReply` with the RESP2 encoding of the reply.
+//! 4. Core 0 hands the reply bytes to the waiting core, which writes them in request order.
+//!
+//! A request whose owner does not answer within `proxy_timeout_ms` gets an error reply. Replies
+//! are RESP2-encoded by the owner, so a RESP3 connection sees RESP2 forms for relayed replies
+//! (maps as flat arrays), which RESP3 clients read. Only commands on a connection are
+//! forwarded; the embedding API (`NodeHandle`) gets `-MOVED`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+use glommio::channels::local_channel::LocalSender;
+use tessera_cluster::{NodeId, Slot};
+use tessera_engine::{key_slot, Command};
+
+use super::config::Routing;
+use crate::core::{Core, Request};
+use crate::dispatch::{raw_error, Out};
+use crate::runtime::oneshot;
+
+/// One request to forward, on its way from a connection's core to the cluster task.
+pub struct Job {
+    /// The core whose connection waits for the reply.
+    pub origin_core: usize,
+    /// The waiter's id in that core's [`ProxyState`].
+    pub id: u64,
+    /// The owner node.
+    pub to: NodeId,
+    pub slot: Slot,
+    /// The owning core on `to`.
+    pub owner_core: u16,
+    /// The command, RESP-encoded.
+    pub payload: Vec<u8>,
+}
+
+/// Per-core proxy state: replies waited for, and (on core 0) the cluster task's job queue.
+#[derive(Default)]
+pub struct ProxyState {
+    waiting: RefCell<HashMap<u64, oneshot::Sender<Bytes>>>,
+    next_id: Cell<u64>,
+    jobs: RefCell<Option<LocalSender<Job>>>,
+}
+
+impl ProxyState {
+    /// On core 0: where jobs go (the cluster task's queue).
+    pub fn set_jobs(&self, tx: LocalSender<Job>) {
+        *self.jobs.borrow_mut() = Some(tx);
+    }
+
+    /// On core 0: queues a job for the cluster task; false (the job dropped) when the queue
+    /// is full or there is no cluster task.
+    pub fn submit(&self, job: Job) -> bool {
+        self.jobs
+            .borrow()
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(job).is_ok())
+    }
+
+    /// A reply (RESP bytes) for waiter `id` of this core arrived.
+    pub fn complete(&self, id: u64, payload: Bytes) {
+        let tx = self.waiting.borrow_mut().remove(&id);
+        if let Some(tx) = tx {
+            tx.send(payload);
+        }
+    }
+}
+
+/// Error reply bytes (`-` + text + CRLF).
+pub fn error_bytes(text: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(text.len() + 3);
+    crate::resp::encode_error(text, &mut b);
+    b.freeze()
+}
+
+/// `args` as a RESP array of bulk strings.
+fn encode_args(args: &[Bytes]) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        crate::resp::encode_bulk(a, &mut out);
+    }
+    out.to_vec()
+}
+
+/// In proxy mode, for a command whose slot another node owns: forwards it and returns the reply
+/// slot to wait on. `None` when the command is not forwarded (not proxy mode, a local slot, or
+/// a case [`super::admit`] answers: CROSSSLOT, no table, no quorum).
+pub fn forward(core: &Core, cmd: &Command, args: &[Bytes]) -> Option<Out> {
+    if core.shared.config.cluster.routing != Routing::Proxy {
+        return None;
+    }
+    let (to, slot, owner_core) = {
+        let view = core.cluster.borrow();
+        if !view.enabled {
+            return None;
+        }
+        let keys = cmd.keys();
+        let slot = key_slot(keys.first()?);
+        if keys[1..].iter().any(|k| key_slot(k) != slot) {
+            return None;
+        }
+        let table = view.table.as_ref()?;
+        if cmd.is_write() && !view.quorum {
+            return None;
+        }
+        let owner = table.owner(slot);
+        if Some(owner.node) == view.me_idx {
+            return None;
+        }
+        (table.node(owner.node).id, slot, owner.core)
+    };
+    let id = core.proxy.next_id.get();
+    core.proxy.next_id.set(id.wrapping_add(1));
+    let (tx, rx) = oneshot::channel();
+    core.proxy.waiting.borrow_mut().insert(id, tx);
+    let job = Job {
+        origin_core: core.id,
+        id,
+        to,
+        slot,
+        owner_core,
+        payload: encode_args(args),
+    };
+    let sent = if core.id == 0 {
+        core.proxy.submit(job)
+    } else {
+        core.shared.mesh[0].try_send(Request::Forward(job)).is_ok()
+    };
+    if !sent {
+        core.proxy.waiting.borrow_mut().remove(&id);
+        return Some(raw_error("TRYAGAIN proxy queue full, retry"));
+    }
+    Some(Out::Wait(rx))
+}
+
+/// Hands reply bytes to waiter `id` of core `origin` (this core, or through the mailbox; a full
+/// mailbox is retried from a task, since the reply must not be lost).
+pub fn deliver(core: &Core, origin: usize, id: u64, payload: Bytes) {
+    if origin == core.id {
+        core.proxy.complete(id, payload);
+        return;
+    }
+    let mesh = core.shared.mesh[origin].clone();
+    match mesh.try_send(Request::ForwardReply { id, payload }) {
+        Ok(()) => {}
+        Err(crossbeam_channel::TrySendError::Full(req)) => {
+            crate::runtime::spawn(async move {
+                let mut req = req;
+                loop {
+                    crate::runtime::yield_now().await;
+                    match mesh.try_send(req) {
+                        Err(crossbeam_channel::TrySendError::Full(r)) => req = r,
+                        _ => break,
+                    }
+                }
+            });
+        }
+        // The origin core stopped (shutdown): nobody waits any more.
+        Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+    }
+}
+
+/// `payload` (one RESP request) parsed into arguments, with the node's request limits.
+pub fn parse_payload(payload: &[u8], limits: &crate::resp::Limits) -> Option<Vec<Bytes>> {
+    let mut buf = BytesMut::from(payload);
+    let mut parser = crate::resp::Parser::new(limits.clone());
+    match parser.parse(&mut buf) {
+        Ok(Some(args)) if buf.is_empty() && !args.is_empty() => Some(args),
+        _ => None,
+    }
+}
