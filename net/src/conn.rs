@@ -836,6 +836,25 @@ impl Conn {
             ));
         }
         let core = Rc::clone(&self.core);
+        if core.cluster.borrow().enabled {
+            // Cluster mode: Redis Cluster's rule, every key (queued and watched) in one slot,
+            // and that slot served here.
+            let mut slots = HashSet::new();
+            for q in &queued {
+                if let Queued::Data(c) = q {
+                    slots.extend(c.keys().into_iter().map(|k| tessera_engine::key_slot(k)));
+                }
+            }
+            slots.extend(watched.iter().map(|(_, k, _)| tessera_engine::key_slot(k)));
+            if slots.len() > 1 {
+                return batch.push(raw_error(dispatch::CROSSSLOT));
+            }
+            if let Some(&slot) = slots.iter().next() {
+                if let Err(refused) = crate::cluster::admit_slot(&core, slot, true) {
+                    return batch.push(refused);
+                }
+            }
+        }
         let mut check = watched
             .first()
             .map(|(_, k, _)| core.owner(k))

@@ -228,11 +228,12 @@ impl Batch {
                     .unwrap_or_else(stopping),
             }
         };
-        for out in self.outs.drain(..) {
+        for out in std::mem::take(&mut self.outs) {
             replies.push(match out {
                 Out::One(p) => Ok(take(p)),
                 Out::Merge(m, parts) => Ok(merge(m, parts.into_iter().map(&mut take).collect())),
                 Out::Raw(b) => Err(b),
+                // A request proxied to another node (cluster proxy routing).
                 Out::Wait(rx) => Err(rx.await.unwrap_or_else(|| {
                     crate::cluster::proxy::error_bytes("ERR proxy: the request was dropped")
                 })),

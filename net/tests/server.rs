@@ -1544,3 +1544,49 @@ fn watch_any_key_on_either_core() {
         }
     });
 }
+
+/// In cluster mode (here a one-node cluster) EXEC keeps Redis Cluster's rule: every key of the
+/// transaction, queued or watched, in one slot.
+#[test]
+fn cluster_mode_transactions_keep_the_one_slot_rule() {
+    let mut cfg = config(2);
+    let c = &mut cfg.cluster;
+    c.enabled = true;
+    c.cluster_port = 21310;
+    c.seeds = vec!["127.0.0.1:21310".into()];
+    c.secret = "server tests secret".into();
+    c.member_count_quorum = 1;
+    c.probe_period_ms = 200;
+    c.probe_rtt_ms = 100;
+    c.seed_retry_ms = 200;
+    c.first_plan_delay_ms = 300;
+    c.replan_interval_ms = 100;
+    let node = Node::start(cfg).unwrap();
+    let mut c = client(&node);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info: String = q(&mut c, &["CLUSTER", "INFO"]);
+        if info.contains("cluster_state:ok") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no table: {info}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut s = raw(&node);
+    exchange(
+        &mut s,
+        b"MULTI\r\nSET a 1\r\nSET b 2\r\nEXEC\r\nEXISTS a\r\nEXISTS b\r\n",
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n-CROSSSLOT Keys in request don't hash to the same slot\r\n:0\r\n:0\r\n",
+    );
+    exchange(
+        &mut s,
+        b"WATCH a\r\nMULTI\r\nSET b 2\r\nEXEC\r\n",
+        b"+OK\r\n+OK\r\n+QUEUED\r\n-CROSSSLOT Keys in request don't hash to the same slot\r\n",
+    );
+    exchange(
+        &mut s,
+        b"MULTI\r\nSET {t}a 1\r\nINCR {t}b\r\nPING\r\nEXEC\r\n",
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n:1\r\n+PONG\r\n",
+    );
+    node.shutdown();
+}
