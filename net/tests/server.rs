@@ -677,14 +677,17 @@ fn executor_threads() -> Vec<(String, String)> {
         let dir = t.unwrap().path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if comm.starts_with("tessera-core-") {
-            let status = std::fs::read_to_string(dir.join("status")).unwrap();
-            let cpus = status
+            // A thread of another test's node may exit between the listing and this read.
+            let Ok(status) = std::fs::read_to_string(dir.join("status")) else {
+                continue;
+            };
+            let Some(cpus) = status
                 .lines()
                 .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .unwrap()
-                .trim()
-                .to_owned();
-            out.push((comm.trim().to_owned(), cpus));
+            else {
+                continue;
+            };
+            out.push((comm.trim().to_owned(), cpus.trim().to_owned()));
         }
     }
     out
@@ -694,7 +697,15 @@ fn executor_threads() -> Vec<(String, String)> {
 fn shape_two_pinned_executors_and_owner_only_writes() {
     let node = start(2);
     // Other tests run in this process too: count threads of this node by their core index.
-    let threads = executor_threads();
+    // Another test's executor thread may be named but not yet pinned (it pins itself right
+    // after it starts): wait, bounded, until every executor thread is pinned.
+    let pinned = |cpus: &String| !cpus.contains(',') && !cpus.contains('-');
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut threads = executor_threads();
+    while !threads.iter().all(|(_, c)| pinned(c)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        threads = executor_threads();
+    }
     let mine: Vec<&(String, String)> = threads.iter().collect();
     assert!(mine.len() >= 2, "{threads:?}");
     for (name, cpus) in &mine {
