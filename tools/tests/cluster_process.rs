@@ -1,13 +1,17 @@
 //! Process-level cluster tests: real `tesserad` processes on 127.0.0.1 (client ports
-//! 24500-24509, cluster ports 24600-24609), driven with the redis crate's cluster client.
-//! A 4th node joins and one leaves on SIGTERM with nothing lost; `kill -9` of a node is
-//! detected and the others keep serving their slots.
+//! 26200-26209, cluster ports 26300-26309), driven with the redis crate's cluster client.
+//! 100k keys are written through it (pipelined); a 4th node joins and one leaves on SIGTERM
+//! while a background thread reads and writes, and every acknowledged write keeps its value
+//! and TTL; `kill -9` of a node is detected and the others keep serving their slots.
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::{Commands, Value};
+use redis::cluster::{cluster_pipe, ClusterConnection};
+use redis::{Commands, RedisResult, Value};
 
 const TESSERAD: &str = env!("CARGO_BIN_EXE_tesserad");
 
@@ -45,7 +49,7 @@ fn log_file(i: u16) -> Stdio {
 }
 
 fn start(config: &std::path::Path, i: u16) -> Proc {
-    let (port, cport) = (24500 + i, 24600 + i);
+    let (port, cport) = (26200 + i, 26300 + i);
     let child = Command::new(TESSERAD)
         .args([
             "--bind",
@@ -64,7 +68,7 @@ fn start(config: &std::path::Path, i: u16) -> Proc {
         ])
         .args([
             "--seeds",
-            "127.0.0.1:24600",
+            "127.0.0.1:26300",
             "--cluster-secret",
             "process test secret",
         ])
@@ -129,7 +133,7 @@ fn wait_stable(ports: &[u16], owners: usize, secs: u64, mut work: impl FnMut()) 
     }
 }
 
-fn cluster_client(ports: &[u16]) -> redis::cluster::ClusterConnection {
+fn try_cluster_client(ports: &[u16]) -> RedisResult<ClusterConnection> {
     let urls: Vec<String> = ports
         .iter()
         .map(|p| format!("redis://127.0.0.1:{p}/"))
@@ -137,93 +141,249 @@ fn cluster_client(ports: &[u16]) -> redis::cluster::ClusterConnection {
     redis::cluster::ClusterClientBuilder::new(urls)
         .connection_timeout(Duration::from_secs(5))
         .response_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+        .build()?
         .get_connection()
-        .unwrap()
+}
+
+fn cluster_client(ports: &[u16]) -> ClusterConnection {
+    try_cluster_client(ports).unwrap()
+}
+
+/// Runs `f` until it succeeds (bounded). A drained node exits by itself: a client whose slot
+/// map still names it meets a refused connection (the redis crate's sync cluster client does
+/// not refresh on that), so a failure is retried with a fresh client on `ports` (it skips
+/// nodes that refuse). `-MOVED` and `-TRYAGAIN` are retried inside the client itself.
+fn retrying<T>(
+    ports: &[u16],
+    con: &mut ClusterConnection,
+    what: &str,
+    mut f: impl FnMut(&mut ClusterConnection) -> RedisResult<T>,
+) -> T {
+    let mut tries = 0;
+    loop {
+        match f(con) {
+            Ok(v) => return v,
+            Err(e) => {
+                tries += 1;
+                assert!(tries < 50, "{what} keeps failing: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                if let Ok(fresh) = try_cluster_client(ports) {
+                    *con = fresh;
+                }
+            }
+        }
+    }
+}
+
+const BULK: usize = 100_000;
+const BULK_TTL: u64 = 1000;
+const BG_TTL: u64 = 2000;
+const BATCH: usize = 1000;
+
+/// `key:{i}` = `value:{i}` for `i` in `0..BULK`, with TTL `BULK_TTL`, in pipelines of `BATCH`.
+fn write_bulk(con: &mut ClusterConnection) {
+    for first in (0..BULK).step_by(BATCH) {
+        let mut pipe = cluster_pipe();
+        for i in first..(first + BATCH).min(BULK) {
+            pipe.set_ex(format!("key:{i}"), format!("value:{i}"), BULK_TTL)
+                .ignore();
+        }
+        let () = pipe.query(con).unwrap();
+    }
+}
+
+/// Checks (pipelined) that every `(key, value)` is readable with its value and a TTL in
+/// `[ttl - elapsed - 2, ttl]`: neither lost nor reset by a migration.
+fn check_all(
+    ports: &[u16],
+    con: &mut ClusterConnection,
+    keys: &[(String, String)],
+    ttl: u64,
+    since: Instant,
+) {
+    for chunk in keys.chunks(BATCH / 2) {
+        let mut pipe = cluster_pipe();
+        for (k, _) in chunk {
+            pipe.get(k).ttl(k);
+        }
+        let got: Vec<(Option<String>, i64)> =
+            retrying(ports, con, "checking reads", |c| pipe.query(c));
+        let lowest = ttl as i64 - since.elapsed().as_secs() as i64 - 2;
+        for ((k, v), (got, left)) in chunk.iter().zip(got) {
+            assert_eq!(got.as_deref(), Some(v.as_str()), "key {k} kept its value");
+            assert!(
+                (lowest..=ttl as i64).contains(&left),
+                "key {k} kept its TTL: {left} not in {lowest}..={ttl}"
+            );
+        }
+    }
+}
+
+/// What the background thread did: its acknowledged writes, reads checked, and work rounds
+/// overlapping each phase (0 before the join, 1 join, 2 SIGTERM drain, 3 after).
+struct Background {
+    acked: Vec<(String, String)>,
+    reads: usize,
+    rounds: [usize; 4],
+}
+
+/// Reads and writes through a cluster client until `stop` (bounded in rounds and time): each
+/// round writes 10 new keys (TTL `BG_TTL`) in a pipeline, then reads them back and 10 bulk keys.
+fn background(ports: &[u16], stop: &AtomicBool, phase: &AtomicUsize) -> Background {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut con = cluster_client(ports);
+    let mut out = Background {
+        acked: Vec::new(),
+        reads: 0,
+        rounds: [0; 4],
+    };
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && n < 500_000 {
+        let first_phase = phase.load(Ordering::Relaxed);
+        let batch: Vec<(String, String)> = (n..n + 10)
+            .map(|i| (format!("bg:{i}"), format!("bgv:{i}")))
+            .collect();
+        let mut pipe = cluster_pipe();
+        for (k, v) in &batch {
+            pipe.set_ex(k, v, BG_TTL).ignore();
+        }
+        retrying(ports, &mut con, "background write", |c| pipe.query::<()>(c));
+        let mut pipe = cluster_pipe();
+        for (k, _) in &batch {
+            pipe.get(k);
+        }
+        let bulk: Vec<usize> = (0..10).map(|j| ((n + j) * 7919) % BULK).collect();
+        for i in &bulk {
+            pipe.get(format!("key:{i}"));
+        }
+        let got: Vec<Option<String>> =
+            retrying(ports, &mut con, "background read", |c| pipe.query(c));
+        let want = batch
+            .iter()
+            .map(|(_, v)| v.clone())
+            .chain(bulk.iter().map(|i| format!("value:{i}")));
+        for (got, want) in got.iter().zip(want) {
+            assert_eq!(got.as_deref(), Some(want.as_str()), "read during migration");
+        }
+        out.reads += got.len();
+        out.acked.extend(batch);
+        // A round counts for every phase it overlapped.
+        for p in first_phase..=phase.load(Ordering::Relaxed) {
+            out.rounds[p] += 1;
+        }
+        n += 10;
+        // Leave the (shared, 1-2 core) machine some room for the migration itself.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    out
+}
+
+/// The background thread ended before it was told to: re-raise its panic (or say it hit its
+/// bounds).
+fn ended_early(bg: std::thread::JoinHandle<Background>) -> ! {
+    match bg.join() {
+        Err(panic) => std::panic::resume_unwind(panic),
+        Ok(b) => panic!(
+            "background thread hit its bounds early: rounds {:?}",
+            b.rounds
+        ),
+    }
 }
 
 #[test]
 fn processes_join_leave_on_sigterm_and_survive_kill_9() {
+    let test_start = Instant::now();
     let cfg = config_file("cluster-process");
     let mut procs: Vec<Proc> = (0..3).map(|i| start(&cfg, i)).collect();
     let ports = |procs: &[Proc]| procs.iter().map(|p| p.port).collect::<Vec<_>>();
     wait_stable(&ports(&procs), 3, 60, || {});
 
     let mut con = cluster_client(&ports(&procs));
-    let mut keys = Vec::new();
-    for i in 0..20_000 {
-        let (k, v) = (format!("key:{i}"), format!("value:{i}"));
-        let _: () = con.set_ex(&k, &v, 1000).unwrap();
-        keys.push((k, v));
-    }
-    // A 4th process joins while writes go on.
-    procs.push(start(&cfg, 3));
-    let mut n = 0;
-    // A drained node exits by itself: a client whose slot map still names it meets a refused
-    // connection (the redis crate's sync cluster client does not refresh on that), so a failed
-    // write is retried (bounded) with a fresh client on the live nodes.
-    let mut write = |con: &mut redis::cluster::ClusterConnection,
-                     keys: &mut Vec<(String, String)>,
-                     live: &[u16]| {
-        for _ in 0..20 {
-            let (k, v) = (format!("w:{n}"), format!("v{n}"));
-            let mut tries = 0;
-            while let Err(e) = con.set::<_, _, ()>(&k, &v) {
-                tries += 1;
-                assert!(tries < 50, "write {k} keeps failing: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-                *con = cluster_client(live);
-            }
-            keys.push((k, v));
-            n += 1;
-        }
+    let bulk_start = Instant::now();
+    write_bulk(&mut con);
+    let bulk_s = bulk_start.elapsed().as_secs_f64();
+
+    // Reads and writes in the background throughout the join and the SIGTERM leave.
+    let stop = Arc::new(AtomicBool::new(false));
+    let phase = Arc::new(AtomicUsize::new(0));
+    let bg_ports: Vec<u16> = (0..4).map(|i| 26200 + i).collect();
+    let bg_start = Instant::now();
+    let bg = {
+        let (stop, phase) = (stop.clone(), phase.clone());
+        std::thread::spawn(move || background(&bg_ports, &stop, &phase))
     };
+
+    // A 4th process joins.
+    phase.store(1, Ordering::Relaxed);
+    let join_start = Instant::now();
+    procs.push(start(&cfg, 3));
     let live = ports(&procs);
-    wait_stable(&live, 4, 120, || write(&mut con, &mut keys, &live));
+    wait_stable(&live, 4, 180, || {});
+    let join_s = join_start.elapsed().as_secs_f64();
+    if bg.is_finished() {
+        ended_early(bg);
+    }
 
     // Node 1 gets SIGTERM: it drains its slots, then exits by itself.
-    let leaver = procs.remove(1);
+    phase.store(2, Ordering::Relaxed);
+    let leave_start = Instant::now();
+    let mut leaver = procs.remove(1);
     let pid = leaver.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    let mut leaver = leaver;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let live = ports(&procs);
-    let mut con = cluster_client(&live);
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         if let Some(status) = leaver.child.try_wait().unwrap() {
             assert!(status.success(), "drained node exits cleanly: {status}");
             break;
         }
         assert!(Instant::now() < deadline, "SIGTERM drain did not finish");
-        write(&mut con, &mut keys, &live);
-        std::thread::sleep(Duration::from_millis(20));
+        if bg.is_finished() {
+            ended_early(bg);
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let leave_s = leave_start.elapsed().as_secs_f64();
     drop(leaver);
+    phase.store(3, Ordering::Relaxed);
     wait_stable(&ports(&procs), 3, 60, || {});
-    let mut con = cluster_client(&ports(&procs));
-    for (k, v) in &keys {
-        let got: Option<String> = con.get(k).unwrap();
-        assert_eq!(
-            got.as_deref(),
-            Some(v.as_str()),
-            "key {k} survives join and leave"
-        );
+    if bg.is_finished() {
+        ended_early(bg);
     }
-    for i in (0..20_000).step_by(211) {
-        let ttl: i64 = con.ttl(format!("key:{i}")).unwrap();
-        assert!((800..=1000).contains(&ttl), "TTL kept: {ttl}");
-    }
+    stop.store(true, Ordering::Relaxed);
+    let bg = bg.join().expect("background reads and writes succeed");
+    assert!(
+        bg.rounds[1] > 0 && bg.rounds[2] > 0,
+        "background work overlapped the join and the leave: rounds {:?}",
+        bg.rounds
+    );
+
+    // Every acknowledged write is readable with its value and TTL.
+    let live = ports(&procs);
+    let mut con = cluster_client(&live);
+    let bulk: Vec<(String, String)> = (0..BULK)
+        .map(|i| (format!("key:{i}"), format!("value:{i}")))
+        .collect();
+    check_all(&live, &mut con, &bulk, BULK_TTL, bulk_start);
+    check_all(&live, &mut con, &bg.acked, BG_TTL, bg_start);
+    eprintln!(
+        "{BULK} keys written in {bulk_s:.1} s; join {join_s:.1} s, SIGTERM leave {leave_s:.1} s; \
+         background: {} writes, {} reads, rounds per phase {:?}",
+        bg.acked.len(),
+        bg.reads,
+        bg.rounds
+    );
+    let mut keys = bulk;
+    keys.extend(bg.acked);
 
     // kill -9 of a node: the others detect it and keep serving. Its keys are lost (no
     // replication yet); every other key stays, and every slot takes writes again. Quorum 3
     // of 3 would stop writes, so one more node joins first.
     procs.push(start(&cfg, 4));
-    wait_stable(&ports(&procs), 4, 120, || {});
+    wait_stable(&ports(&procs), 4, 180, || {});
     let victim = procs.remove(0);
     let victim_port = victim.port;
     let victim_keys: i64 = redis::cmd("DBSIZE")
@@ -234,12 +394,21 @@ fn processes_join_leave_on_sigterm_and_survive_kill_9() {
     wait_stable(&ports(&procs), 3, 60, || {});
     let detect_s = started.elapsed().as_secs_f64();
     assert!(detect_s < 30.0, "detection took {detect_s} s");
-    let mut con = cluster_client(&ports(&procs));
+    let live = ports(&procs);
+    let mut con = cluster_client(&live);
     let mut kept = 0;
-    for (k, v) in &keys {
-        if let Some(got) = con.get::<_, Option<String>>(k).unwrap() {
-            assert_eq!(&got, v, "a surviving key keeps its value");
-            kept += 1;
+    for chunk in keys.chunks(BATCH) {
+        let mut pipe = cluster_pipe();
+        for (k, _) in chunk {
+            pipe.get(k);
+        }
+        let got: Vec<Option<String>> =
+            retrying(&live, &mut con, "reads after kill -9", |c| pipe.query(c));
+        for ((k, v), got) in chunk.iter().zip(got) {
+            if let Some(got) = got {
+                assert_eq!(&got, v, "surviving key {k} keeps its value");
+                kept += 1;
+            }
         }
     }
     assert_eq!(
@@ -252,5 +421,6 @@ fn processes_join_leave_on_sigterm_and_survive_kill_9() {
         let _: () = con.set(format!("after:{i}"), i).unwrap();
     }
     assert!(conn(victim_port).is_none(), "the victim is gone");
+    eprintln!("total {:.1} s", test_start.elapsed().as_secs_f64());
     let _ = std::fs::remove_file(cfg);
 }
