@@ -232,14 +232,6 @@ impl RunConfig {
                 self.workload.check_owner_routable()?;
             }
         }
-        let clusters = self
-            .targets
-            .iter()
-            .filter(|t| t.route == Route::Cluster)
-            .count();
-        if clusters > 0 && clusters != self.targets.len() {
-            return bad("a route=cluster target cannot be mixed with other targets");
-        }
         Ok(())
     }
 }
@@ -309,7 +301,19 @@ pub fn preload(base: &RunConfig, n: u64) -> Result<(), BenchError> {
     }
     if base.targets.iter().any(|t| t.route == Route::Cluster) {
         base.validate()?;
-        return preload_cluster(base, n);
+        let (clusters, others): (Vec<Target>, Vec<Target>) = base
+            .targets
+            .iter()
+            .cloned()
+            .partition(|t| t.route == Route::Cluster);
+        let mut cfg = base.clone();
+        cfg.targets = clusters;
+        preload_cluster(&cfg, n)?;
+        if others.is_empty() {
+            return Ok(());
+        }
+        cfg.targets = others;
+        return preload(&cfg, n);
     }
     let w = &base.workload;
     let dmap = w.uses(OpKind::DmGet) || w.uses(OpKind::DmPut);
