@@ -325,7 +325,7 @@ fi
 # of the single node: "cluster / single" is the cost of clustering at equal CPU, and
 # "per node / single" (performance.md's figure, target >= 0.9 with a core per node) is about
 # 1/3 here (a bit more on a loaded machine: three processes get a larger share of a contended
-# CPU than one). On a machine with 4+ free cores set P13_SPREAD=1 to give each node its own CPU.
+# CPU than one). On a machine with 5+ cores set P13_SPREAD=1 to pin node i to CPU i+2.
 if want P13; then
   P13_TITLE="3-node cluster, throughput per node / single node"
   if [ $TESSERA = 1 ] && "$TESSERAD" --help 2>/dev/null | grep -q -- '--cluster'; then
