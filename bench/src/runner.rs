@@ -412,7 +412,7 @@ fn preload_cluster(base: &RunConfig, n: u64) -> Result<(), BenchError> {
                         crate::memcache::McCommand::Get,
                         &buf[pos..],
                     )? {
-                        Some((Outcome::Error, _)) => {
+                        Some((Outcome::Error | Outcome::Redirect, _)) => {
                             return Err(BenchError::Protocol(format!(
                                 "preload: {addr} answered SET with an error (slot map changed?)"
                             )))

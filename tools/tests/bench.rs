@@ -538,6 +538,7 @@ fn cluster_mode_routes_every_key_to_its_master() {
     let doc = json(&path);
     // No -MOVED/-ASK (they would be errors) and every GET hits the preloaded keys.
     check_clean_run(&doc, "cluster mode");
+    assert_eq!(int(row(&doc, "ALL"), "redirects"), 0, "no -MOVED/-ASK");
     // The preload put every key on its owner: each node holds a share, together all of them.
     let sizes: Vec<u64> = nodes
         .iter()
@@ -566,6 +567,7 @@ fn cluster_mode_routes_every_key_to_its_master() {
         count > 0 && errors * 2 > count,
         "most unrouted GETs are redirected: {errors} errors of {count}"
     );
+    assert_eq!(int(&get, "redirects"), errors, "every error is a -MOVED");
 }
 
 #[test]
