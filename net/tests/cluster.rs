@@ -883,3 +883,41 @@ fn cluster_wide_publish_flush_destroy_and_scan() {
         n.shutdown();
     }
 }
+
+#[test]
+fn cluster_wide_flush_names_the_member_that_did_not_answer() {
+    let nodes: Vec<Node> = (0..2u16)
+        .map(|i| {
+            // Quorum 2: with one member gone no new table is planned, so it stays a member.
+            let mut cfg = cluster_config(1, 24510 + i, 24510, 2);
+            cfg.cluster.proxy_timeout_ms = 500;
+            Node::start(cfg).unwrap()
+        })
+        .collect();
+    wait_agreement(&nodes, 2);
+    let a0 = nodes[0].local_addr().unwrap();
+    let gone: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut client(nodes[1].local_addr().unwrap()))
+        .unwrap();
+    let mut nodes = nodes;
+    nodes.pop().unwrap().shutdown();
+    let mut c = client(a0);
+    let e = redis::cmd("FLUSHALL").query::<Value>(&mut c).unwrap_err();
+    assert!(e.to_string().contains(&gone), "{e}");
+    let e = redis::cmd("DM.DESTROY")
+        .arg("m")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains(&gone), "{e}");
+    // PUBLISH still answers, counting the members that did.
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0);
+    for n in nodes {
+        n.shutdown();
+    }
+}

@@ -87,7 +87,7 @@ async fn wait(
             name(to)
         )),
         Some(b) => match error_text(&b) {
-            Some(e) => Err(format!("ERR cluster: member {} answered: {e}", name(to))),
+            Some(e) => Err(format!("ERR cluster: member {}: {e}", name(to))),
             None => Ok(b),
         },
     }
