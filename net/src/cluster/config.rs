@@ -53,7 +53,9 @@ pub struct ClusterConfig {
     /// `redirect` (default): `-MOVED`; `proxy`: forward to the owner and relay its reply.
     pub routing: Routing,
     /// Proxy routing: how long a forwarded request waits for the owner's reply before the
-    /// client gets `-TRYAGAIN`, milliseconds. Default 5000, 1..=600000.
+    /// client gets `-TRYAGAIN`, milliseconds; also how long a cluster-wide command (PUBLISH,
+    /// FLUSHALL, DM.DESTROY, DM.SCAN on another member) waits for each member. Default 5000,
+    /// 1..=600000.
     pub proxy_timeout_ms: u64,
     /// SWIM probe period, milliseconds. Default 1000, at least 10.
     pub probe_period_ms: u64,
