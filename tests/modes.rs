@@ -15,7 +15,7 @@ fn exercise<E: Execute>(m: &DMap<E>) {
     exercise_whole_map(m);
 }
 
-/// Everything that addresses single keys: the part of the body a cluster serves today.
+/// Everything that addresses single keys.
 fn exercise_keys<E: Execute>(m: &DMap<E>) {
     // put / get / conditions / delete, with keys spread over every core.
     for i in 0..200 {
@@ -273,8 +273,7 @@ fn embedded_pubsub_across_cores() {
 }
 
 /// A 3-node cluster of in-process nodes (cluster ports 23900-23902): the remote client routes by
-/// `CLUSTER SLOTS` and runs the key-addressed part of the same body. Scan, destroy and pub/sub
-/// need the cluster-wide commands of the cluster issue and are not run here yet.
+/// `CLUSTER SLOTS` and runs the same body as against one node, pub/sub included.
 #[test]
 fn remote_client_against_a_three_node_cluster() {
     let base = 23900u16;
@@ -329,10 +328,10 @@ fn remote_client_against_a_three_node_cluster() {
     let mut config = ClientConfig::new(addrs[0].clone());
     config.nodes = addrs.clone();
     let client = Client::connect(config).unwrap();
-    let m = client.dmap("users");
-    exercise_keys(&m);
-    #[cfg(feature = "serde")]
-    exercise_serde(&m);
+    // The whole body: keys, serde, scan (one cursor over every member) and destroy (on every
+    // member), then pub/sub (PUBLISH is broadcast to every member).
+    exercise(&client.dmap("users"));
+    exercise_pubsub(&client);
     // Plain keys through the same client land on every node: it really routes by slot.
     for i in 0..300 {
         let args = vec![

@@ -44,7 +44,11 @@ pub enum Command {
 /// Options shared by every mode.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Target `[label=][resp://|memcache://]host:port` (repeat for several).
+    /// Target `[label=][resp://|memcache://]host:port[?route=owner|cluster]` (repeat for
+    /// several). `?route=owner`: each connection uses only its tesserad core's keys.
+    /// `?route=cluster`: host:port is a seed; the slot map comes from its `CLUSTER SLOTS`,
+    /// connections are spread over every master and each sends only its master's keys
+    /// (`-MOVED`/`-ASK` count as errors, and apart as `redirects` in the JSON summary).
     #[arg(short = 't', long = "target", required = true)]
     pub targets: Vec<String>,
     /// Total connections.

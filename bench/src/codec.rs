@@ -41,6 +41,8 @@ pub enum Outcome {
     Miss,
     /// An error reply.
     Error,
+    /// A cluster redirect (`-MOVED` or `-ASK`): an error reply, also counted apart.
+    Redirect,
 }
 
 /// The replies one operation awaits, in order (at most two wire commands per op).
@@ -233,6 +235,11 @@ pub fn parse_reply(
         Protocol::Resp => Ok(resp::parse_reply(buf)?.map(|(r, n)| {
             let o = match r {
                 Reply::Nil | Reply::Error { not_found: true } => Outcome::Miss,
+                Reply::Error { not_found: false }
+                    if buf.starts_with(b"-MOVED ") || buf.starts_with(b"-ASK ") =>
+                {
+                    Outcome::Redirect
+                }
                 Reply::Error { not_found: false } => Outcome::Error,
                 Reply::Simple | Reply::Bulk | Reply::Aggregate(_) => Outcome::Ok,
             };
@@ -335,6 +342,26 @@ mod tests {
                 b"-KEYNOTFOUND key not found\r\n"
             ),
             Outcome::Miss
+        );
+        assert_eq!(
+            p(
+                Protocol::Resp,
+                McCommand::Get,
+                b"-MOVED 3999 127.0.0.1:7001\r\n"
+            ),
+            Outcome::Redirect
+        );
+        assert_eq!(
+            p(
+                Protocol::Resp,
+                McCommand::Get,
+                b"-ASK 3999 127.0.0.1:7001\r\n"
+            ),
+            Outcome::Redirect
+        );
+        assert_eq!(
+            p(Protocol::Resp, McCommand::Get, b"-MOVEDX\r\n"),
+            Outcome::Error
         );
         assert_eq!(
             p(Protocol::Memcache, McCommand::Get, b"END\r\n"),

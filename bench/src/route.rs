@@ -17,6 +17,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -37,6 +38,10 @@ pub enum Route {
     Any,
     /// Only keys whose slot the connection's own core owns (tesserad).
     Owner,
+    /// Cluster-aware client: the slot map comes from `CLUSTER SLOTS` of the given (seed)
+    /// address, connections are spread over every master, and each connection sends only keys
+    /// whose slot its master owns. `-MOVED`/`-ASK` replies count as errors.
+    Cluster,
 }
 
 impl FromStr for Route {
@@ -45,8 +50,9 @@ impl FromStr for Route {
         match s {
             "any" => Ok(Route::Any),
             "owner" => Ok(Route::Owner),
+            "cluster" => Ok(Route::Cluster),
             _ => Err(BenchError::Config(format!(
-                "route {s:?} is not `any` or `owner`"
+                "route {s:?} is not `any`, `owner` or `cluster`"
             ))),
         }
     }
@@ -91,8 +97,14 @@ pub struct OwnerFilter {
     prefix: Vec<u8>,
     cores: u32,
     core: u32,
+    /// Cluster mode: master index owning each slot ([`UNASSIGNED`] for none); `None`: the
+    /// single-node contiguous table.
+    table: Option<Arc<[u16]>>,
     scratch: Vec<u8>,
 }
+
+/// Owner of a slot no master serves in a [`ClusterMap`].
+pub const UNASSIGNED: u16 = u16::MAX;
 
 impl OwnerFilter {
     /// A filter for core `core` of `cores` (`core < cores`, `cores >= 1`).
@@ -106,13 +118,34 @@ impl OwnerFilter {
             prefix: prefix.as_bytes().to_vec(),
             cores,
             core,
+            table: None,
             scratch: Vec::with_capacity(prefix.len() + 20),
         })
     }
 
-    /// The core that owns `slot` in tesserad's single-node table.
+    /// A filter for the keys whose slot master `node` of `map` owns.
+    pub fn cluster(prefix: &str, map: &ClusterMap, node: u32) -> Result<Self, BenchError> {
+        let masters = map.masters.len() as u32;
+        if node >= masters {
+            return Err(BenchError::Config(format!(
+                "cluster master {node} of {masters} does not exist"
+            )));
+        }
+        Ok(OwnerFilter {
+            prefix: prefix.as_bytes().to_vec(),
+            cores: masters,
+            core: node,
+            table: Some(map.owner.clone()),
+            scratch: Vec::with_capacity(prefix.len() + 20),
+        })
+    }
+
+    /// The core (cluster mode: master index) that owns `slot`.
     pub fn owner_of(&self, slot: u16) -> u32 {
-        u32::from(slot) * self.cores / SLOT_COUNT
+        match &self.table {
+            Some(t) => u32::from(t[usize::from(slot)]),
+            None => u32::from(slot) * self.cores / SLOT_COUNT,
+        }
     }
 
     /// True when key number `n` belongs to this filter's core.
@@ -263,6 +296,178 @@ pub fn server_counters(addr: &str, timeout: Duration) -> Result<Option<CoreCount
     }
 }
 
+/// The slot map of a cluster as a client sees it (`CLUSTER SLOTS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterMap {
+    /// `host:port` of every master, in order of first appearance.
+    pub masters: Vec<String>,
+    /// Index into `masters` of each slot's owner ([`UNASSIGNED`] when no range covers it).
+    pub owner: Arc<[u16]>,
+}
+
+impl ClusterMap {
+    /// Slots no master serves.
+    pub fn unassigned(&self) -> usize {
+        self.owner.iter().filter(|&&o| o == UNASSIGNED).count()
+    }
+
+    /// Master index that owns the slot of `key`, if any.
+    pub fn master_of(&self, key: &[u8]) -> Option<usize> {
+        let o = self.owner[usize::from(key_slot(key))];
+        (o != UNASSIGNED).then_some(usize::from(o))
+    }
+}
+
+/// Longest aggregate accepted in a `CLUSTER SLOTS` reply.
+const SLOTS_ELEMS_MAX: usize = 1 << 20;
+
+/// A decoded RESP value (only what `CLUSTER SLOTS` needs).
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Int(i64),
+    Str(Vec<u8>),
+    Array(Vec<Value>),
+    Other,
+}
+
+/// Decodes one value of a complete frame starting at `pos`: `(value, next position)`.
+fn decode(buf: &[u8], pos: usize, depth: usize) -> Result<(Value, usize), BenchError> {
+    let bad = |m: &str| BenchError::Protocol(format!("CLUSTER SLOTS reply: {m}"));
+    if depth > 8 {
+        return Err(bad("nested too deep"));
+    }
+    let tag = *buf.get(pos).ok_or_else(|| bad("truncated"))?;
+    let eol = memchr::memchr(b'\n', &buf[pos..]).ok_or_else(|| bad("truncated"))? + pos;
+    if eol < pos + 2 || buf[eol - 1] != b'\r' {
+        return Err(bad("line not ended by CRLF"));
+    }
+    let line = std::str::from_utf8(&buf[pos + 1..eol - 1]).map_err(|_| bad("non-UTF-8 line"))?;
+    let after = eol + 1;
+    match tag {
+        b':' => Ok((
+            Value::Int(line.parse().map_err(|_| bad("bad integer"))?),
+            after,
+        )),
+        b'+' => Ok((Value::Str(line.as_bytes().to_vec()), after)),
+        b'$' => {
+            let len: i64 = line.parse().map_err(|_| bad("bad length"))?;
+            if len < 0 {
+                return Ok((Value::Other, after));
+            }
+            let end = after
+                .checked_add(len as usize)
+                .filter(|&e| e + 2 <= buf.len())
+                .ok_or_else(|| bad("truncated"))?;
+            Ok((Value::Str(buf[after..end].to_vec()), end + 2))
+        }
+        b'*' => {
+            let n: i64 = line.parse().map_err(|_| bad("bad length"))?;
+            if n < 0 {
+                return Ok((Value::Other, after));
+            }
+            let n = n as usize;
+            if n > SLOTS_ELEMS_MAX {
+                return Err(bad("too many elements"));
+            }
+            let mut items = Vec::with_capacity(n.min(1024));
+            let mut p = after;
+            for _ in 0..n {
+                let (v, next) = decode(buf, p, depth + 1)?;
+                items.push(v);
+                p = next;
+            }
+            Ok((Value::Array(items), p))
+        }
+        b'-' => Err(BenchError::Config(format!(
+            "CLUSTER SLOTS answered an error ({line}): is the target a cluster node?"
+        ))),
+        _ => Err(bad("unexpected reply type")),
+    }
+}
+
+/// Parses a complete `CLUSTER SLOTS` reply: `[[first, last, [host, port, ...], replicas...]...]`.
+pub fn parse_cluster_slots(buf: &[u8]) -> Result<ClusterMap, BenchError> {
+    let bad = |m: String| BenchError::Protocol(format!("CLUSTER SLOTS reply: {m}"));
+    let (v, _) = decode(buf, 0, 0)?;
+    let Value::Array(rows) = v else {
+        return Err(bad("not an array".into()));
+    };
+    let mut masters: Vec<String> = Vec::new();
+    let mut owner = vec![UNASSIGNED; SLOT_COUNT as usize];
+    for row in rows {
+        let Value::Array(row) = row else {
+            return Err(bad("a range is not an array".into()));
+        };
+        let (Some(Value::Int(first)), Some(Value::Int(last)), Some(Value::Array(node))) =
+            (row.first(), row.get(1), row.get(2))
+        else {
+            return Err(bad(
+                "a range is not [first, last, [host, port, ...], ...]".into()
+            ));
+        };
+        let (Some(Value::Str(host)), Some(Value::Int(port))) = (node.first(), node.get(1)) else {
+            return Err(bad("a node is not [host, port, ...]".into()));
+        };
+        if !(0..i64::from(SLOT_COUNT)).contains(first)
+            || !(*first..i64::from(SLOT_COUNT)).contains(last)
+            || !(1..=65535).contains(port)
+        {
+            return Err(bad(format!(
+                "range {first}-{last} at port {port} is invalid"
+            )));
+        }
+        let addr = format!("{}:{port}", String::from_utf8_lossy(host));
+        let idx = masters.iter().position(|m| *m == addr).unwrap_or_else(|| {
+            masters.push(addr);
+            masters.len() - 1
+        });
+        for slot in &mut owner[*first as usize..=*last as usize] {
+            *slot = idx as u16;
+        }
+    }
+    if masters.is_empty() {
+        return Err(BenchError::Config(
+            "CLUSTER SLOTS lists no ranges: the cluster has no slots assigned yet".into(),
+        ));
+    }
+    Ok(ClusterMap {
+        masters,
+        owner: owner.into(),
+    })
+}
+
+/// Fetches the slot map from `addr` (`CLUSTER SLOTS`) over a fresh blocking connection.
+pub fn fetch_cluster_map(addr: &str, timeout: Duration) -> Result<ClusterMap, BenchError> {
+    let target = crate::runner::Target {
+        label: String::new(),
+        addr: addr.to_string(),
+        protocol: crate::codec::Protocol::Resp,
+        route: Route::Any,
+    };
+    let mut s = crate::runner::connect_blocking(&target, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    let mut req = Vec::new();
+    resp::encode_command(&mut req, &[b"CLUSTER", b"SLOTS"]);
+    s.write_all(&req)?;
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some((_, used)) = resp::parse_reply(&buf)? {
+            return parse_cluster_slots(&buf[..used]);
+        }
+        if buf.len() > INFO_BYTES_MAX {
+            return Err(BenchError::Protocol("CLUSTER SLOTS reply too long".into()));
+        }
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(BenchError::Protocol(
+                "server closed the connection during CLUSTER SLOTS".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +520,76 @@ mod tests {
         );
         assert_eq!(parse_shards("# Shards\r\n"), None);
         assert!("sideways".parse::<Route>().is_err());
+        assert_eq!("cluster".parse::<Route>().unwrap(), Route::Cluster);
+    }
+
+    /// A `CLUSTER SLOTS` reply as tesserad/Redis send it.
+    fn slots_reply(ranges: &[(u16, u16, u16)]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", ranges.len()).into_bytes();
+        for (first, last, port) in ranges {
+            out.extend_from_slice(
+                format!(
+                    "*3\r\n:{first}\r\n:{last}\r\n*3\r\n$9\r\n127.0.0.1\r\n:{port}\r\n$4\r\nabcd\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn cluster_slots_route_every_key_to_its_owner() {
+        let reply = slots_reply(&[(0, 5460, 7000), (5461, 10922, 7001), (10923, 16383, 7002)]);
+        let map = parse_cluster_slots(&reply).unwrap();
+        assert_eq!(
+            map.masters,
+            ["127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"]
+        );
+        assert_eq!(map.unassigned(), 0);
+        // Redis's reference slots: foo 12182, bar 5061, somekey 11058.
+        assert_eq!(map.master_of(b"foo"), Some(2));
+        assert_eq!(map.master_of(b"bar"), Some(0));
+        assert_eq!(map.master_of(b"somekey"), Some(2));
+        assert_eq!(map.master_of(b"{bar}x"), Some(0));
+        let mut filters: Vec<OwnerFilter> = (0..3)
+            .map(|i| OwnerFilter::cluster("key:", &map, i).unwrap())
+            .collect();
+        let mut per = [0u32; 3];
+        for n in 0..30_000u64 {
+            let owners: Vec<usize> = (0..3).filter(|&i| filters[i].accepts(n)).collect();
+            assert_eq!(owners.len(), 1, "key {n} has exactly one master");
+            let slot = key_slot(format!("key:{n}").as_bytes());
+            let expect = if slot <= 5460 {
+                0
+            } else if slot <= 10922 {
+                1
+            } else {
+                2
+            };
+            assert_eq!(owners[0], expect, "key {n} slot {slot}");
+            per[owners[0]] += 1;
+        }
+        assert!(per.iter().all(|&c| (9_000..11_000).contains(&c)), "{per:?}");
+        assert!(OwnerFilter::cluster("key:", &map, 3).is_err());
+        // A master owning two ranges; a gap leaves slots unassigned.
+        let map = parse_cluster_slots(&slots_reply(&[(0, 99, 7000), (200, 16383, 7000)])).unwrap();
+        assert_eq!(map.masters.len(), 1);
+        assert_eq!(map.unassigned(), 100);
+    }
+
+    #[test]
+    fn bad_cluster_slots_replies_are_errors() {
+        assert!(parse_cluster_slots(b"*0\r\n").is_err());
+        assert!(
+            parse_cluster_slots(b"-ERR This instance has cluster support disabled\r\n").is_err()
+        );
+        assert!(parse_cluster_slots(b":1\r\n").is_err());
+        assert!(parse_cluster_slots(&slots_reply(&[(10, 5, 7000)])).is_err());
+        assert!(parse_cluster_slots(&slots_reply(&[(0, 16384, 7000)])).is_err());
+        assert!(parse_cluster_slots(&slots_reply(&[(0, 1, 0)])).is_err());
+        let mut cut = slots_reply(&[(0, 16383, 7000)]);
+        cut.truncate(cut.len() - 5);
+        assert!(parse_cluster_slots(&cut).is_err());
+        assert!(parse_cluster_slots(b"*1\r\n*2\r\n:0\r\n:5\r\n").is_err());
     }
 }

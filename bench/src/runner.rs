@@ -21,7 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 
 use crate::codec::{self, Encoder, Expect, Outcome, Protocol};
-use crate::route::{OwnerFilter, Route};
+use crate::route::{ClusterMap, OwnerFilter, Route};
 use crate::schedule::{Arrival, Schedule};
 use crate::stats::{IntervalLog, Percentiles, Stats};
 use crate::workload::{Generator, OpKind, Workload};
@@ -52,7 +52,7 @@ impl FromStr for Target {
                 Some(r) => (a, r.parse::<Route>()?),
                 None => {
                     return Err(BenchError::Config(format!(
-                        "target {s:?}: the only option is ?route=any|owner"
+                        "target {s:?}: the only option is ?route=any|owner|cluster"
                     )))
                 }
             },
@@ -67,9 +67,9 @@ impl FromStr for Target {
                 "target {s:?} is not [label=][resp://|memcache://]host:port[?route=owner]"
             )));
         }
-        if route == Route::Owner && protocol != Protocol::Resp {
+        if route != Route::Any && protocol != Protocol::Resp {
             return Err(BenchError::Config(format!(
-                "target {s:?}: route=owner needs a RESP server (tesserad)"
+                "target {s:?}: route=owner and route=cluster need a RESP server"
             )));
         }
         Ok(Target {
@@ -228,7 +228,7 @@ impl RunConfig {
         self.workload.validate()?;
         for t in &self.targets {
             Encoder::new(t.protocol, &self.workload)?;
-            if t.route == Route::Owner {
+            if t.route != Route::Any {
                 self.workload.check_owner_routable()?;
             }
         }
@@ -299,6 +299,22 @@ pub fn preload(base: &RunConfig, n: u64) -> Result<(), BenchError> {
     if n == 0 {
         return Ok(());
     }
+    if base.targets.iter().any(|t| t.route == Route::Cluster) {
+        base.validate()?;
+        let (clusters, others): (Vec<Target>, Vec<Target>) = base
+            .targets
+            .iter()
+            .cloned()
+            .partition(|t| t.route == Route::Cluster);
+        let mut cfg = base.clone();
+        cfg.targets = clusters;
+        preload_cluster(&cfg, n)?;
+        if others.is_empty() {
+            return Ok(());
+        }
+        cfg.targets = others;
+        return preload(&cfg, n);
+    }
     let w = &base.workload;
     let dmap = w.uses(OpKind::DmGet) || w.uses(OpKind::DmPut);
     let plain = !dmap
@@ -348,6 +364,126 @@ fn preload_with(base: &RunConfig, n: u64, kind: OpKind) -> Result<(), BenchError
     Ok(())
 }
 
+/// Requests per pipelined batch of the cluster preload.
+const PRELOAD_BATCH: u64 = 256;
+
+/// Cluster preload: `SET` of keys `0..n`, each sent to the master that owns its slot (seed
+/// addresses from the targets' `CLUSTER SLOTS`), pipelined in batches over one blocking
+/// connection per master. Any error reply (including `-MOVED`) fails the preload.
+fn preload_cluster(base: &RunConfig, n: u64) -> Result<(), BenchError> {
+    for t in &base.targets {
+        let map = crate::route::fetch_cluster_map(&t.addr, base.connect_timeout)?;
+        let mut enc = Encoder::new(Protocol::Resp, &base.workload)?;
+        for (i, addr) in map.masters.iter().enumerate() {
+            let node = Target {
+                label: addr.clone(),
+                addr: addr.clone(),
+                protocol: Protocol::Resp,
+                route: Route::Any,
+            };
+            let mut s = connect_blocking(&node, base.connect_timeout)?;
+            // Bounded: a silent server fails the preload instead of hanging it.
+            s.set_read_timeout(Some(base.connect_timeout.max(Duration::from_secs(10))))?;
+            let mut filter = OwnerFilter::cluster(&base.workload.key_prefix, &map, i as u32)?;
+            let mut keys = (0..n).filter(|&k| filter.accepts(k)).peekable();
+            let mut out = Vec::new();
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; READ_CHUNK];
+            while keys.peek().is_some() {
+                out.clear();
+                let mut sent = 0u64;
+                for key in keys.by_ref().take(PRELOAD_BATCH as usize) {
+                    let op = crate::workload::Op {
+                        kind: OpKind::Set,
+                        key,
+                        value_len: base.workload.value_size.max,
+                        count: 1,
+                    };
+                    enc.encode(&op, &mut out);
+                    sent += 1;
+                }
+                s.write_all(&out)?;
+                let mut got = 0u64;
+                let mut pos = 0;
+                buf.clear();
+                while got < sent {
+                    match codec::parse_reply(
+                        Protocol::Resp,
+                        crate::memcache::McCommand::Get,
+                        &buf[pos..],
+                    )? {
+                        Some((Outcome::Error | Outcome::Redirect, _)) => {
+                            return Err(BenchError::Protocol(format!(
+                                "preload: {addr} answered SET with an error (slot map changed?)"
+                            )))
+                        }
+                        Some((_, used)) => {
+                            pos += used;
+                            got += 1;
+                        }
+                        None => {
+                            let r = s.read(&mut chunk)?;
+                            if r == 0 {
+                                return Err(BenchError::Protocol(format!(
+                                    "preload: {addr} closed the connection"
+                                )));
+                            }
+                            buf.extend_from_slice(&chunk[..r]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replaces each `route=cluster` target by one target per master of its `CLUSTER SLOTS` map;
+/// returns the expanded configuration and, per target, the map and master index to route by.
+fn expand_cluster(cfg: &RunConfig) -> Result<(RunConfig, ClusterNodes), BenchError> {
+    let mut out = cfg.clone();
+    let mut nodes = Vec::new();
+    out.targets.clear();
+    for t in &cfg.targets {
+        if t.route != Route::Cluster {
+            out.targets.push(t.clone());
+            nodes.push(None);
+            continue;
+        }
+        let map = Arc::new(crate::route::fetch_cluster_map(
+            &t.addr,
+            cfg.connect_timeout,
+        )?);
+        if map.unassigned() > 0 {
+            return Err(BenchError::Config(format!(
+                "cluster at {}: {} slots have no master (cluster not ready?)",
+                t.addr,
+                map.unassigned()
+            )));
+        }
+        if cfg.connections < map.masters.len() {
+            return Err(BenchError::Config(format!(
+                "route=cluster: {} connections cannot cover {} masters",
+                cfg.connections,
+                map.masters.len()
+            )));
+        }
+        for (i, addr) in map.masters.iter().enumerate() {
+            out.targets.push(Target {
+                label: format!("{}/{addr}", t.label),
+                addr: addr.clone(),
+                protocol: Protocol::Resp,
+                route: Route::Cluster,
+            });
+            nodes.push(Some((map.clone(), i as u32)));
+        }
+    }
+    Ok((out, Arc::new(nodes)))
+}
+
+/// Per (expanded) target: the cluster map and master index its connections route by.
+type ClusterNodes = Arc<Vec<Option<(Arc<ClusterMap>, u32)>>>;
+
 /// Interval statistics sent by a worker when it leaves an interval.
 struct IntervalMsg {
     index: u64,
@@ -358,6 +494,8 @@ struct IntervalMsg {
 /// Runs `cfg` to completion; writes the HdrHistogram interval log to `log` if given.
 pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, BenchError> {
     cfg.validate()?;
+    let (expanded, nodes) = expand_cluster(cfg)?;
+    let cfg = &expanded;
     let workers = cfg.workers.min(cfg.connections);
     let cores: Vec<Option<core_affinity::CoreId>> = match &cfg.pinning {
         Pinning::None => vec![None],
@@ -390,6 +528,7 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
             stop: stop.clone(),
             completed: counters[w].clone(),
             tx: tx.clone(),
+            nodes: nodes.clone(),
         };
         match std::thread::Builder::new()
             .name(format!("bench-worker-{w}"))
@@ -643,6 +782,7 @@ struct WorkerCtx {
     stop: Arc<AtomicBool>,
     completed: Arc<AtomicU64>,
     tx: mpsc::Sender<IntervalMsg>,
+    nodes: ClusterNodes,
 }
 
 /// Token of the open-loop send timer (connections use their index).
@@ -746,7 +886,7 @@ fn connect(t: &Target, timeout: Duration) -> Result<(TcpStream, Option<(u32, u32
     s.set_nodelay(true).map_err(err)?;
     let core = match t.route {
         Route::Owner => Some(crate::route::learn_core(&mut s, timeout)?),
-        Route::Any => None,
+        Route::Any | Route::Cluster => None,
     };
     s.set_nonblocking(true).map_err(err)?;
     Ok((TcpStream::from_std(s), core))
@@ -793,6 +933,9 @@ fn setup(ctx: &WorkerCtx, poll: &Poll) -> Result<Vec<Conn>, BenchError> {
         );
         if let Some((core, cores)) = core {
             gen.restrict(OwnerFilter::new(&cfg.workload.key_prefix, cores, core)?)?;
+        }
+        if let Some((map, node)) = &ctx.nodes[c % cfg.targets.len()] {
+            gen.restrict(OwnerFilter::cluster(&cfg.workload.key_prefix, map, *node)?)?;
         }
         let budget = cfg.requests.map_or(u64::MAX, |r| share(r, c64, total).1);
         conns.push(Conn {
@@ -1140,6 +1283,11 @@ mod tests {
         assert_eq!("127.0.0.1:1".parse::<Target>().unwrap().route, Route::Any);
         assert!("127.0.0.1:1?route=nearest".parse::<Target>().is_err());
         assert!("127.0.0.1:1?pool=3".parse::<Target>().is_err());
+        let t: Target = "c=127.0.0.1:7000?route=cluster".parse().unwrap();
+        assert_eq!(t.route, Route::Cluster);
+        assert!("memcache://127.0.0.1:1?route=cluster"
+            .parse::<Target>()
+            .is_err());
         assert!("memcache://127.0.0.1:1?route=owner"
             .parse::<Target>()
             .is_err());

@@ -39,6 +39,8 @@ pub struct KindStats {
     pub miss: u64,
     /// Error replies.
     pub errors: u64,
+    /// Of `errors`, cluster redirects (`-MOVED`, `-ASK`).
+    pub redirects: u64,
 }
 
 impl KindStats {
@@ -49,6 +51,7 @@ impl KindStats {
             ok: 0,
             miss: 0,
             errors: 0,
+            redirects: 0,
         }
     }
 
@@ -74,6 +77,10 @@ impl Stats {
             Outcome::Ok => k.ok += 1,
             Outcome::Miss => k.miss += 1,
             Outcome::Error => k.errors += 1,
+            Outcome::Redirect => {
+                k.errors += 1;
+                k.redirects += 1;
+            }
         }
     }
 
@@ -87,6 +94,7 @@ impl Stats {
                 m.ok += t.ok;
                 m.miss += t.miss;
                 m.errors += t.errors;
+                m.redirects += t.redirects;
             }
         }
     }
@@ -116,6 +124,7 @@ impl Stats {
                     t.ok += s.ok;
                     t.miss += s.miss;
                     t.errors += s.errors;
+                    t.redirects += s.redirects;
                 }
             }
         }
@@ -176,6 +185,8 @@ pub struct KindSummary {
     pub miss: u64,
     /// Error replies.
     pub errors: u64,
+    /// Of `errors`, cluster redirects (`-MOVED`, `-ASK`).
+    pub redirects: u64,
     /// Completed requests per second of measured time.
     pub throughput: f64,
     /// Latency (from intended send time in open loop).
@@ -193,6 +204,7 @@ impl KindSummary {
             ok: s.ok,
             miss: s.miss,
             errors: s.errors,
+            redirects: s.redirects,
             throughput: if secs > 0.0 {
                 s.count() as f64 / secs
             } else {
@@ -397,6 +409,7 @@ mod tests {
         }
         b.record(OpKind::Get, Outcome::Miss, 5_000_000, 1);
         b.record(OpKind::Set, Outcome::Error, 2_000, 2_000);
+        b.record(OpKind::Set, Outcome::Redirect, 2_000, 2_000);
         a.merge(&b);
         let rows = summarize(&a, 2.0);
         assert_eq!(rows.len(), 3);
@@ -405,9 +418,10 @@ mod tests {
         assert!((rows[0].throughput - 500.5).abs() < 1e-9);
         assert!((rows[0].latency.p50_us - 501.0).abs() < 3.0);
         assert!((rows[0].latency.max_us - 5000.0).abs() < 5.0);
-        assert_eq!(rows[1].errors, 1);
+        assert_eq!((rows[1].errors, rows[1].redirects), (2, 1));
         assert_eq!(rows[2].command, "ALL");
-        assert_eq!(rows[2].count, 1002);
+        assert_eq!(rows[2].count, 1003);
+        assert_eq!((rows[2].errors, rows[2].redirects), (2, 1));
         let table = format_table(&rows);
         assert_eq!(table.lines().count(), 4);
     }

@@ -206,6 +206,11 @@ impl Conn {
     async fn data(&mut self, spec: &Spec, args: &[Bytes], batch: &mut Batch) {
         let core = Rc::clone(&self.core);
         match spec.name {
+            "dm.scan" if crate::cluster::wide::active(&core) => {
+                self.barrier(batch).await;
+                let page = crate::cluster::wide::scan(&core, args, 2).await;
+                return batch.push(Out::Raw(page));
+            }
             "scan" | "dm.scan" => {
                 let at = if spec.name == "scan" { 1 } else { 2 };
                 let out = dispatch::route_scan(&core, batch, args, at);
@@ -220,22 +225,37 @@ impl Conn {
         if let Some(out) = crate::cluster::proxy::forward(&core, &cmd, args) {
             return batch.push(out);
         }
+        if matches!(cmd, Command::Flush { .. } | Command::DmDestroy { .. })
+            && crate::cluster::wide::active(&core)
+        {
+            // Cluster-wide: after everything before it, here and then on every member.
+            self.barrier(batch).await;
+            let local = dispatch::run_for_thread(&core, Ok(cmd)).await;
+            let r = crate::cluster::wide::all_ok(&core, args, local).await;
+            return batch.push(Out::Raw(r));
+        }
         if cmd.lock_wait_ms().is_some() {
             if let Err(out) = crate::cluster::admit(&core, &cmd) {
                 return batch.push(out);
             }
             // Waiting for a lock must not hold back replies that precede it.
-            let mut early = BytesMut::new();
-            batch.finish(&core, self.proto, &mut early).await;
-            if !early.is_empty() {
-                batch.push(Out::Raw(early.freeze()));
-            }
+            self.barrier(batch).await;
             let r = dispatch::lock(&core, cmd).await;
             batch.reply(r);
             return;
         }
         let out = dispatch::route(&core, batch, cmd);
         batch.push(out);
+    }
+
+    /// Runs (and answers) everything queued before the next request, so that a request awaited
+    /// here comes after it and does not hold its replies back.
+    async fn barrier(&self, batch: &mut Batch) {
+        let mut early = BytesMut::new();
+        batch.finish(&self.core, self.proto, &mut early).await;
+        if !early.is_empty() {
+            batch.push(Out::Raw(early.freeze()));
+        }
     }
 
     /// Queues one command after MULTI (answering `+QUEUED`), or answers its error and flags
@@ -399,6 +419,10 @@ impl Conn {
             }
             "unsubscribe" | "punsubscribe" => {
                 return self.unsubscribe(spec.name == "punsubscribe", &args[1..], batch)
+            }
+            "publish" if crate::cluster::wide::active(&core) => {
+                let r = crate::cluster::wide::publish(&core, args).await;
+                return batch.push(Out::Raw(r));
             }
             "publish" => {
                 let ops = |_| Op::Publish {

@@ -758,3 +758,166 @@ fn join_and_graceful_leave_lose_nothing() {
         n.shutdown();
     }
 }
+
+/// Sends `args` to the node owning its key: asks `addrs[0]` and follows one `-MOVED`.
+fn run_on_owner(addrs: &[std::net::SocketAddr], args: &[String]) -> Value {
+    let mut cmd = redis::cmd(&args[0]);
+    for a in &args[1..] {
+        cmd.arg(a);
+    }
+    match cmd.query::<Value>(&mut client(addrs[0])) {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("MOVED") => {
+            let to: std::net::SocketAddr = e.redirect_node().unwrap().0.parse().unwrap();
+            cmd.query(&mut client(to)).unwrap()
+        }
+        Err(e) => panic!("{args:?}: {e}"),
+    }
+}
+
+/// DM.SCAN through `addr` with one cursor until it ends (bounded); the keys and whether the
+/// cursor ever named another member (above 64 bits).
+fn dm_scan_all(addr: std::net::SocketAddr, map: &str) -> (Vec<String>, bool) {
+    let mut c = client(addr);
+    let mut cursor = "0".to_owned();
+    let mut keys = Vec::new();
+    let mut crossed = false;
+    for _ in 0..10_000 {
+        let (next, page): (String, Vec<Value>) = redis::cmd("DM.SCAN")
+            .arg(map)
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(50)
+            .query(&mut c)
+            .unwrap();
+        keys.extend(page.iter().map(text));
+        crossed |= next.parse::<u128>().unwrap() > u128::from(u64::MAX);
+        if next == "0" {
+            return (keys, crossed);
+        }
+        cursor = next;
+    }
+    panic!("DM.SCAN never ended");
+}
+
+#[test]
+fn cluster_wide_publish_flush_destroy_and_scan() {
+    let nodes = start_cluster(&[1, 2, 1], 24500);
+    wait_agreement(&nodes, 3);
+    let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.local_addr().unwrap()).collect();
+
+    // PUBLISH on node 0 reaches subscribers on every node and counts them all.
+    // (A `PubSub` unsubscribes when dropped: keep them until the messages are read.)
+    let mut cons: Vec<redis::Connection> = addrs[1..].iter().map(|&a| client(a)).collect();
+    let mut subs: Vec<redis::PubSub> = cons.iter_mut().map(|c| c.as_pubsub()).collect();
+    for s in &mut subs {
+        s.subscribe("news").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    let mut c0 = client(addrs[0]);
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("hello")
+        .query(&mut c0)
+        .unwrap();
+    assert_eq!(n, 2, "both remote subscribers counted");
+    for s in &mut subs {
+        let msg = s.get_message().expect("the message reaches another node");
+        assert_eq!(msg.get_channel_name(), "news");
+        assert_eq!(msg.get_payload::<String>().unwrap(), "hello");
+    }
+    let none: i64 = redis::cmd("PUBLISH")
+        .arg("weather")
+        .arg("rain")
+        .query(&mut c0)
+        .unwrap();
+    assert_eq!(none, 0);
+    drop(subs);
+    drop(cons);
+
+    // DM.SCAN from any node walks every member with one cursor.
+    let expected: std::collections::BTreeSet<String> = (0..300).map(|i| format!("k{i}")).collect();
+    for k in &expected {
+        let args = ["DM.PUT", "m", k.as_str(), "v"].map(String::from);
+        run_on_owner(&addrs, &args);
+    }
+    for &a in &addrs {
+        let (keys, crossed) = dm_scan_all(a, "m");
+        assert!(crossed, "the cursor moved on to another member");
+        let got: std::collections::BTreeSet<String> = keys.into_iter().collect();
+        assert_eq!(got, expected, "scan through {a}");
+    }
+    // A cursor naming a member the table does not have is refused.
+    let bad = (3u128 << 64).to_string();
+    let e = redis::cmd("DM.SCAN")
+        .arg("m")
+        .arg(&bad)
+        .query::<Value>(&mut c0)
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid cursor"), "{e}");
+
+    // DM.DESTROY on one node empties the map on every node.
+    let ok: String = redis::cmd("DM.DESTROY")
+        .arg("m")
+        .query(&mut client(addrs[2]))
+        .unwrap();
+    assert_eq!(ok, "OK");
+    assert!(dm_scan_all(addrs[1], "m").0.is_empty());
+
+    // FLUSHALL on one node empties every node.
+    let mut cc = cluster_client(&nodes);
+    for i in 0..300 {
+        let _: () = cc.set(format!("plain{i}"), "v").unwrap();
+    }
+    let sizes = |addrs: &[std::net::SocketAddr]| -> Vec<i64> {
+        addrs
+            .iter()
+            .map(|&a| redis::cmd("DBSIZE").query(&mut client(a)).unwrap())
+            .collect()
+    };
+    assert!(sizes(&addrs).iter().all(|&n| n > 0), "{:?}", sizes(&addrs));
+    let ok: String = redis::cmd("FLUSHALL").query(&mut c0).unwrap();
+    assert_eq!(ok, "OK");
+    assert_eq!(sizes(&addrs), vec![0, 0, 0]);
+    for n in nodes {
+        n.shutdown();
+    }
+}
+
+#[test]
+fn cluster_wide_flush_names_the_member_that_did_not_answer() {
+    let nodes: Vec<Node> = (0..2u16)
+        .map(|i| {
+            // Quorum 2: with one member gone no new table is planned, so it stays a member.
+            let mut cfg = cluster_config(1, 24510 + i, 24510, 2);
+            cfg.cluster.proxy_timeout_ms = 500;
+            Node::start(cfg).unwrap()
+        })
+        .collect();
+    wait_agreement(&nodes, 2);
+    let a0 = nodes[0].local_addr().unwrap();
+    let gone: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut client(nodes[1].local_addr().unwrap()))
+        .unwrap();
+    let mut nodes = nodes;
+    nodes.pop().unwrap().shutdown();
+    let mut c = client(a0);
+    let e = redis::cmd("FLUSHALL").query::<Value>(&mut c).unwrap_err();
+    assert!(e.to_string().contains(&gone), "{e}");
+    let e = redis::cmd("DM.DESTROY")
+        .arg("m")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains(&gone), "{e}");
+    // PUBLISH still answers, counting the members that did.
+    let n: i64 = redis::cmd("PUBLISH")
+        .arg("news")
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0);
+    for n in nodes {
+        n.shutdown();
+    }
+}

@@ -433,3 +433,162 @@ fn memory_mode_loads_what_it_reports() {
     assert_eq!(int(r, "items_reported"), 5000, "DBSIZE after the load: {r}");
     assert!(int(r, "rss_after") > 0, "{r}");
 }
+
+/// Sends one command and returns its bulk-string reply as text (`None` on any failure).
+fn bulk_command(port: u16, args: &[&str]) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let req: String = std::iter::once(format!("*{}\r\n", args.len()))
+        .chain(args.iter().map(|a| format!("${}\r\n{a}\r\n", a.len())))
+        .collect();
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") {
+            let head = std::str::from_utf8(&buf[..eol]).ok()?;
+            if let Some(n) = head.strip_prefix(':') {
+                return Some(n.to_string());
+            }
+            let len: usize = head.strip_prefix('$')?.parse().ok()?;
+            if buf.len() >= eol + 2 + len + 2 {
+                return Some(String::from_utf8_lossy(&buf[eol + 2..eol + 2 + len]).into_owned());
+            }
+        }
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 || buf.len() > 1 << 20 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// `name:value` of a `CLUSTER INFO` text.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))
+}
+
+/// Starts a 3-node `tesserad --cluster` on ports 22500.. (clients) and 22520.. (peers), and
+/// waits (bounded) until every node reports the same settled table: state ok, all slots
+/// assigned, 3 known nodes and 3 primaries, one epoch.
+fn start_cluster() -> Vec<Server> {
+    const NODES: u16 = 3;
+    let mut nodes = Vec::new();
+    for i in 0..NODES {
+        let port = 22500 + i;
+        let child = Command::new(TESSERAD)
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--cores", "1", "--log-level", "warn", "--cluster"])
+            .args(["--cluster-port", &(22520 + i).to_string()])
+            .args([
+                "--seeds",
+                "127.0.0.1:22520",
+                "--cluster-secret",
+                "bench-test-secret",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tesserad --cluster");
+        let mut s = Server { child, port };
+        assert!(s.wait_ready(), "cluster node {i} did not answer PING");
+        nodes.push(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let last: Vec<String> = nodes
+            .iter()
+            .map(|n| bulk_command(n.port, &["CLUSTER", "INFO"]).unwrap_or_default())
+            .collect();
+        let settled = last.iter().all(|i| {
+            info_field(i, "cluster_state") == Some("ok")
+                && info_field(i, "cluster_slots_assigned") == Some("16384")
+                && info_field(i, "cluster_known_nodes") == Some("3")
+                && info_field(i, "cluster_size") == Some("3")
+        });
+        let epochs: Vec<_> = last
+            .iter()
+            .map(|i| info_field(i, "cluster_current_epoch"))
+            .collect();
+        if settled && epochs.windows(2).all(|w| w[0] == w[1]) {
+            return nodes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster did not settle in 60 s: {last:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn cluster_mode_routes_every_key_to_its_master() {
+    let nodes = start_cluster();
+    let dir = TempDir::new("cluster");
+    let path = dir.path("cluster.json");
+    let target = format!("c={}?route=cluster", nodes[0].addr());
+    #[rustfmt::skip]
+    let out = bench(&[
+        "run", "-t", &target, "-c", "6", "-P", "4", "--workers", "2", "--no-pin",
+        "-w", "200ms", "-d", "1s", "--keys", "3000", "--preload", "3000",
+        "--mix", "get=9,set=1", "--no-progress", "--json", path.to_str().unwrap(),
+    ]);
+    assert!(out.contains("ALL"), "{out}");
+    let doc = json(&path);
+    // No -MOVED/-ASK (they would be errors) and every GET hits the preloaded keys.
+    check_clean_run(&doc, "cluster mode");
+    assert_eq!(int(row(&doc, "ALL"), "redirects"), 0, "no -MOVED/-ASK");
+    // The preload put every key on its owner: each node holds a share, together all of them.
+    let sizes: Vec<u64> = nodes
+        .iter()
+        .map(|n| {
+            bulk_command(n.port, &["DBSIZE"])
+                .and_then(|s| s.parse().ok())
+                .expect("DBSIZE")
+        })
+        .collect();
+    assert_eq!(sizes.iter().sum::<u64>(), 3000, "{sizes:?}");
+    assert!(sizes.iter().all(|&n| n > 500), "{sizes:?}");
+
+    // The same load without cluster routing: about 2/3 of the keys belong to other nodes and
+    // come back as -MOVED, which the harness counts as errors (so the zero above means
+    // something).
+    let plain = dir.path("plain.json");
+    let addr = nodes[0].addr();
+    #[rustfmt::skip]
+    bench(&[
+        "run", "-t", &addr, "-c", "2", "--workers", "1", "--no-pin", "-w", "0s", "-d", "500ms",
+        "--keys", "3000", "--mix", "get=1", "--no-progress", "--json", plain.to_str().unwrap(),
+    ]);
+    let get = row(&json(&plain), "GET").clone();
+    let (count, errors) = (int(&get, "count"), int(&get, "errors"));
+    assert!(
+        count > 0 && errors * 2 > count,
+        "most unrouted GETs are redirected: {errors} errors of {count}"
+    );
+    assert_eq!(int(&get, "redirects"), errors, "every error is a -MOVED");
+}
+
+#[test]
+fn cluster_mode_without_cluster_support_is_a_clear_error() {
+    // A server that answers every command as a Redis without cluster support does.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut buf = [0u8; 1024];
+            if matches!(s.read(&mut buf), Ok(n) if n > 0) {
+                let _ = s.write_all(b"-ERR This instance has cluster support disabled\r\n");
+            }
+        }
+    });
+    let target = format!("{addr}?route=cluster");
+    let err = bench_fails(&["run", "-t", &target, "-d", "1s", "--no-progress"]);
+    assert!(
+        err.contains("CLUSTER SLOTS") && err.contains("cluster support disabled"),
+        "{err}"
+    );
+    fake.join().unwrap();
+}

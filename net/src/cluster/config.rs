@@ -53,7 +53,9 @@ pub struct ClusterConfig {
     /// `redirect` (default): `-MOVED`; `proxy`: forward to the owner and relay its reply.
     pub routing: Routing,
     /// Proxy routing: how long a forwarded request waits for the owner's reply before the
-    /// client gets `-TRYAGAIN`, milliseconds. Default 5000, 1..=600000.
+    /// client gets `-TRYAGAIN`, milliseconds; also how long a cluster-wide command (PUBLISH,
+    /// FLUSHALL, DM.DESTROY, DM.SCAN on another member) waits for each member. Default 5000,
+    /// 1..=600000.
     pub proxy_timeout_ms: u64,
     /// SWIM probe period, milliseconds. Default 1000, at least 10.
     pub probe_period_ms: u64,
@@ -83,7 +85,8 @@ pub struct ClusterConfig {
     /// Timeout of a peer-link connect, milliseconds. Default 1000, 1..=60000.
     pub link_connect_timeout_ms: u64,
     /// Time a new peer link has to authenticate before it is closed, milliseconds.
-    /// Default 2000, 1..=60000.
+    /// Default 5000, 1..=60000 (2000 timed out now and then on a loaded 2-core machine, and
+    /// messages for a peer are dropped until its link is back).
     pub link_handshake_timeout_ms: u64,
     /// Wait before re-dialling a peer whose link failed, milliseconds. Messages for it are
     /// dropped meanwhile (tables and hints are repeated). Default 500, 1..=60000.
@@ -140,7 +143,7 @@ impl Default for ClusterConfig {
             replan_interval_ms: 300,
             epoch_hint_interval_ms: 500,
             link_connect_timeout_ms: 1000,
-            link_handshake_timeout_ms: 2000,
+            link_handshake_timeout_ms: 5000,
             link_retry_ms: 500,
             link_queue_frames: 65536,
             peer_links_max: 256,

@@ -402,7 +402,7 @@ impl Driver {
             // glommio polls a new task once inside `spawn`, i.e. while the caller still holds
             // the driver: step out of that borrow first.
             runtime::yield_now().await;
-            let reply = crate::dispatch::run_for_thread(&core, Err(args)).await;
+            let reply = super::wide::run_local(&core, args).await;
             let mut out = bytes::BytesMut::new();
             crate::resp::encode(&reply, crate::resp::Protocol::Resp2, &mut out);
             if let Some(d) = this.upgrade() {

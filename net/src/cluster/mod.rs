@@ -24,6 +24,7 @@ pub mod link;
 pub mod migrate;
 pub mod proxy;
 pub mod surface;
+pub mod wide;
 
 use std::sync::Arc;
 

@@ -127,6 +127,23 @@ pub fn forward(core: &Core, cmd: &Command, args: &[Bytes]) -> Option<Out> {
         }
         (table.node(owner.node).id, slot, owner.core)
     };
+    Some(match send(core, to, slot, owner_core, args) {
+        Some(rx) => Out::Wait(rx),
+        None => raw_error("TRYAGAIN proxy queue full, retry"),
+    })
+}
+
+/// Sends `args` to node `to` over the peer link (as a `Forward`, answered by a `ForwardReply`
+/// or, after `proxy_timeout_ms`, by a `TRYAGAIN` error); returns where the RESP2 reply bytes
+/// arrive. `None` when the queue to the cluster task is full. Also the path of the cluster-wide
+/// commands ([`super::wide`]), which pass slot 0 / core 0 (the receiver routes by itself).
+pub fn send(
+    core: &Core,
+    to: NodeId,
+    slot: Slot,
+    owner_core: u16,
+    args: &[Bytes],
+) -> Option<oneshot::Receiver<Bytes>> {
     let id = core.proxy.next_id.get();
     core.proxy.next_id.set(id.wrapping_add(1));
     let (tx, rx) = oneshot::channel();
@@ -146,9 +163,9 @@ pub fn forward(core: &Core, cmd: &Command, args: &[Bytes]) -> Option<Out> {
     };
     if !sent {
         core.proxy.waiting.borrow_mut().remove(&id);
-        return Some(raw_error("TRYAGAIN proxy queue full, retry"));
+        return None;
     }
-    Some(Out::Wait(rx))
+    Some(rx)
 }
 
 /// Hands reply bytes to waiter `id` of core `origin` (this core, or through the mailbox; a full
