@@ -19,7 +19,7 @@
 # Servers under `taskset -c 0`, the client on CPU 1 (as bench/suite.sh). Environment (defaults):
 # TARGET_DIR (cargo's target dir; binaries must be built: cargo build --release -p tessera-tools),
 # BASE=28000 (ports BASE.., cluster ports BASE+100..), ROUNDS=5, DURATION=3s, PROXY_RATE=4000,
-# KEYS=300000, RATE=4000, REPEATS=3, OUT=/tmp/tessera-cluster-latency.<random>.
+# KEYS=300000, RATE=4000, REPEATS=3, STABLE_TIMEOUT=120 (s), OUT=/tmp/tessera-cluster-latency.<random>.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 what="${1:-all}"
@@ -69,8 +69,11 @@ stable() {
 }
 wait_stable() {
   local want="$1"; shift
-  for _ in $(seq 1 6000); do stable "$want" "$@" && return 0; sleep 0.02; done
-  echo "not stable" >&2; return 1
+  local end=$((SECONDS + ${STABLE_TIMEOUT:-120}))
+  while [ "$SECONDS" -lt "$end" ]; do stable "$want" "$@" && return 0; sleep 0.02; done
+  echo "not stable after ${STABLE_TIMEOUT:-120} s (cluster.routingtable of port $1):" >&2
+  redis-cli --raw -p "$1" cluster.routingtable | grep -A1 migrating_to | sort | uniq -c >&2
+  return 1
 }
 dbsize() { redis-cli -p "$1" dbsize; }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -185,6 +188,8 @@ def pct(sel):
 steady = [r for r in rows if r[0] >= a - 7 and r[0] + r[1] <= a]
 join = [r for r in rows if r[0] < b and r[0] + r[1] > a]
 for name, sel in (("steady", steady), ("join", join)):
+    if not sel:
+        print(f"{name}: no intervals"); continue
     n, p50, p99, p999 = pct(sel)
     print(f"{name}: {n} requests in {len({r[0] for r in sel})} intervals, p50 {p50:.1f} us, p99 {p99:.1f} us, p99.9 {p999:.1f} us")
 PY
