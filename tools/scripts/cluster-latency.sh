@@ -193,17 +193,12 @@ for name, sel in (("steady", steady), ("join", join)):
     n, p50, p99, p999 = pct(sel)
     print(f"{name}: {n} requests in {len({r[0] for r in sel})} intervals, p50 {p50:.1f} us, p99 {p99:.1f} us, p99.9 {p999:.1f} us")
 PY
+  # Error replies per interval are not in the log: these are whole-run counts, including the
+  # -MOVED of the slots the new node took, for the rest of the run after the join.
   python3 - "$OUT/mig$r.json" <<'PY'
 import json, sys
-j = json.load(open(sys.argv[1]))
-def walk(o):
-    if isinstance(o, dict):
-        if "redirects" in o and "command" in o:
-            print(f"  whole run {o['command']}: {o['count']} requests, errors {o['errors']}, redirects {o['redirects']}")
-        for v in o.values(): walk(v)
-    elif isinstance(o, list):
-        for v in o: walk(v)
-walk(j)
+for row in json.load(open(sys.argv[1]))["summary"]:
+    print(f"  whole run {row['command']}: {row['count']} requests, errors {row['errors']}, redirects {row.get('redirects', '-')}")
 PY
   stop_all
 }
