@@ -186,6 +186,11 @@ pub struct CoreStats {
     pub net_out_bytes: Cell<u64>,
     pub expired_active: Cell<u64>,
     pub compacted_bytes: Cell<u64>,
+    /// Background ticks run, their total and their longest duration (microseconds): what the
+    /// background work costs the requests that wait behind it.
+    pub bg_ticks: Cell<u64>,
+    pub bg_tick_us_total: Cell<u64>,
+    pub bg_tick_us_max: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>, n: u64) {
@@ -535,6 +540,9 @@ impl Core {
             ("net_out_bytes", s.net_out_bytes.get()),
             ("expired_active", s.expired_active.get()),
             ("compacted_bytes", s.compacted_bytes.get()),
+            ("bg_ticks", s.bg_ticks.get()),
+            ("bg_tick_us_total", s.bg_tick_us_total.get()),
+            ("bg_tick_us_max", s.bg_tick_us_max.get()),
             (
                 "pubsub_channels",
                 self.pubsub.borrow().channel_count() as u64,
@@ -604,6 +612,7 @@ impl Core {
 
     /// Runs one background tick: active expiry and one compaction step, bounded by config.
     pub fn background_tick(&self) {
+        let started = Instant::now();
         let net = &self.shared.config.net;
         let now = runtime::now_ms();
         let mut shard = self.shard.borrow_mut();
@@ -611,6 +620,12 @@ impl Core {
         bump(&self.stats.expired_active, e.expired as u64);
         let c = shard.compact_step(net.compact_budget_bytes);
         bump(&self.stats.compacted_bytes, c.bytes_moved as u64);
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        bump(&self.stats.bg_ticks, 1);
+        bump(&self.stats.bg_tick_us_total, us);
+        if us > self.stats.bg_tick_us_max.get() {
+            self.stats.bg_tick_us_max.set(us);
+        }
     }
 }
 

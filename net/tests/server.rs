@@ -1601,3 +1601,33 @@ fn cluster_mode_transactions_keep_the_one_slot_rule() {
     );
     node.shutdown();
 }
+
+#[test]
+fn background_ticks_are_counted_and_timed() {
+    let mut cfg = config(1);
+    cfg.net.background_tick_ms = 10;
+    let node = Node::start(cfg).unwrap();
+    let mut c = client_on(&node, 0);
+    // Keys that expire at once give active expiry work to do.
+    for i in 0..200 {
+        let _: () = q(&mut c, &["SET", &format!("bg{i}"), "v", "PX", "1"]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ticks = shard_counter(&mut c, 0, "bg_ticks");
+        let expired = shard_counter(&mut c, 0, "expired_active");
+        if ticks >= 5 && expired > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ticks {ticks}, expired {expired}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let total = shard_counter(&mut c, 0, "bg_tick_us_total");
+    let max = shard_counter(&mut c, 0, "bg_tick_us_max");
+    assert!(max <= total, "max {max} > total {total}");
+    drop(c);
+    node.shutdown();
+}
