@@ -58,7 +58,7 @@ info_field() { # text field -> sum over cores
 }
 
 csv="$OUT/rounds.csv"
-echo "config,round,p50_us,p99_us,p999_us,max_us,throughput,unsent,expired_active,expired_keys,compacted_bytes,keys,garbage_bytes,used_memory,rss_bytes,server_cpu_s" | tee "$csv"
+echo "config,round,p50_us,p99_us,p999_us,max_us,throughput,unsent,expired_active,expired_keys,compacted_bytes,keys,garbage_bytes,used_memory,bg_ticks,bg_tick_us_total,bg_tick_us_max,rss_bytes,server_cpu_s" | tee "$csv"
 for round in $(seq "$ROUNDS"); do
     for cfg in on off; do
         taskset -c "$SERVER_CPU" "$bin/tesserad" --port "$PORT" --cores 1 --config "$OUT/$cfg.toml" --log-level warn &
@@ -83,7 +83,7 @@ print(f'{l["p50_us"]:.1f},{l["p99_us"]:.1f},{l["p999_us"]:.1f},{l["max_us"]:.1f}
 PY
 )"
         row="$cfg,$round,$lat"
-        for f in expired_active expired_keys compacted_bytes keys garbage_bytes used_memory; do
+        for f in expired_active expired_keys compacted_bytes keys garbage_bytes used_memory bg_ticks bg_tick_us_total bg_tick_us_max; do
             row="$row,$(info_field "$info" "$f")"
         done
         echo "$row,$rss,$cpu" | tee -a "$csv"
@@ -94,7 +94,8 @@ python3 - "$csv" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 cols = ["p50_us", "p99_us", "p999_us", "max_us", "throughput", "expired_active",
-        "compacted_bytes", "keys", "garbage_bytes", "used_memory", "rss_bytes", "server_cpu_s"]
+        "compacted_bytes", "keys", "garbage_bytes", "used_memory", "bg_ticks", "bg_tick_us_total",
+        "bg_tick_us_max", "rss_bytes", "server_cpu_s"]
 med = {}
 print()
 print("| config | " + " | ".join(cols) + " |")
