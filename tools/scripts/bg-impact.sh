@@ -41,7 +41,8 @@ fi
 bin="${CARGO_TARGET_DIR:-$here/target}/release"
 hz="$(getconf CLK_TCK)"
 
-printf '' >"$OUT/on.toml"
+# ON_CONFIG: TOML for the ON side (default: empty = the defaults), to try other budgets.
+printf '%b\n' "${ON_CONFIG:-}" >"$OUT/on.toml"
 cat >"$OUT/off.toml" <<'EOF'
 [net]
 background_tick_ms = 60000
