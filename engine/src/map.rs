@@ -1242,39 +1242,32 @@ impl Map {
     }
 
     /// Moves at most about `budget` bytes of live entries out of the table being compacted
-    /// into the heads, walking at most about `walk_budget` bytes of entries (live or dead: a
-    /// table of dead entries costs an index lookup per entry to walk); frees the table when
-    /// done. Returns (bytes moved, entries moved, tables freed, bytes freed, bytes walked).
-    pub fn compact_step(
-        &mut self,
-        budget: usize,
-        walk_budget: usize,
-        ratio: f64,
-    ) -> (usize, usize, usize, usize, usize) {
+    /// into the heads; frees the table when done. Returns (bytes moved, entries moved,
+    /// tables freed, bytes freed).
+    pub fn compact_step(&mut self, budget: usize, ratio: f64) -> (usize, usize, usize, usize) {
         let (id, mut off) = match self.compacting {
             Some(c) => c,
             None => match self.compaction_candidate(ratio) {
                 Some(id) => (id, 0),
-                None => return (0, 0, 0, 0, 0),
+                None => return (0, 0, 0, 0),
             },
         };
         let mut moved = 0;
         let mut entries = 0;
-        let mut walked = 0;
         loop {
             let Some(t) = self.tables[id as usize].as_ref() else {
                 self.compacting = None;
-                return (moved, entries, 0, 0, walked);
+                return (moved, entries, 0, 0);
             };
             if off >= t.used() {
                 let freed = t.allocated();
                 self.free_table(id);
                 self.compacting = None;
-                return (moved, entries, 1, freed, walked);
+                return (moved, entries, 1, freed);
             }
-            if moved >= budget || walked >= walk_budget {
+            if moved >= budget {
                 self.compacting = Some((id, off));
-                return (moved, entries, 0, 0, walked);
+                return (moved, entries, 0, 0);
             }
             let p = parse(&t.data, off).expect("compaction walks entry boundaries");
             let key = p.key(&t.data).to_vec();
@@ -1291,7 +1284,7 @@ impl Map {
                 let Some(new_loc) = self.append(&p.header, &key, &value, p.value_len, slab) else {
                     // No table id left: stop here, try again later.
                     self.compacting = Some((id, off));
-                    return (moved, entries, 0, 0, walked);
+                    return (moved, entries, 0, 0);
                 };
                 // The entry moved; the copy is not a new version.
                 self.live_bytes -= p.total as u64;
@@ -1311,7 +1304,6 @@ impl Map {
                 moved += p.total;
                 entries += 1;
             }
-            walked += p.total;
             off = next;
         }
     }
@@ -1459,7 +1451,7 @@ mod tests {
         assert!(m.garbage_bytes() > 0);
         let mut steps = 0;
         while m.needs_compaction(0.5) {
-            m.compact_step(100, usize::MAX, 0.5);
+            m.compact_step(100, 0.5);
             steps += 1;
             assert!(steps < 10_000);
         }
@@ -1538,7 +1530,7 @@ mod tests {
                 );
             }
             m.remove(format!("churn{}", round % 60).as_bytes());
-            m.compact_step(300, usize::MAX, 0.3);
+            m.compact_step(300, 0.3);
             round += 1;
             if cursor == 0 {
                 break;

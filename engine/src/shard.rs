@@ -44,8 +44,6 @@ pub struct CompactReport {
     pub tables_freed: usize,
     /// Bytes returned to the allocator by freed tables.
     pub bytes_freed: usize,
-    /// Bytes of entries walked, live or dead (what the budget bounds).
-    pub bytes_walked: usize,
     /// True when some table still waits for compaction.
     pub more: bool,
 }
@@ -750,7 +748,7 @@ impl Shard {
         };
         if let Some(m) = self.maps.get_mut(&name) {
             for _ in 0..1_000_000 {
-                let (_, _, freed, _, _) = m.compact_step(usize::MAX, usize::MAX, ratio);
+                let (_, _, freed, _) = m.compact_step(usize::MAX, ratio);
                 if freed > 0 || !m.needs_compaction(ratio) {
                     break;
                 }
@@ -959,12 +957,7 @@ impl Shard {
         // returns memory at least as fast as writes use it, even without background
         // `compact_step` calls.
         if m.garbage_pressure(ratio) {
-            // Bounded by live bytes moved only: the argument above needs whole tables freed.
-            m.compact_step(
-                (2 * (key.len() + value_len + 24)).max(128),
-                usize::MAX,
-                ratio,
-            );
+            m.compact_step((2 * (key.len() + value_len + 24)).max(128), ratio);
         }
         self.sync(map);
         Ok(())
@@ -1710,8 +1703,8 @@ impl Shard {
         report
     }
 
-    /// One bounded step of compaction (walks at most about `byte_budget` bytes of entries,
-    /// live or dead, so moves at most that many); returns what it did. Works on tables whose garbage is at least `compaction_garbage_ratio` of their
+    /// One bounded step of compaction (moves at most about `byte_budget` bytes); returns what
+    /// it did. Works on tables whose garbage is at least `compaction_garbage_ratio` of their
     /// used bytes, never on a head table.
     pub fn compact_step(&mut self, byte_budget: usize) -> CompactReport {
         let ratio = self.config.compaction_garbage_ratio;
@@ -1723,16 +1716,12 @@ impl Shard {
                 continue;
             };
             while budget > 0 && m.needs_compaction(ratio) {
-                // The budget pays for every byte walked, live or dead: a table of dead entries
-                // costs an index lookup per entry, so walking it is work too.
-                let (moved, entries, freed, freed_bytes, walked) =
-                    m.compact_step(budget, budget, ratio);
+                let (moved, entries, freed, freed_bytes) = m.compact_step(budget, ratio);
                 report.bytes_moved += moved;
                 report.entries_moved += entries;
                 report.tables_freed += freed;
                 report.bytes_freed += freed_bytes;
-                report.bytes_walked += walked;
-                budget = budget.saturating_sub(walked.max(moved).max(1));
+                budget = budget.saturating_sub(moved.max(1));
             }
             self.sync(&name);
             if budget == 0 {
