@@ -155,16 +155,7 @@ impl Batch {
             }
         };
         for out in std::mem::take(&mut self.outs) {
-            each(match out {
-                Out::One(p) => redirect_raw(take(p)),
-                Out::Merge(m, parts) => {
-                    redirect_raw(merge(m, parts.into_iter().map(&mut take).collect()))
-                }
-                Out::Raw(b) => Err(b),
-                Out::Wait(rx) => Err(rx.await.unwrap_or_else(|| {
-                    crate::cluster::proxy::error_bytes("ERR proxy: the request was dropped")
-                })),
-            });
+            each(settle(out, &mut take).await);
         }
         self.now_ms = crate::runtime::now_ms();
     }
@@ -229,15 +220,7 @@ impl Batch {
             }
         };
         for out in std::mem::take(&mut self.outs) {
-            replies.push(match out {
-                Out::One(p) => Ok(take(p)),
-                Out::Merge(m, parts) => Ok(merge(m, parts.into_iter().map(&mut take).collect())),
-                Out::Raw(b) => Err(b),
-                // A request proxied to another node (cluster proxy routing).
-                Out::Wait(rx) => Err(rx.await.unwrap_or_else(|| {
-                    crate::cluster::proxy::error_bytes("ERR proxy: the request was dropped")
-                })),
-            });
+            replies.push(settle(out, &mut take).await);
         }
         self.now_ms = crate::runtime::now_ms();
         true
@@ -275,6 +258,20 @@ impl Batch {
 }
 
 /// A redirect decided on the owner core (migration gate) becomes Redis's raw error.
+/// One reply slot's final form, the same for a read's batch and for EXEC: a reply, or
+/// pre-encoded bytes (pub/sub frames, cluster redirects, a proxied request's reply).
+async fn settle(out: Out, take: &mut impl FnMut(Part) -> Reply) -> Result<Reply, Bytes> {
+    match out {
+        Out::One(p) => redirect_raw(take(p)),
+        Out::Merge(m, parts) => redirect_raw(merge(m, parts.into_iter().map(take).collect())),
+        Out::Raw(b) => Err(b),
+        // A request proxied to another node (cluster proxy routing).
+        Out::Wait(rx) => Err(rx.await.unwrap_or_else(|| {
+            crate::cluster::proxy::error_bytes("ERR proxy: the request was dropped")
+        })),
+    }
+}
+
 fn redirect_raw(r: Reply) -> Result<Reply, Bytes> {
     match crate::cluster::migrate::raw_redirect(&r) {
         Some(b) => Err(b),
