@@ -158,9 +158,11 @@ pub struct CompareArgs {
     /// Rounds per target.
     #[arg(long, default_value_t = 5)]
     pub rounds: usize,
-    /// Server pid of each target, in target order (`0` = unknown), for CPU/op and RSS.
-    #[arg(long, value_delimiter = ',')]
-    pub server_pid: Vec<u32>,
+    /// Server pid of each target, in target order (`0` = unknown), for CPU/op and RSS. A
+    /// target served by several processes (a cluster's nodes) gives them joined by `+`
+    /// (`--server-pid 101,201+202+203`): its CPU/op and RSS are their sums.
+    #[arg(long, value_delimiter = ',', value_parser = parse_pid_set)]
+    pub server_pid: Vec<Vec<u32>>,
     /// Write the JSON result here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -290,6 +292,21 @@ impl LoadArgs {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// `101` or `201+202+203` (`0` = unknown: an empty set).
+fn parse_pid_set(s: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in s.split('+') {
+        let pid: u32 = part
+            .trim()
+            .parse()
+            .map_err(|_| format!("not a pid or pid+pid+...: {s:?}"))?;
+        if pid != 0 {
+            out.push(pid);
+        }
+    }
+    Ok(out)
 }
 
 fn pids(p: &[u32]) -> Vec<Option<u32>> {
@@ -431,7 +448,7 @@ fn compare_cmd(a: &CompareArgs, out_w: &mut dyn Write) -> Result<(), BenchError>
     let out: CompareOutcome = compare::compare(
         &cfg,
         a.rounds,
-        &pids(&a.server_pid),
+        &a.server_pid,
         a.load.preload,
         a.hdr_log_dir.as_deref(),
     )?;
@@ -529,6 +546,30 @@ fn idle_cmd(a: &IdleArgs, out_w: &mut dyn Write) -> Result<(), BenchError> {
 mod tests {
     use super::*;
     use crate::codec::Protocol;
+
+    #[test]
+    fn server_pid_sets() {
+        let a = Cli::try_parse_from([
+            "tessera-bench",
+            "compare",
+            "-t",
+            "a=127.0.0.1:1",
+            "-t",
+            "b=127.0.0.1:2",
+            "-t",
+            "c=127.0.0.1:3",
+            "--server-pid",
+            "101,201+202+203,0",
+        ])
+        .unwrap();
+        let Command::Compare(c) = a.command else {
+            panic!("not compare")
+        };
+        assert_eq!(c.server_pid, vec![vec![101], vec![201, 202, 203], vec![]]);
+        for bad in ["x", "1+", "1+-2", "+"] {
+            assert!(parse_pid_set(bad).is_err(), "{bad}");
+        }
+    }
 
     fn parse(args: &[&str]) -> Result<RunConfig, BenchError> {
         let mut v = vec!["tessera-bench", "run"];

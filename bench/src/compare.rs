@@ -127,14 +127,29 @@ pub struct CompareOutcome {
     pub last_intervals: Vec<Vec<IntervalPoint>>,
 }
 
+/// `f` summed over `pids` (`None` when there are none).
+fn sum_over<T: std::iter::Sum<T>>(
+    pids: &[u32],
+    f: impl Fn(u32) -> Result<T, BenchError>,
+) -> Result<Option<T>, BenchError> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    pids.iter()
+        .map(|&p| f(p))
+        .sum::<Result<T, BenchError>>()
+        .map(Some)
+}
+
 /// Runs `base`'s workload against each of its targets in turn, `rounds` times (A B A B ...).
-/// `pids[i]` is target i's server process, if local. Each target is preloaded with `preload`
+/// `pids[i]` are target i's server processes, if local (several for a cluster: CPU time and
+/// RSS are summed over them; empty when unknown). Each target is preloaded with `preload`
 /// keys first. With `hdr_log_dir`, each round's interval log is written there as
 /// `<label>.round<N>.hlog`.
 pub fn compare(
     base: &RunConfig,
     rounds: usize,
-    pids: &[Option<u32>],
+    pids: &[Vec<u32>],
     preload: u64,
     hdr_log_dir: Option<&Path>,
 ) -> Result<CompareOutcome, BenchError> {
@@ -160,7 +175,7 @@ pub fn compare(
     for round in 0..rounds {
         for i in 0..n {
             let cfg = single(i);
-            let pid = pids.get(i).copied().flatten();
+            let pid: &[u32] = pids.get(i).map(Vec::as_slice).unwrap_or(&[]);
             let counters = |t: &runner::Target| match t.protocol {
                 crate::codec::Protocol::Resp => {
                     crate::route::server_counters(&t.addr, base.connect_timeout)
@@ -168,7 +183,7 @@ pub fn compare(
                 crate::codec::Protocol::Memcache => Ok(None),
             };
             let hops_before = counters(&base.targets[i])?;
-            let cpu_before = pid.map(procfs::cpu_seconds).transpose()?;
+            let cpu_before = sum_over(pid, procfs::cpu_seconds)?;
             let run = match hdr_log_dir {
                 Some(dir) => {
                     let name: String = base.targets[i]
@@ -184,8 +199,8 @@ pub fn compare(
                 }
                 None => runner::run(&cfg, None)?,
             };
-            let cpu_after = pid.map(procfs::cpu_seconds).transpose()?;
-            let rss = pid.map(procfs::rss_bytes).transpose()?;
+            let cpu_after = sum_over(pid, procfs::cpu_seconds)?;
+            let rss = sum_over(pid, procfs::rss_bytes)?;
             let hops_after = counters(&base.targets[i])?;
             let cross_core = match (hops_before, hops_after) {
                 (Some(a), Some(b)) if b.executed > a.executed => Some(
@@ -448,6 +463,27 @@ mod tests {
         assert!((s.median - 2.5).abs() < 1e-12);
         assert!((s.relative() - 1.2).abs() < 1e-12);
         assert!(Spread::of(&[]).is_none());
+    }
+
+    #[test]
+    fn sums_over_every_pid_of_a_target() {
+        let f = |p: u32| -> Result<u64, BenchError> {
+            if p == 9 {
+                Err(BenchError::Proc("gone".into()))
+            } else {
+                Ok(u64::from(p) * 10)
+            }
+        };
+        assert_eq!(sum_over(&[], f).unwrap(), None);
+        assert_eq!(sum_over(&[1], f).unwrap(), Some(10));
+        assert_eq!(sum_over(&[1, 2, 3], f).unwrap(), Some(60));
+        // One process that cannot be read fails the whole figure rather than undercounting.
+        assert!(sum_over(&[1, 9], f).is_err());
+        // Our own process: the sum of two reads of one pid is about twice one read.
+        let me = std::process::id();
+        let one = sum_over(&[me], procfs::rss_bytes).unwrap().unwrap();
+        let two = sum_over(&[me, me], procfs::rss_bytes).unwrap().unwrap();
+        assert!(two >= one && two <= 3 * one, "{one} {two}");
     }
 }
 
