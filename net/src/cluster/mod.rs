@@ -54,6 +54,31 @@ pub struct View {
     pub quorum: bool,
     /// The coordinator membership sees.
     pub coordinator: NodeId,
+    /// Per slot, the local core owning it, or [`REMOTE`] (another node, or no table): the hot
+    /// path's routing lookup. 32 KiB, where the table's slot entries are about 800 KiB: every
+    /// request for a random key would otherwise miss the cache on its slot entry (measured:
+    /// `admit_slot` 5% of a cluster node's CPU under a GET/SET load).
+    local: Arc<[u16]>,
+}
+
+/// [`View`]'s per-slot mark of a slot no local core owns.
+const REMOTE: u16 = u16::MAX;
+
+/// The per-slot local owners of `table` for the node at `me_idx`.
+fn local_cores(table: Option<&PartitionTable>, me_idx: Option<NodeIdx>) -> Arc<[u16]> {
+    (0..SLOT_COUNT)
+        .map(|s| match table {
+            Some(t) => {
+                let owner = t.owner(s as Slot);
+                if Some(owner.node) == me_idx {
+                    owner.core
+                } else {
+                    REMOTE
+                }
+            }
+            None => REMOTE,
+        })
+        .collect()
 }
 
 /// What the cluster task sends every core: a new view (table, members, quorum).
@@ -74,6 +99,7 @@ impl View {
             enabled: false,
             me: me.id,
             me_idx: Some(0),
+            local: local_cores(Some(&table), Some(0)),
             table: Some(Arc::new(table)),
             live: Arc::new(vec![me.clone()]),
             quorum: true,
@@ -88,6 +114,7 @@ impl View {
             me: me.id,
             me_idx: None,
             table: None,
+            local: local_cores(None, None),
             live: Arc::new(vec![me.clone()]),
             quorum: false,
             coordinator: me.id,
@@ -100,6 +127,7 @@ impl View {
             let newer = self.table.as_ref().map_or(true, |cur| t.epoch > cur.epoch);
             if newer {
                 self.me_idx = t.node_index(self.me);
+                self.local = local_cores(Some(&t), self.me_idx);
                 self.table = Some(t);
             }
         }
@@ -120,9 +148,10 @@ impl View {
 
     /// The local core owning `slot`, or `None` when another node (or nobody known) owns it.
     pub fn local_core(&self, slot: Slot) -> Option<usize> {
-        let t = self.table.as_ref()?;
-        let owner = t.owner(slot);
-        (Some(owner.node) == self.me_idx).then_some(usize::from(owner.core))
+        match self.local.get(usize::from(slot)) {
+            Some(&core) if core != REMOTE => Some(usize::from(core)),
+            _ => None,
+        }
     }
 }
 
@@ -217,12 +246,10 @@ pub fn admit_slot(core: &Core, slot: Slot, write: bool) -> Result<(), Out> {
     if write && !view.quorum {
         return Err(raw_error(CLUSTERDOWN));
     }
-    let owner = table.owner(slot);
-    if Some(owner.node) == view.me_idx {
-        Ok(())
-    } else {
-        Err(raw_error(&moved(slot, table.node(owner.node))))
+    if view.local_core(slot).is_some() {
+        return Ok(());
     }
+    Err(raw_error(&moved(slot, table.node(table.owner(slot).node))))
 }
 
 /// The local core that owns `key` (in cluster mode: per this core's table; a key another node
@@ -294,5 +321,45 @@ mod tests {
         t.epoch = 4;
         v.install(upd(&t));
         assert_eq!(v.epoch(), 5, "an older table is ignored");
+    }
+
+    #[test]
+    fn local_core_follows_the_installed_table() {
+        // Two nodes; this one (index 1 in the table) owns every third slot on core 1.
+        let other = NodeInfo {
+            id: NodeId([1; 20]),
+            ..me(2)
+        };
+        let mine = me(2);
+        let mut t = single_node_table(&other);
+        t.nodes.push(mine.clone());
+        t.epoch = 7;
+        for s in (0..SLOT_COUNT).step_by(3) {
+            t.slots[s].primary = Shard { node: 1, core: 1 };
+        }
+        let mut v = View::cluster_start(&mine);
+        v.install(ViewUpdate {
+            table: Some(Arc::new(t.clone())),
+            live: Arc::new(vec![other.clone(), mine.clone()]),
+            quorum: true,
+            coordinator: other.id,
+        });
+        assert_eq!(v.me_idx, Some(1));
+        for s in 0..SLOT_COUNT {
+            let want = (s % 3 == 0).then_some(1);
+            assert_eq!(v.local_core(s as Slot), want, "slot {s}");
+        }
+        // A newer table moves everything to the other node: nothing is local any more.
+        for e in &mut t.slots {
+            e.primary = Shard { node: 0, core: 0 };
+        }
+        t.epoch = 8;
+        v.install(ViewUpdate {
+            table: Some(Arc::new(t)),
+            live: Arc::new(vec![other.clone(), mine]),
+            quorum: true,
+            coordinator: other.id,
+        });
+        assert!((0..SLOT_COUNT).all(|s| v.local_core(s as Slot).is_none()));
     }
 }
