@@ -175,7 +175,7 @@ pub fn compare(
     for round in 0..rounds {
         for i in 0..n {
             let cfg = single(i);
-            let pid: &[u32] = pids.get(i).map(Vec::as_slice).unwrap_or(&[]);
+            let pid: &[u32] = pids.get(i).map_or(&[], Vec::as_slice);
             let counters = |t: &runner::Target| match t.protocol {
                 crate::codec::Protocol::Resp => {
                     crate::route::server_counters(&t.addr, base.connect_timeout)
