@@ -83,8 +83,10 @@ pub struct MapConfig {
     /// Default TTL in milliseconds applied to writes that give none. Default 0 (no TTL).
     pub ttl_ms: u64,
     /// A key not read or written for this many milliseconds is treated as expired (Olric's
-    /// MaxIdleDuration). Access times are kept with 1-second granularity, so a key may live up
-    /// to one second longer than this. Default 0 (off).
+    /// MaxIdleDuration). Access times are kept with 8-second granularity (the access clock
+    /// shares a 32-bit word with the LFU counter, see `arena`): idleness counts from the end of
+    /// the 8 s unit of the last access, so a key may live up to 8 s longer than this, never
+    /// shorter. Default 0 (off).
     pub max_idle_ms: u64,
     /// Maximum number of keys of this map on this shard; a write of a new key beyond it evicts
     /// one by `eviction` (or fails with `-OOM` under `noeviction`). Default 0 (no limit).

@@ -22,7 +22,8 @@ use bytes::Bytes;
 use hashbrown::HashTable;
 
 use crate::arena::{
-    entry_len, parse, Header, Parsed, Table, ACCESS_MASK, F_OUTLINE, F_TTL, F_VISITED,
+    entry_len, parse, Header, Parsed, Table, ACCESS_MASK, ACCESS_UNIT_MS, F_OUTLINE, F_TTL,
+    F_VISITED,
 };
 use crate::config::MapConfig;
 use crate::evict::Rng;
@@ -39,7 +40,7 @@ pub struct Meta {
     pub expire_at_ms: u64,
     /// Ordered version (hybrid: write time in the high bits, a counter in the low 20).
     pub version: u64,
-    /// Last access time in ms (coarse: 1 s granularity).
+    /// Last access time in ms (coarse: a multiple of `ACCESS_UNIT_MS`, 8 s).
     pub access_ms: u64,
     /// Redis's logarithmic LFU counter.
     pub lfu: u8,
@@ -53,14 +54,15 @@ impl Meta {
         self.version >> crate::shard::VERSION_COUNTER_BITS
     }
 
-    /// `clock_s`: the latest access second the map has written, against which the stored
-    /// access second (modulo 2^29) is made absolute again.
-    fn from_header(h: &Header, clock_s: u64) -> Meta {
-        let behind = u64::from((clock_s as u32).wrapping_sub(h.access_s) & ACCESS_MASK);
+    /// `clock_t`: the latest access clock (in `ACCESS_UNIT_MS` units) the map has written,
+    /// against which the stored clock (modulo 2^21) is made absolute again, the way Redis's
+    /// `estimateObjectIdleTime` handles its wrapping 24-bit clock.
+    fn from_header(h: &Header, clock_t: u64) -> Meta {
+        let behind = u64::from((clock_t as u32).wrapping_sub(h.access_t) & ACCESS_MASK);
         Meta {
             expire_at_ms: h.expire_at_ms,
             version: h.version,
-            access_ms: clock_s.saturating_sub(behind) * 1000,
+            access_ms: clock_t.saturating_sub(behind) * ACCESS_UNIT_MS,
             lfu: h.lfu,
             visited: h.flags & F_VISITED != 0,
         }
@@ -146,8 +148,9 @@ pub struct Map {
     table_cap: usize,
     sweep: Cursor,
     hand: Cursor,
-    /// Latest access second written to an entry (entries store it modulo 2^29).
-    clock_s: u64,
+    /// Latest access clock (`ACCESS_UNIT_MS` units) written to an entry (entries store it
+    /// modulo 2^21).
+    clock_t: u64,
     pub config: MapConfig,
     pub stats: MapStats,
     /// `memory_bytes()` as last added to the shard's total (kept by the shard).
@@ -247,7 +250,7 @@ impl Map {
             table_cap: layout.table_bytes_max,
             sweep: Cursor::default(),
             hand: Cursor::default(),
-            clock_s: 0,
+            clock_t: 0,
             config,
             stats: MapStats::default(),
             accounted: 0,
@@ -494,14 +497,15 @@ impl Map {
 
     /// Decoded metadata of a stored header.
     fn meta_of(&self, h: &Header) -> Meta {
-        Meta::from_header(h, self.clock_s)
+        Meta::from_header(h, self.clock_t)
     }
 
-    /// The stored form of an access time (seconds modulo 2^29); advances the map's clock.
+    /// The stored form of an access time (`ACCESS_UNIT_MS` units modulo 2^21); advances the
+    /// map's clock.
     fn access_raw(&mut self, access_ms: u64) -> u32 {
-        let s = access_ms / 1000;
-        self.clock_s = self.clock_s.max(s);
-        (s as u32) & ACCESS_MASK
+        let t = access_ms / ACCESS_UNIT_MS;
+        self.clock_t = self.clock_t.max(t);
+        (t as u32) & ACCESS_MASK
     }
 
     fn parsed(&self, l: u64) -> (&Table, Parsed) {
@@ -538,8 +542,7 @@ impl Map {
         let (id, off) = loc_parts(h.0);
         let access = self.access_raw(access_ms);
         if let Some(t) = self.tables[id as usize].as_mut() {
-            t.set_access(off, access);
-            t.set_lfu(off, lfu);
+            t.set_lfu_access(off, lfu, access);
             t.set_visited(off, true);
         }
     }
@@ -591,8 +594,7 @@ impl Map {
             let (id, off) = loc_parts(l);
             let access = self.access_raw(access_ms);
             if let Some(t) = self.tables[id as usize].as_mut() {
-                t.set_access(off, access);
-                t.set_lfu(off, lfu);
+                t.set_lfu_access(off, lfu, access);
                 t.set_visited(off, true);
             }
         }
@@ -775,7 +777,7 @@ impl Map {
         let header = Header {
             flags,
             lfu: meta.lfu,
-            access_s: self.access_raw(meta.access_ms),
+            access_t: self.access_raw(meta.access_ms),
             version: meta.version,
             expire_at_ms: meta.expire_at_ms,
         };
@@ -852,7 +854,7 @@ impl Map {
             let (lfu, visited) = merge(&old_meta);
             let (id, off) = loc_parts(new_loc);
             let t = self.tables[id as usize].as_mut().expect("head exists");
-            t.set_lfu(off, lfu);
+            t.set_lfu_access(off, lfu, header.access_t);
             t.set_visited(off, visited);
             self.retire(o);
             old_meta
@@ -1413,25 +1415,34 @@ mod tests {
     }
 
     #[test]
-    fn access_times_survive_the_29_bit_wrap() {
+    fn access_times_survive_the_21_bit_wrap() {
         let mut m = Map::new(b"m", MapConfig::default(), layout(false));
-        // Seconds since the epoch in 2026 are above 2^29: stored modulo 2^29, read back whole.
-        let t0 = 1_790_000_000_000u64;
+        // Access clocks of 8 s units since the epoch are far above 2^21: stored modulo 2^21
+        // (194 days), read back whole against the latest clock written.
+        let t0 = 1_790_000_000_000u64 - 1_790_000_000_000 % ACCESS_UNIT_MS;
         let mut old = meta(1, 0);
-        old.access_ms = t0;
+        old.access_ms = t0 + 7999; // floored to its unit when stored
         m.put(b"old", Bytes::from_static(b"v"), old, false);
         let mut new = meta(2, 0);
-        new.access_ms = t0 + 86_400_000 * 365 * 10; // ten years later
+        new.access_ms = t0 + 86_400_000 * 190; // 190 days later, under one wrap
         m.put(b"new", Bytes::from_static(b"v"), new, false);
         assert_eq!(m.meta(b"old").unwrap().access_ms, t0);
         assert_eq!(m.meta(b"new").unwrap().access_ms, new.access_ms);
-        // Across a multiple of 2^29 seconds.
-        let edge = (3u64 << 29) * 1000;
-        m.touch(b"old", edge - 1000, 5);
-        m.touch(b"new", edge + 5000, 5);
-        assert_eq!(m.meta(b"old").unwrap().access_ms, edge - 1000);
-        assert_eq!(m.meta(b"new").unwrap().access_ms, edge + 5000);
+        // Across a multiple of 2^21 units (the first one after `new`'s access).
+        let edge = ((new.access_ms / ACCESS_UNIT_MS >> 21) + 1 << 21) * ACCESS_UNIT_MS;
+        assert!(edge > new.access_ms + 5 * ACCESS_UNIT_MS);
+        m.touch(b"old", edge - ACCESS_UNIT_MS, 5);
+        m.touch(b"new", edge + 5 * ACCESS_UNIT_MS, 7);
+        assert_eq!(m.meta(b"old").unwrap().access_ms, edge - ACCESS_UNIT_MS);
+        assert_eq!(m.meta(b"new").unwrap().access_ms, edge + 5 * ACCESS_UNIT_MS);
         assert_eq!(m.meta(b"old").unwrap().lfu, 5);
+        assert_eq!(m.meta(b"new").unwrap().lfu, 7);
+        // An access older than one wrap reads as more recent than it was (as in Redis).
+        m.touch(b"new", edge + (1 << 21) * ACCESS_UNIT_MS, 7);
+        assert_eq!(
+            m.meta(b"old").unwrap().access_ms,
+            edge + (1 << 21) * ACCESS_UNIT_MS - ACCESS_UNIT_MS
+        );
     }
 
     #[test]

@@ -467,12 +467,20 @@ fn dmap_limits() {
     e.run("DM.CONFIG SET m ttl 0");
     e.run("DM.CONFIG SET m max_idle 5000");
     e.run("DM.PUT m i v");
+    e.run("DM.PUT m j v");
     e.advance(4000);
     assert_eq!(e.bulk("DM.GET m i").as_deref(), Some("v"));
+    assert_eq!(e.bulk("DM.GET m j").as_deref(), Some("v"));
     e.advance(4000);
     assert_eq!(e.bulk("DM.GET m i").as_deref(), Some("v"));
-    e.advance(7000);
-    assert_eq!(e.err("DM.GET m i"), "KEYNOTFOUND key not found");
+    assert_eq!(e.bulk("DM.GET m j").as_deref(), Some("v"));
+    // Access times are kept in units of 8 s and idleness counts from the end of the unit of
+    // the last access: both keys live until exactly 5000 ms after it, and not a ms longer.
+    let unit_end = e.now - e.now % crate::arena::ACCESS_UNIT_MS + crate::arena::ACCESS_UNIT_MS - 1;
+    e.advance(unit_end + 5000 - e.now);
+    assert_eq!(e.bulk("DM.GET m i").as_deref(), Some("v"));
+    e.advance(1);
+    assert_eq!(e.err("DM.GET m j"), "KEYNOTFOUND key not found");
 }
 
 #[test]
