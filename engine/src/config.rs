@@ -130,6 +130,10 @@ pub struct EngineConfig {
     pub table_bytes_min: usize,
     /// Largest arena table in bytes. Values of at least `table_bytes_max / 4` bytes are stored
     /// out of line. Default 1 MiB. Must be at least `table_bytes_min` and at most 16 MiB.
+    /// It also sets the size limit of one map on one shard: the index stores a location in 32
+    /// bits (table id and offset), so a map can have at most `min(65536, 2^32 /
+    /// table_bytes_max rounded up to a power of two)` tables at once (4096 tables, 4 GiB, with
+    /// the default); a write past it gets `-ERR map is full on this shard` and changes nothing.
     pub table_bytes_max: usize,
     /// A table whose garbage is at least this fraction of its used bytes is compacted.
     /// Default 0.5. Must be in (0, 1].

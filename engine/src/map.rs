@@ -148,6 +148,10 @@ pub struct Map {
     table_cap: usize,
     sweep: Cursor,
     hand: Cursor,
+    /// Bits of the offset in a packed index location (see `Packed`).
+    off_bits: u32,
+    /// Most tables this map can have at once (`table_ids_max(off_bits)`).
+    table_ids_max: usize,
     /// Latest access clock (`ACCESS_UNIT_MS` units) written to an entry (entries store it
     /// modulo 2^21).
     clock_t: u64,
@@ -186,29 +190,55 @@ impl std::hash::Hasher for SlotHasherState {
     }
 }
 
-/// An index slot: a location packed into 5 bytes (table id: 16 bits, offset: 24 bits), so a
-/// hashbrown bucket costs 6 bytes (5 + 1 control byte) instead of 9 for a `u64`.
-type Packed = [u8; 5];
+/// An index slot: a location packed into 4 bytes, `(table id << off_bits) | offset`, so a
+/// hashbrown bucket costs 5 bytes (4 + 1 control byte). `off_bits` is the map's
+/// `offset_bits(table_bytes_max)`; the remaining `32 - off_bits` bits number the tables,
+/// which caps a map's tables on one shard at 2^32 bytes (4 GiB) of table space (see
+/// `table_ids_max`). A table larger than `table_bytes_max` (made for one entry bigger than
+/// that) holds that one entry only, at offset 0, so every offset fits.
+type Packed = u32;
 
-/// Most tables a map can have at once (table ids are 16 bits).
+/// Most tables a map can have at once whatever the table size (table ids are at most 16
+/// bits).
 const TABLE_IDS_MAX: usize = 1 << 16;
 
+/// Bits of a table offset in a packed location: enough for every offset of a table of at
+/// most `table_bytes_max` bytes.
+fn offset_bits(table_bytes_max: usize) -> u32 {
+    table_bytes_max.max(2).next_power_of_two().trailing_zeros()
+}
+
+/// Most tables a map whose locations use `off_bits` offset bits can have at once: the ids
+/// that fit the other `32 - off_bits` bits, at most `TABLE_IDS_MAX`. With the default
+/// 1 MiB tables, 4096 tables: 4 GiB of tables per map per shard.
+pub fn table_ids_max(off_bits: u32) -> usize {
+    TABLE_IDS_MAX.min(1 << (32 - off_bits))
+}
+
+/// A location in full: table id in the high 32 bits, offset in the low 32 (what `Handle`
+/// carries); only the index stores the packed form.
 fn loc(id: u32, off: usize) -> u64 {
-    debug_assert!((id as usize) < TABLE_IDS_MAX && off < 1 << 24);
-    (u64::from(id) << 24) | off as u64
+    debug_assert!(off <= u32::MAX as usize);
+    (u64::from(id) << 32) | off as u64
 }
 
 fn loc_parts(l: u64) -> (u32, usize) {
-    ((l >> 24) as u32, (l & 0xFF_FFFF) as usize)
+    ((l >> 32) as u32, (l & 0xFFFF_FFFF) as usize)
 }
 
-fn pack(l: u64) -> Packed {
-    let b = l.to_le_bytes();
-    [b[0], b[1], b[2], b[3], b[4]]
+fn pack(l: u64, off_bits: u32) -> Packed {
+    let (id, off) = loc_parts(l);
+    // Table ids are below `table_ids_max` and offsets below 2^off_bits (see `Packed`); a
+    // location that does not fit would alias another entry.
+    assert!(
+        off >> off_bits == 0 && u64::from(id) << off_bits >> 32 == 0,
+        "location fits 32 bits"
+    );
+    (id << off_bits) | off as u32
 }
 
-fn unpack(p: Packed) -> u64 {
-    u64::from_le_bytes([p[0], p[1], p[2], p[3], p[4], 0, 0, 0])
+fn unpack(p: Packed, off_bits: u32) -> u64 {
+    loc(p >> off_bits, (p & ((1 << off_bits) - 1)) as usize)
 }
 
 fn table(tables: &[Option<Table>], id: u32) -> &Table {
@@ -250,6 +280,8 @@ impl Map {
             table_cap: layout.table_bytes_max,
             sweep: Cursor::default(),
             hand: Cursor::default(),
+            off_bits: offset_bits(layout.table_bytes_max),
+            table_ids_max: table_ids_max(offset_bits(layout.table_bytes_max)),
             clock_t: 0,
             config,
             stats: MapStats::default(),
@@ -420,9 +452,9 @@ impl Map {
             *per_slot.entry(key_slot(k)).or_default() += 1;
         }
         // hashbrown's allocation for `n` items, generously: buckets for n * 8/7 rounded up to
-        // a power of two, 6 bytes each (5-byte location and a control byte), plus alignment
+        // a power of two, 5 bytes each (4-byte location and a control byte), plus alignment
         // and the trailing control group.
-        let index_alloc = |n: usize| ((n * 8 / 7 + 1).next_power_of_two().max(4) * 6 + 64) as u64;
+        let index_alloc = |n: usize| ((n * 8 / 7 + 1).next_power_of_two().max(4) * 5 + 64) as u64;
         let mut new_slots = 0;
         for (slot, n) in per_slot {
             if let Some(&p) = self.slot_pos.get(&slot) {
@@ -474,7 +506,7 @@ impl Map {
 
     /// Table ids still available to new tables.
     pub fn free_table_ids(&self) -> usize {
-        self.free_ids.len() + TABLE_IDS_MAX.saturating_sub(self.tables.len())
+        self.free_ids.len() + self.table_ids_max.saturating_sub(self.tables.len())
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -487,12 +519,13 @@ impl Map {
 
     /// Location of the current version of `key`.
     fn locate(&self, key: &[u8]) -> Option<u64> {
+        let bits = self.off_bits;
         let pos = *self.slot_pos.get(&key_slot(key))?;
         let tables = &self.tables;
         self.slots[pos as usize]
             .table
-            .find(self.hash(key), |&p| key_at(tables, unpack(p)) == key)
-            .map(|&p| unpack(p))
+            .find(self.hash(key), |&p| key_at(tables, unpack(p, bits)) == key)
+            .map(|&p| unpack(p, bits))
     }
 
     /// Decoded metadata of a stored header.
@@ -610,7 +643,7 @@ impl Map {
     }
 
     fn alloc_table(&mut self, chain: usize, min: usize) -> Option<u32> {
-        if self.free_ids.is_empty() && self.tables.len() >= TABLE_IDS_MAX {
+        if self.free_ids.is_empty() && self.tables.len() >= self.table_ids_max {
             return None;
         }
         // The old head stops being written; free it if nothing in it is live any more.
@@ -643,7 +676,7 @@ impl Map {
         let chain = usize::from(ttl);
         self.heads[chain].is_some_and(|id| table(&self.tables, id).room() >= total)
             || !self.free_ids.is_empty()
-            || self.tables.len() < TABLE_IDS_MAX
+            || self.tables.len() < self.table_ids_max
     }
 
     fn free_table(&mut self, id: u32) {
@@ -666,7 +699,7 @@ impl Map {
     }
 
     /// Appends an entry to the head of its chain; returns its location, or `None` when the
-    /// map has no table id left (`TABLE_IDS_MAX` tables).
+    /// map has no table id left (`table_ids_max` tables).
     fn append(
         &mut self,
         header: &Header,
@@ -760,6 +793,7 @@ impl Map {
         meta: Meta,
         merge: impl FnOnce(&Meta) -> (u8, bool),
     ) -> Option<Option<Meta>> {
+        let bits = self.off_bits;
         if !self.can_append(key.len(), value.len(), meta.expire_at_ms != 0) {
             return None;
         }
@@ -827,23 +861,23 @@ impl Map {
         let before = idx.allocation_size() as u64;
         let entry = idx.entry(
             hash,
-            |&p| key_at(tables, unpack(p)) == key,
+            |&p| key_at(tables, unpack(p, bits)) == key,
             |&p| {
                 if colliding {
                     0x5EED
                 } else {
-                    xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, unpack(p)), seed)
+                    xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, unpack(p, bits)), seed)
                 }
             },
         );
         let old = match entry {
             hashbrown::hash_table::Entry::Occupied(mut e) => {
-                let o = unpack(*e.get());
-                *e.get_mut() = pack(new_loc);
+                let o = unpack(*e.get(), bits);
+                *e.get_mut() = pack(new_loc, bits);
                 Some(o)
             }
             hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(pack(new_loc));
+                e.insert(pack(new_loc, bits));
                 None
             }
         };
@@ -885,6 +919,7 @@ impl Map {
     }
 
     pub fn remove(&mut self, key: &[u8]) -> bool {
+        let bits = self.off_bits;
         let slot = key_slot(key);
         let Some(&pos) = self.slot_pos.get(&slot) else {
             return false;
@@ -893,11 +928,11 @@ impl Map {
         let tables = &self.tables;
         let idx = &mut self.slots[pos as usize].table;
         let before = idx.allocation_size() as u64;
-        let Ok(entry) = idx.find_entry(hash, |&p| key_at(tables, unpack(p)) == key) else {
+        let Ok(entry) = idx.find_entry(hash, |&p| key_at(tables, unpack(p, bits)) == key) else {
             return false;
         };
         let (p, _) = entry.remove();
-        let l = unpack(p);
+        let l = unpack(p, bits);
         let empty = idx.is_empty();
         let after = if empty {
             0
@@ -945,6 +980,7 @@ impl Map {
     /// Bounded work: at most `count * 4 + 64` buckets are examined. Keys present throughout
     /// are all returned when the slot's index does not grow between calls.
     pub fn slot_keys(&self, slot: Slot, cursor: usize, count: usize) -> (usize, Vec<Bytes>) {
+        let bits = self.off_bits;
         let Some(&p) = self.slot_pos.get(&slot) else {
             return (0, Vec::new());
         };
@@ -956,7 +992,7 @@ impl Map {
         let mut examined = 0;
         while b < n && out.len() < count && examined < limit {
             if let Some(&p) = idx.get_bucket(b) {
-                let l = unpack(p);
+                let l = unpack(p, bits);
                 out.push(Bytes::copy_from_slice(key_at(&self.tables, l)));
             }
             b += 1;
@@ -984,6 +1020,7 @@ impl Map {
         max: usize,
         mut visit: impl FnMut(&[u8], Bytes, &Meta),
     ) -> Option<(u32, usize)> {
+        let bits = self.off_bits;
         let &pos = self.slot_pos.get(&slot)?;
         let si = &self.slots[pos as usize];
         let mut bucket_at = if si.generation == generation {
@@ -999,7 +1036,7 @@ impl Map {
                 return Some((si.generation, bucket_at));
             }
             if let Some(&packed) = si.table.get_bucket(bucket_at) {
-                let (t, pe) = self.parsed(unpack(packed));
+                let (t, pe) = self.parsed(unpack(packed, bits));
                 visit(
                     pe.key(&t.data),
                     self.value_of(t, &pe),
@@ -1064,6 +1101,7 @@ impl Map {
     /// `count * 4 + 64` index buckets were examined; returns the next cursor, 0 when done.
     /// Cursors are below 2^56.
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &Meta)) -> u64 {
+        let bits = self.off_bits;
         let gen_mask = (1u32 << CURSOR_GEN_BITS) - 1;
         let mut slot = (cursor >> (CURSOR_GEN_BITS + CURSOR_BUCKET_BITS)) as usize;
         let cursor_gen = ((cursor >> CURSOR_BUCKET_BITS) as u32) & gen_mask;
@@ -1087,7 +1125,7 @@ impl Map {
                             | bucket as u64;
                     }
                     if let Some(&p) = si.table.get_bucket(bucket) {
-                        let l = unpack(p);
+                        let l = unpack(p, bits);
                         let (t, pe) = self.parsed(l);
                         f(pe.key(&t.data), &self.meta_of(&pe.header));
                         visited += 1;
@@ -1105,6 +1143,7 @@ impl Map {
 
     /// A random live key (Redis's dictGetRandomKey: random slot, random bucket, probe on).
     pub fn random_entry(&self, rng: &mut Rng) -> Option<(Bytes, Meta)> {
+        let bits = self.off_bits;
         if self.slots.is_empty() {
             return None;
         }
@@ -1113,7 +1152,7 @@ impl Map {
         let start = rng.below(buckets as u64) as usize;
         for i in 0..buckets {
             if let Some(&packed) = si.table.get_bucket((start + i) % buckets) {
-                let (t, p) = self.parsed(unpack(packed));
+                let (t, p) = self.parsed(unpack(packed, bits));
                 return Some((
                     Bytes::copy_from_slice(p.key(&t.data)),
                     self.meta_of(&p.header),
@@ -1247,6 +1286,7 @@ impl Map {
     /// into the heads; frees the table when done. Returns (bytes moved, entries moved,
     /// tables freed, bytes freed).
     pub fn compact_step(&mut self, budget: usize, ratio: f64) -> (usize, usize, usize, usize) {
+        let bits = self.off_bits;
         let (id, mut off) = match self.compacting {
             Some(c) => c,
             None => match self.compaction_candidate(ratio) {
@@ -1298,9 +1338,9 @@ impl Map {
                 if let Some(&pos) = self.slot_pos.get(&key_slot(&key)) {
                     if let Some(s) = self.slots[pos as usize]
                         .table
-                        .find_mut(hash, |&q| unpack(q) == old_loc)
+                        .find_mut(hash, |&q| unpack(q, bits) == old_loc)
                     {
-                        *s = pack(new_loc);
+                        *s = pack(new_loc, bits);
                     }
                 }
                 moved += p.total;
@@ -1582,6 +1622,50 @@ mod tests {
             c = next;
         }
         assert_eq!(keys.len(), 100);
+    }
+
+    #[test]
+    fn index_locations_pack_into_four_bytes() {
+        assert_eq!(std::mem::size_of::<Packed>(), 4);
+        // The default 1 MiB tables: 20 offset bits, 4096 table ids, 4 GiB of tables.
+        assert_eq!(offset_bits(1 << 20), 20);
+        assert_eq!(table_ids_max(20), 4096);
+        assert_eq!(offset_bits((1 << 20) + 1), 21);
+        // 16 MiB tables: 256 ids; 256-byte tables: ids capped at 2^16.
+        assert_eq!(table_ids_max(offset_bits(1 << 24)), 256);
+        assert_eq!(table_ids_max(offset_bits(256)), 1 << 16);
+        for max in [256usize, 4096, 1 << 20, 3 << 20, 1 << 24] {
+            let bits = offset_bits(max);
+            assert!(1usize << bits >= max);
+            assert!(table_ids_max(bits) as u64 * (1u64 << bits) <= 1 << 32);
+            let last_id = table_ids_max(bits) as u32 - 1;
+            for l in [
+                loc(0, 0),
+                loc(last_id, 0),
+                loc(0, max - 1),
+                loc(last_id, (1 << bits) - 1),
+                loc(last_id / 2, max / 3),
+            ] {
+                assert_eq!(unpack(pack(l, bits), bits), l);
+            }
+        }
+        let m = Map::new(
+            b"m",
+            MapConfig::default(),
+            Layout {
+                table_bytes_min: 4096,
+                table_bytes_max: 1 << 20,
+                outline_bytes_min: 1 << 18,
+                colliding_hash: false,
+            },
+        );
+        assert_eq!(m.free_table_ids(), 4096);
+    }
+
+    #[test]
+    #[should_panic(expected = "location fits 32 bits")]
+    fn a_location_that_does_not_fit_is_a_broken_invariant() {
+        let _ = pack(loc(4096, 0), 20);
     }
 
     #[test]

@@ -948,9 +948,16 @@ fn running_out_of_table_ids_is_an_error_not_a_panic() {
         }
         assert!(stored < 100_000);
     };
-    // One entry per 256-byte table: 2^16 table ids.
+    // One entry per 256-byte table: 2^16 table ids (8 offset bits would leave 24 for ids, but
+    // ids are capped at 16 bits).
     assert_eq!(stored, 1 << 16);
-    assert_eq!(err, crate::CommandError::OutOfMemory);
+    assert_eq!(err, crate::CommandError::MapFull);
+    assert!(err.to_string().starts_with("ERR map is full on this shard"));
+    // MSET is refused whole, also with a new table's worth of keys.
+    assert_eq!(
+        e.err(&format!("MSET a{pad} v b{pad} v")),
+        crate::CommandError::MapFull.to_string()
+    );
     assert_eq!(e.bulk(&format!("GET k{:08}{pad}", 0)).as_deref(), Some("v"));
     // Deleting frees table ids again.
     assert_eq!(e.int(&format!("DEL k{:08}{pad}", 0)), 1);

@@ -366,7 +366,7 @@ impl Shard {
         if stored {
             Ok(true)
         } else {
-            Err(CommandError::OutOfMemory)
+            Err(CommandError::MapFull)
         }
     }
 
@@ -704,7 +704,7 @@ impl Shard {
         if let Some(m) = self.maps.get(map) {
             if m.batch_growth(pairs, ttl).1 > m.free_table_ids() {
                 // Not enough table ids for the batch (see `Map::can_append`).
-                return Err(CommandError::OutOfMemory);
+                return Err(CommandError::MapFull);
             }
         }
         let max = self.config.maxmemory_bytes;
@@ -947,7 +947,7 @@ impl Shard {
         });
         if stored.is_none() {
             // The map has no table id left (see `Map::can_append`): nothing was changed.
-            return Err(CommandError::OutOfMemory);
+            return Err(CommandError::MapFull);
         }
         if expired_old {
             m.stats.expirations += 1;
