@@ -21,8 +21,8 @@
 //! the counter also sets the clock, which is the LFU decay's reference time. 2^21 units of 8 s
 //! wrap every 194 days, as Redis's 24-bit LRU clock of seconds does; the map turns a stored
 //! clock back into an absolute time against the latest access it has written (Redis's
-//! `estimateObjectIdleTime`). The cost is resolution: access times, and so OBJECT IDLETIME and
-//! a map's `max_idle_ms`, are kept to 8 seconds.
+//! `estimateObjectIdleTime`). The cost is resolution: access times (DM.GETENTRY's
+//! `last_access`), and so a map's `max_idle_ms`, are kept to 8 seconds.
 //!
 //! With 16-byte keys and values under 128 bytes an entry has 14 bytes of header.
 
