@@ -218,7 +218,7 @@ pub fn table_ids_max(off_bits: u32) -> usize {
 /// A location in full: table id in the high 32 bits, offset in the low 32 (what `Handle`
 /// carries); only the index stores the packed form.
 fn loc(id: u32, off: usize) -> u64 {
-    debug_assert!(off <= u32::MAX as usize);
+    debug_assert!(u32::try_from(off).is_ok());
     (u64::from(id) << 32) | off as u64
 }
 
@@ -1469,7 +1469,7 @@ mod tests {
         assert_eq!(m.meta(b"old").unwrap().access_ms, t0);
         assert_eq!(m.meta(b"new").unwrap().access_ms, new.access_ms);
         // Across a multiple of 2^21 units (the first one after `new`'s access).
-        let edge = ((new.access_ms / ACCESS_UNIT_MS >> 21) + 1 << 21) * ACCESS_UNIT_MS;
+        let edge = ((((new.access_ms / ACCESS_UNIT_MS) >> 21) + 1) << 21) * ACCESS_UNIT_MS;
         assert!(edge > new.access_ms + 5 * ACCESS_UNIT_MS);
         m.touch(b"old", edge - ACCESS_UNIT_MS, 5);
         m.touch(b"new", edge + 5 * ACCESS_UNIT_MS, 7);
