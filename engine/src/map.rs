@@ -93,8 +93,9 @@ pub struct Layout {
 const CURSOR_GEN_BITS: u32 = 10;
 const CURSOR_BUCKET_BITS: u32 = 32;
 
-/// Bytes charged per entry for its index slot (hashbrown: 8-byte location + 1 control byte, at
-/// the load factor after growth); used only for estimates, the real allocation is measured.
+/// Bytes charged per entry for its index slot: an upper estimate (hashbrown buckets of a 4-byte
+/// location and a control byte are 11.4 bytes per entry at the load factor just after growth,
+/// 7/16); used only for estimates, the real allocation is measured.
 pub const INDEX_ESTIMATE_BYTES: u64 = 16;
 
 #[derive(Debug)]
@@ -202,6 +203,9 @@ type Packed = u32;
 /// bits).
 const TABLE_IDS_MAX: usize = 1 << 16;
 
+/// Largest table size a map uses whatever its layout says (`table_bytes_max`'s limit).
+const TABLE_BYTES_LIMIT: usize = 1 << 24;
+
 /// Bits of a table offset in a packed location: enough for every offset of a table of at
 /// most `table_bytes_max` bytes.
 fn offset_bits(table_bytes_max: usize) -> u32 {
@@ -255,7 +259,11 @@ fn key_at(tables: &[Option<Table>], l: u64) -> &[u8] {
 }
 
 impl Map {
-    pub fn new(name: &[u8], config: MapConfig, layout: Layout) -> Map {
+    pub fn new(name: &[u8], config: MapConfig, mut layout: Layout) -> Map {
+        // `EngineConfig::validate` refuses tables over 16 MiB; an unvalidated layout is clamped
+        // so that every offset fits a packed index location.
+        layout.table_bytes_max = layout.table_bytes_max.min(TABLE_BYTES_LIMIT);
+        layout.table_bytes_min = layout.table_bytes_min.min(layout.table_bytes_max);
         Map {
             tables: Vec::new(),
             free_ids: Vec::new(),
@@ -1660,6 +1668,20 @@ mod tests {
             },
         );
         assert_eq!(m.free_table_ids(), 4096);
+        // An unvalidated layout is clamped to 16 MiB tables, not a shift overflow.
+        let mut m = Map::new(
+            b"m",
+            MapConfig::default(),
+            Layout {
+                table_bytes_min: usize::MAX,
+                table_bytes_max: usize::MAX,
+                outline_bytes_min: 1 << 18,
+                colliding_hash: false,
+            },
+        );
+        assert_eq!(m.free_table_ids(), 256);
+        assert!(m.put(b"k", Bytes::from_static(b"v"), meta(1, 0), false));
+        assert_eq!(m.value(b"k").unwrap(), Bytes::from_static(b"v"));
     }
 
     #[test]
