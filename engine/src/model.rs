@@ -7,7 +7,9 @@
 //! expiry never change what a client sees; that a deleted key never comes back; that SCAN
 //! returns every live key; that evicted keys (which the shard reports) are the only keys that
 //! disappear without a command; that with `noeviction` a write either succeeds or fails with
-//! `-OOM` and changes nothing; that used memory stays within `maxmemory`.
+//! `-OOM` and changes nothing; that used memory stays within `maxmemory`; that a key of the DMap
+//! `m` expires by `max_idle_ms` exactly when the 8 s access clock says (access times floored
+//! to their 8 s unit, idleness counted from the unit's end).
 
 use std::collections::{HashMap, HashSet};
 
