@@ -3,9 +3,9 @@
 //! A miss is followed by a SET, like a cache-aside client. The cache size is enforced with the
 //! map's `max_keys` so that the figure measures the policy, not table fragmentation.
 //!
-//! Two clocks: one request per millisecond (access times are kept with 1 s granularity, so the
-//! engine sees 1000 requests per tick) and one request per second (every access has its own
-//! tick), which separates sampling error from clock granularity.
+//! Two clocks: one request per millisecond (access times are kept with 8 s granularity, so the
+//! engine sees 8000 requests per tick) and one request per second (8 requests per tick), which
+//! separates sampling error from clock granularity.
 //!
 //! Run: `cargo bench -p tessera-engine --bench eviction`
 

@@ -7,17 +7,24 @@
 //! Entry layout (little-endian, no padding):
 //!
 //! ```text
-//! +----------------------+-----+-----------+----------------+--------+--------+-----+---------------+
-//! | flags:3 | access_s:29 | lfu | version   | expire_at_ms   | klen   | vlen   | key | value         |
-//! | u32                  | u8  | u64       | u64, if TTL    | varint | varint |     | or u32 slab id|
-//! +----------------------+-----+-----------+----------------+--------+--------+-----+---------------+
+//! +-------------------------------+-----------+----------------+--------+--------+-----+---------------+
+//! | flags:3 | lfu:8 | access_t:21 | version   | expire_at_ms   | klen   | vlen   | key | value         |
+//! | u32                           | u64       | u64, if TTL    | varint | varint |     | or u32 slab id|
+//! +-------------------------------+-----------+----------------+--------+--------+-----+---------------+
 //! ```
 //!
-//! `flags` (top 3 bits of the first word): bit 0 the entry has a TTL, bit 1 the value is out of
-//! line (the value field is a 4-byte index into the map's slab of `Bytes`), bit 2 SIEVE's
-//! visited bit. `access_s` (low 29 bits): the last access in seconds, modulo 2^29 (17 years);
-//! the map turns it back into an absolute time against the latest access it has written, the
-//! way Redis's 24-bit LRU clock wraps (every 194 days).
+//! The first word packs, from the top bit down: `flags` (bit 0 the entry has a TTL, bit 1 the
+//! value is out of line, i.e. the value field is a 4-byte index into the map's slab of
+//! `Bytes`, bit 2 SIEVE's visited bit), Redis's 8-bit logarithmic LFU counter, and `access_t`,
+//! the last access in units of `ACCESS_UNIT_MS` (8 s) modulo 2^21. Like Redis's 24-bit object
+//! field, one word holds both the LFU counter and the access clock: every access that changes
+//! the counter also sets the clock, which is the LFU decay's reference time. 2^21 units of 8 s
+//! wrap every 194 days, as Redis's 24-bit LRU clock of seconds does; the map turns a stored
+//! clock back into an absolute time against the latest access it has written (Redis's
+//! `estimateObjectIdleTime`). The cost is resolution: access times (DM.GETENTRY's
+//! `last_access`), and so a map's `max_idle_ms`, are kept to 8 seconds.
+//!
+//! With 16-byte keys and values under 128 bytes an entry has 14 bytes of header.
 
 /// Flag: `expire_at_ms` is present.
 pub const F_TTL: u8 = 1;
@@ -27,17 +34,21 @@ pub const F_OUTLINE: u8 = 2;
 pub const F_VISITED: u8 = 4;
 
 /// Fixed header bytes before the optional deadline.
-pub const FIXED_HEADER: usize = 4 + 1 + 8;
-/// Bits of `access_s` (the rest of the first word holds the flags).
-pub const ACCESS_BITS: u32 = 29;
-/// Mask of `access_s`.
+pub const FIXED_HEADER: usize = 4 + 8;
+/// Bits of `access_t` (the low bits of the first word).
+pub const ACCESS_BITS: u32 = 21;
+/// Mask of `access_t`.
 pub const ACCESS_MASK: u32 = (1 << ACCESS_BITS) - 1;
-const OFF_LFU: usize = 4;
-const OFF_VERSION: usize = 5;
-const OFF_EXPIRE: usize = 13;
+/// Milliseconds per unit of the stored access clock: 2^21 units span 194 days, the wrap of
+/// Redis's 24-bit clock of seconds.
+pub const ACCESS_UNIT_MS: u64 = 8000;
+const LFU_SHIFT: u32 = ACCESS_BITS;
+const FLAGS_SHIFT: u32 = ACCESS_BITS + 8;
+const OFF_VERSION: usize = 4;
+const OFF_EXPIRE: usize = 12;
 
-fn word(flags: u8, access_s: u32) -> u32 {
-    (u32::from(flags) << ACCESS_BITS) | (access_s & ACCESS_MASK)
+fn word(flags: u8, lfu: u8, access_t: u32) -> u32 {
+    (u32::from(flags) << FLAGS_SHIFT) | (u32::from(lfu) << LFU_SHIFT) | (access_t & ACCESS_MASK)
 }
 
 /// Bytes of a LEB128 varint of `v`.
@@ -86,8 +97,9 @@ pub fn entry_len(key_len: usize, value_len: usize, ttl: bool, outline: bool) -> 
 pub struct Header {
     pub flags: u8,
     pub lfu: u8,
-    /// Last access in seconds modulo 2^29 (only the low `ACCESS_BITS` are stored).
-    pub access_s: u32,
+    /// Last access in units of `ACCESS_UNIT_MS`, modulo 2^21 (only the low `ACCESS_BITS` are
+    /// stored).
+    pub access_t: u32,
     pub version: u64,
     pub expire_at_ms: u64,
 }
@@ -180,8 +192,7 @@ impl Table {
     ) -> usize {
         let off = self.data.len();
         let d = &mut self.data;
-        d.extend_from_slice(&word(header.flags, header.access_s).to_le_bytes());
-        d.push(header.lfu);
+        d.extend_from_slice(&word(header.flags, header.lfu, header.access_t).to_le_bytes());
         d.extend_from_slice(&header.version.to_le_bytes());
         if header.flags & F_TTL != 0 {
             d.extend_from_slice(&header.expire_at_ms.to_le_bytes());
@@ -198,10 +209,6 @@ impl Table {
         off
     }
 
-    pub fn set_lfu(&mut self, off: usize, lfu: u8) {
-        self.data[off + OFF_LFU] = lfu;
-    }
-
     fn word_at(&self, off: usize) -> u32 {
         u32::from_le_bytes(self.data[off..off + 4].try_into().expect("4 bytes"))
     }
@@ -210,14 +217,16 @@ impl Table {
         self.data[off..off + 4].copy_from_slice(&w.to_le_bytes());
     }
 
-    /// Sets the (wrapped) access second, keeping the flags.
-    pub fn set_access(&mut self, off: usize, access_s: u32) {
+    /// Sets the LFU counter and the (wrapped) access clock together, keeping the flags: the
+    /// counter's decay is measured from the access clock, so they always change as one.
+    pub fn set_lfu_access(&mut self, off: usize, lfu: u8, access_t: u32) {
         let w = self.word_at(off);
-        self.set_word(off, (w & !ACCESS_MASK) | (access_s & ACCESS_MASK));
+        let flags = (w >> FLAGS_SHIFT) as u8;
+        self.set_word(off, word(flags, lfu, access_t));
     }
 
     pub fn set_visited(&mut self, off: usize, on: bool) {
-        let bit = u32::from(F_VISITED) << ACCESS_BITS;
+        let bit = u32::from(F_VISITED) << FLAGS_SHIFT;
         let w = self.word_at(off);
         self.set_word(off, if on { w | bit } else { w & !bit });
     }
@@ -228,7 +237,7 @@ impl Table {
 
     /// Changes an existing deadline in place (the entry must have `F_TTL`).
     pub fn set_expire(&mut self, off: usize, at: u64) {
-        debug_assert!(self.word_at(off) >> ACCESS_BITS & u32::from(F_TTL) != 0);
+        debug_assert!(self.word_at(off) >> FLAGS_SHIFT & u32::from(F_TTL) != 0);
         self.data[off + OFF_EXPIRE..off + OFF_EXPIRE + 8].copy_from_slice(&at.to_le_bytes());
     }
 }
@@ -245,9 +254,9 @@ fn read_u64(data: &[u8], at: usize) -> Option<u64> {
 /// (only possible for offsets that did not come from the index, e.g. a forged SCAN cursor).
 pub fn parse(data: &[u8], off: usize) -> Option<Parsed> {
     let w = read_u32(data, off)?;
-    let flags = (w >> ACCESS_BITS) as u8;
-    let access_s = w & ACCESS_MASK;
-    let lfu = *data.get(off + OFF_LFU)?;
+    let flags = (w >> FLAGS_SHIFT) as u8;
+    let lfu = (w >> LFU_SHIFT) as u8;
+    let access_t = w & ACCESS_MASK;
     let version = read_u64(data, off + OFF_VERSION)?;
     let (expire_at_ms, at) = if flags & F_TTL != 0 {
         (read_u64(data, off + OFF_EXPIRE)?, off + OFF_EXPIRE + 8)
@@ -269,7 +278,7 @@ pub fn parse(data: &[u8], off: usize) -> Option<Parsed> {
         header: Header {
             flags,
             lfu,
-            access_s,
+            access_t,
             version,
             expire_at_ms,
         },
@@ -291,7 +300,7 @@ mod tests {
         let h = Header {
             flags: F_TTL,
             lfu: 5,
-            access_s: 77,
+            access_t: 77,
             version: 99,
             expire_at_ms: 12345,
         };
@@ -314,15 +323,14 @@ mod tests {
         assert_eq!(pb.slab_id(&t.data), 3);
         assert_eq!(pb.total, entry_len(300, 1 << 20, false, true));
         assert_eq!(t.live, t.used());
-        t.set_access(a, 1000);
-        t.set_lfu(a, 9);
+        t.set_lfu_access(a, 9, 1000);
         t.set_visited(a, true);
         t.set_expire(a, 5);
         t.set_version(a, 100);
         let pa = parse(&t.data, a).unwrap();
         assert_eq!(
             (
-                pa.header.access_s,
+                pa.header.access_t,
                 pa.header.lfu,
                 pa.header.expire_at_ms,
                 pa.header.version
@@ -334,31 +342,41 @@ mod tests {
     }
 
     #[test]
-    fn flags_and_access_share_a_word_without_clobbering() {
+    fn flags_lfu_and_access_share_a_word_without_clobbering() {
         let mut t = Table::new(1, 256, true);
         let h = Header {
             flags: F_TTL | F_OUTLINE,
             lfu: 200,
-            access_s: u32::MAX, // only the low 29 bits are kept
+            access_t: u32::MAX, // only the low 21 bits are kept
             version: u64::MAX,
             expire_at_ms: 7,
         };
         let a = t.append(&h, b"k", b"", 10, Some(1));
+        assert_eq!(FIXED_HEADER, 12);
         let p = parse(&t.data, a).unwrap();
         assert_eq!(p.header.flags, F_TTL | F_OUTLINE);
-        assert_eq!(p.header.access_s, ACCESS_MASK);
+        assert_eq!(p.header.access_t, ACCESS_MASK);
         assert_eq!((p.header.lfu, p.header.version), (200, u64::MAX));
         assert_eq!(p.total, entry_len(1, 10, true, true));
         t.set_visited(a, true);
-        t.set_access(a, 12345);
+        t.set_lfu_access(a, 255, 12345);
         let p = parse(&t.data, a).unwrap();
         assert_eq!(p.header.flags, F_TTL | F_OUTLINE | F_VISITED);
-        assert_eq!(p.header.access_s, 12345);
+        assert_eq!((p.header.lfu, p.header.access_t), (255, 12345));
         t.set_visited(a, false);
-        t.set_access(a, u32::MAX);
+        t.set_lfu_access(a, 0, u32::MAX);
         let p = parse(&t.data, a).unwrap();
         assert_eq!(p.header.flags, F_TTL | F_OUTLINE);
-        assert_eq!(p.header.access_s, ACCESS_MASK);
+        assert_eq!((p.header.lfu, p.header.access_t), (0, ACCESS_MASK));
         assert_eq!(p.header.expire_at_ms, 7);
+        t.set_visited(a, true);
+        let p = parse(&t.data, a).unwrap();
+        assert_eq!((p.header.lfu, p.header.access_t), (0, ACCESS_MASK));
+    }
+
+    #[test]
+    fn a_small_entry_has_14_bytes_of_header() {
+        // The bytes-per-entry target: 16-byte key, 32-byte value, no TTL.
+        assert_eq!(entry_len(16, 32, false, false), 14 + 48);
     }
 }

@@ -83,8 +83,10 @@ pub struct MapConfig {
     /// Default TTL in milliseconds applied to writes that give none. Default 0 (no TTL).
     pub ttl_ms: u64,
     /// A key not read or written for this many milliseconds is treated as expired (Olric's
-    /// MaxIdleDuration). Access times are kept with 1-second granularity, so a key may live up
-    /// to one second longer than this. Default 0 (off).
+    /// MaxIdleDuration). Access times are kept with 8-second granularity (the access clock
+    /// shares a 32-bit word with the LFU counter, see `arena`): idleness counts from the end of
+    /// the 8 s unit of the last access, so a key may live up to 8 s longer than this, never
+    /// shorter. Default 0 (off).
     pub max_idle_ms: u64,
     /// Maximum number of keys of this map on this shard; a write of a new key beyond it evicts
     /// one by `eviction` (or fails with `-OOM` under `noeviction`). Default 0 (no limit).
@@ -128,6 +130,10 @@ pub struct EngineConfig {
     pub table_bytes_min: usize,
     /// Largest arena table in bytes. Values of at least `table_bytes_max / 4` bytes are stored
     /// out of line. Default 1 MiB. Must be at least `table_bytes_min` and at most 16 MiB.
+    /// It also sets the size limit of one map on one shard: the index stores a location in 32
+    /// bits (table id and offset), so a map can have at most `min(65536, 2^32 /
+    /// table_bytes_max rounded up to a power of two)` tables at once (4096 tables, 4 GiB, with
+    /// the default); a write past it gets `-ERR map is full on this shard` and changes nothing.
     pub table_bytes_max: usize,
     /// A table whose garbage is at least this fraction of its used bytes is compacted.
     /// Default 0.5. Must be in (0, 1].

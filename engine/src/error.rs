@@ -41,6 +41,10 @@ pub enum CommandError {
     WrongType,
     #[error("OOM command not allowed when used memory > 'maxmemory'.")]
     OutOfMemory,
+    /// The map has no arena table id left on this shard (see `Map`'s `table_ids_max`: at
+    /// most 2^32 bytes of table space, 4096 tables of the default 1 MiB); nothing was written.
+    #[error("ERR map is full on this shard: its arena tables reached the limit of 4 GiB (or 65536 tables) per map per shard")]
+    MapFull,
     #[error("KEYNOTFOUND key not found")]
     KeyNotFound,
     #[error("KEYFOUND key found")]

@@ -12,7 +12,7 @@
 //! - `shard`: `Shard`, the semantics of every command, lazy and active expiry, the memory
 //!   budget and eviction, compaction steps, statistics.
 //! - `map`: `Map`, one map's storage: arena tables in two chains (with / without TTL), the
-//!   per-slot index of packed 5-byte locations, the out-of-line value slab, SCAN, sampling,
+//!   per-slot index of packed 4-byte locations, the out-of-line value slab, SCAN, sampling,
 //!   the SIEVE hand, compaction.
 //! - `arena`: an arena table and the byte layout of an entry.
 //! - `evict`: LFU arithmetic, candidate ranking, the seeded PRNG.

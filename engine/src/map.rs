@@ -22,7 +22,8 @@ use bytes::Bytes;
 use hashbrown::HashTable;
 
 use crate::arena::{
-    entry_len, parse, Header, Parsed, Table, ACCESS_MASK, F_OUTLINE, F_TTL, F_VISITED,
+    entry_len, parse, Header, Parsed, Table, ACCESS_MASK, ACCESS_UNIT_MS, F_OUTLINE, F_TTL,
+    F_VISITED,
 };
 use crate::config::MapConfig;
 use crate::evict::Rng;
@@ -39,7 +40,7 @@ pub struct Meta {
     pub expire_at_ms: u64,
     /// Ordered version (hybrid: write time in the high bits, a counter in the low 20).
     pub version: u64,
-    /// Last access time in ms (coarse: 1 s granularity).
+    /// Last access time in ms (coarse: a multiple of `ACCESS_UNIT_MS`, 8 s).
     pub access_ms: u64,
     /// Redis's logarithmic LFU counter.
     pub lfu: u8,
@@ -53,14 +54,15 @@ impl Meta {
         self.version >> crate::shard::VERSION_COUNTER_BITS
     }
 
-    /// `clock_s`: the latest access second the map has written, against which the stored
-    /// access second (modulo 2^29) is made absolute again.
-    fn from_header(h: &Header, clock_s: u64) -> Meta {
-        let behind = u64::from((clock_s as u32).wrapping_sub(h.access_s) & ACCESS_MASK);
+    /// `clock_t`: the latest access clock (in `ACCESS_UNIT_MS` units) the map has written,
+    /// against which the stored clock (modulo 2^21) is made absolute again, the way Redis's
+    /// `estimateObjectIdleTime` handles its wrapping 24-bit clock.
+    fn from_header(h: &Header, clock_t: u64) -> Meta {
+        let behind = u64::from((clock_t as u32).wrapping_sub(h.access_t) & ACCESS_MASK);
         Meta {
             expire_at_ms: h.expire_at_ms,
             version: h.version,
-            access_ms: clock_s.saturating_sub(behind) * 1000,
+            access_ms: clock_t.saturating_sub(behind) * ACCESS_UNIT_MS,
             lfu: h.lfu,
             visited: h.flags & F_VISITED != 0,
         }
@@ -91,8 +93,9 @@ pub struct Layout {
 const CURSOR_GEN_BITS: u32 = 10;
 const CURSOR_BUCKET_BITS: u32 = 32;
 
-/// Bytes charged per entry for its index slot (hashbrown: 8-byte location + 1 control byte, at
-/// the load factor after growth); used only for estimates, the real allocation is measured.
+/// Bytes charged per entry for its index slot: an upper estimate (hashbrown buckets of a 4-byte
+/// location and a control byte are 11.4 bytes per entry at the load factor just after growth,
+/// 7/16); used only for estimates, the real allocation is measured.
 pub const INDEX_ESTIMATE_BYTES: u64 = 16;
 
 #[derive(Debug)]
@@ -146,8 +149,13 @@ pub struct Map {
     table_cap: usize,
     sweep: Cursor,
     hand: Cursor,
-    /// Latest access second written to an entry (entries store it modulo 2^29).
-    clock_s: u64,
+    /// Bits of the offset in a packed index location (see `Packed`).
+    off_bits: u32,
+    /// Most tables this map can have at once (`table_ids_max(off_bits)`).
+    table_ids_max: usize,
+    /// Latest access clock (`ACCESS_UNIT_MS` units) written to an entry (entries store it
+    /// modulo 2^21).
+    clock_t: u64,
     pub config: MapConfig,
     pub stats: MapStats,
     /// `memory_bytes()` as last added to the shard's total (kept by the shard).
@@ -183,29 +191,58 @@ impl std::hash::Hasher for SlotHasherState {
     }
 }
 
-/// An index slot: a location packed into 5 bytes (table id: 16 bits, offset: 24 bits), so a
-/// hashbrown bucket costs 6 bytes (5 + 1 control byte) instead of 9 for a `u64`.
-type Packed = [u8; 5];
+/// An index slot: a location packed into 4 bytes, `(table id << off_bits) | offset`, so a
+/// hashbrown bucket costs 5 bytes (4 + 1 control byte). `off_bits` is the map's
+/// `offset_bits(table_bytes_max)`; the remaining `32 - off_bits` bits number the tables,
+/// which caps a map's tables on one shard at 2^32 bytes (4 GiB) of table space (see
+/// `table_ids_max`). A table larger than `table_bytes_max` (made for one entry bigger than
+/// that) holds that one entry only, at offset 0, so every offset fits.
+type Packed = u32;
 
-/// Most tables a map can have at once (table ids are 16 bits).
+/// Most tables a map can have at once whatever the table size (table ids are at most 16
+/// bits).
 const TABLE_IDS_MAX: usize = 1 << 16;
 
+/// Largest table size a map uses whatever its layout says (`table_bytes_max`'s limit).
+const TABLE_BYTES_LIMIT: usize = 1 << 24;
+
+/// Bits of a table offset in a packed location: enough for every offset of a table of at
+/// most `table_bytes_max` bytes.
+fn offset_bits(table_bytes_max: usize) -> u32 {
+    table_bytes_max.max(2).next_power_of_two().trailing_zeros()
+}
+
+/// Most tables a map whose locations use `off_bits` offset bits can have at once: the ids
+/// that fit the other `32 - off_bits` bits, at most `TABLE_IDS_MAX`. With the default
+/// 1 MiB tables, 4096 tables: 4 GiB of tables per map per shard.
+pub fn table_ids_max(off_bits: u32) -> usize {
+    TABLE_IDS_MAX.min(1 << (32 - off_bits))
+}
+
+/// A location in full: table id in the high 32 bits, offset in the low 32 (what `Handle`
+/// carries); only the index stores the packed form.
 fn loc(id: u32, off: usize) -> u64 {
-    debug_assert!((id as usize) < TABLE_IDS_MAX && off < 1 << 24);
-    (u64::from(id) << 24) | off as u64
+    debug_assert!(u32::try_from(off).is_ok());
+    (u64::from(id) << 32) | off as u64
 }
 
 fn loc_parts(l: u64) -> (u32, usize) {
-    ((l >> 24) as u32, (l & 0xFF_FFFF) as usize)
+    ((l >> 32) as u32, (l & 0xFFFF_FFFF) as usize)
 }
 
-fn pack(l: u64) -> Packed {
-    let b = l.to_le_bytes();
-    [b[0], b[1], b[2], b[3], b[4]]
+fn pack(l: u64, off_bits: u32) -> Packed {
+    let (id, off) = loc_parts(l);
+    // Table ids are below `table_ids_max` and offsets below 2^off_bits (see `Packed`); a
+    // location that does not fit would alias another entry.
+    assert!(
+        off >> off_bits == 0 && u64::from(id) << off_bits >> 32 == 0,
+        "location fits 32 bits"
+    );
+    (id << off_bits) | off as u32
 }
 
-fn unpack(p: Packed) -> u64 {
-    u64::from_le_bytes([p[0], p[1], p[2], p[3], p[4], 0, 0, 0])
+fn unpack(p: Packed, off_bits: u32) -> u64 {
+    loc(p >> off_bits, (p & ((1 << off_bits) - 1)) as usize)
 }
 
 fn table(tables: &[Option<Table>], id: u32) -> &Table {
@@ -222,7 +259,11 @@ fn key_at(tables: &[Option<Table>], l: u64) -> &[u8] {
 }
 
 impl Map {
-    pub fn new(name: &[u8], config: MapConfig, layout: Layout) -> Map {
+    pub fn new(name: &[u8], config: MapConfig, mut layout: Layout) -> Map {
+        // `EngineConfig::validate` refuses tables over 16 MiB; an unvalidated layout is clamped
+        // so that every offset fits a packed index location.
+        layout.table_bytes_max = layout.table_bytes_max.min(TABLE_BYTES_LIMIT);
+        layout.table_bytes_min = layout.table_bytes_min.min(layout.table_bytes_max);
         Map {
             tables: Vec::new(),
             free_ids: Vec::new(),
@@ -247,7 +288,9 @@ impl Map {
             table_cap: layout.table_bytes_max,
             sweep: Cursor::default(),
             hand: Cursor::default(),
-            clock_s: 0,
+            off_bits: offset_bits(layout.table_bytes_max),
+            table_ids_max: table_ids_max(offset_bits(layout.table_bytes_max)),
+            clock_t: 0,
             config,
             stats: MapStats::default(),
             accounted: 0,
@@ -417,9 +460,9 @@ impl Map {
             *per_slot.entry(key_slot(k)).or_default() += 1;
         }
         // hashbrown's allocation for `n` items, generously: buckets for n * 8/7 rounded up to
-        // a power of two, 6 bytes each (5-byte location and a control byte), plus alignment
+        // a power of two, 5 bytes each (4-byte location and a control byte), plus alignment
         // and the trailing control group.
-        let index_alloc = |n: usize| ((n * 8 / 7 + 1).next_power_of_two().max(4) * 6 + 64) as u64;
+        let index_alloc = |n: usize| ((n * 8 / 7 + 1).next_power_of_two().max(4) * 5 + 64) as u64;
         let mut new_slots = 0;
         for (slot, n) in per_slot {
             if let Some(&p) = self.slot_pos.get(&slot) {
@@ -471,7 +514,7 @@ impl Map {
 
     /// Table ids still available to new tables.
     pub fn free_table_ids(&self) -> usize {
-        self.free_ids.len() + TABLE_IDS_MAX.saturating_sub(self.tables.len())
+        self.free_ids.len() + self.table_ids_max.saturating_sub(self.tables.len())
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -484,24 +527,26 @@ impl Map {
 
     /// Location of the current version of `key`.
     fn locate(&self, key: &[u8]) -> Option<u64> {
+        let bits = self.off_bits;
         let pos = *self.slot_pos.get(&key_slot(key))?;
         let tables = &self.tables;
         self.slots[pos as usize]
             .table
-            .find(self.hash(key), |&p| key_at(tables, unpack(p)) == key)
-            .map(|&p| unpack(p))
+            .find(self.hash(key), |&p| key_at(tables, unpack(p, bits)) == key)
+            .map(|&p| unpack(p, bits))
     }
 
     /// Decoded metadata of a stored header.
     fn meta_of(&self, h: &Header) -> Meta {
-        Meta::from_header(h, self.clock_s)
+        Meta::from_header(h, self.clock_t)
     }
 
-    /// The stored form of an access time (seconds modulo 2^29); advances the map's clock.
+    /// The stored form of an access time (`ACCESS_UNIT_MS` units modulo 2^21); advances the
+    /// map's clock.
     fn access_raw(&mut self, access_ms: u64) -> u32 {
-        let s = access_ms / 1000;
-        self.clock_s = self.clock_s.max(s);
-        (s as u32) & ACCESS_MASK
+        let t = access_ms / ACCESS_UNIT_MS;
+        self.clock_t = self.clock_t.max(t);
+        (t as u32) & ACCESS_MASK
     }
 
     fn parsed(&self, l: u64) -> (&Table, Parsed) {
@@ -538,8 +583,7 @@ impl Map {
         let (id, off) = loc_parts(h.0);
         let access = self.access_raw(access_ms);
         if let Some(t) = self.tables[id as usize].as_mut() {
-            t.set_access(off, access);
-            t.set_lfu(off, lfu);
+            t.set_lfu_access(off, lfu, access);
             t.set_visited(off, true);
         }
     }
@@ -591,8 +635,7 @@ impl Map {
             let (id, off) = loc_parts(l);
             let access = self.access_raw(access_ms);
             if let Some(t) = self.tables[id as usize].as_mut() {
-                t.set_access(off, access);
-                t.set_lfu(off, lfu);
+                t.set_lfu_access(off, lfu, access);
                 t.set_visited(off, true);
             }
         }
@@ -608,7 +651,7 @@ impl Map {
     }
 
     fn alloc_table(&mut self, chain: usize, min: usize) -> Option<u32> {
-        if self.free_ids.is_empty() && self.tables.len() >= TABLE_IDS_MAX {
+        if self.free_ids.is_empty() && self.tables.len() >= self.table_ids_max {
             return None;
         }
         // The old head stops being written; free it if nothing in it is live any more.
@@ -641,7 +684,7 @@ impl Map {
         let chain = usize::from(ttl);
         self.heads[chain].is_some_and(|id| table(&self.tables, id).room() >= total)
             || !self.free_ids.is_empty()
-            || self.tables.len() < TABLE_IDS_MAX
+            || self.tables.len() < self.table_ids_max
     }
 
     fn free_table(&mut self, id: u32) {
@@ -664,7 +707,7 @@ impl Map {
     }
 
     /// Appends an entry to the head of its chain; returns its location, or `None` when the
-    /// map has no table id left (`TABLE_IDS_MAX` tables).
+    /// map has no table id left (`table_ids_max` tables).
     fn append(
         &mut self,
         header: &Header,
@@ -758,6 +801,7 @@ impl Map {
         meta: Meta,
         merge: impl FnOnce(&Meta) -> (u8, bool),
     ) -> Option<Option<Meta>> {
+        let bits = self.off_bits;
         if !self.can_append(key.len(), value.len(), meta.expire_at_ms != 0) {
             return None;
         }
@@ -775,7 +819,7 @@ impl Map {
         let header = Header {
             flags,
             lfu: meta.lfu,
-            access_s: self.access_raw(meta.access_ms),
+            access_t: self.access_raw(meta.access_ms),
             version: meta.version,
             expire_at_ms: meta.expire_at_ms,
         };
@@ -825,23 +869,23 @@ impl Map {
         let before = idx.allocation_size() as u64;
         let entry = idx.entry(
             hash,
-            |&p| key_at(tables, unpack(p)) == key,
+            |&p| key_at(tables, unpack(p, bits)) == key,
             |&p| {
                 if colliding {
                     0x5EED
                 } else {
-                    xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, unpack(p)), seed)
+                    xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, unpack(p, bits)), seed)
                 }
             },
         );
         let old = match entry {
             hashbrown::hash_table::Entry::Occupied(mut e) => {
-                let o = unpack(*e.get());
-                *e.get_mut() = pack(new_loc);
+                let o = unpack(*e.get(), bits);
+                *e.get_mut() = pack(new_loc, bits);
                 Some(o)
             }
             hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(pack(new_loc));
+                e.insert(pack(new_loc, bits));
                 None
             }
         };
@@ -852,7 +896,7 @@ impl Map {
             let (lfu, visited) = merge(&old_meta);
             let (id, off) = loc_parts(new_loc);
             let t = self.tables[id as usize].as_mut().expect("head exists");
-            t.set_lfu(off, lfu);
+            t.set_lfu_access(off, lfu, header.access_t);
             t.set_visited(off, visited);
             self.retire(o);
             old_meta
@@ -883,6 +927,7 @@ impl Map {
     }
 
     pub fn remove(&mut self, key: &[u8]) -> bool {
+        let bits = self.off_bits;
         let slot = key_slot(key);
         let Some(&pos) = self.slot_pos.get(&slot) else {
             return false;
@@ -891,11 +936,11 @@ impl Map {
         let tables = &self.tables;
         let idx = &mut self.slots[pos as usize].table;
         let before = idx.allocation_size() as u64;
-        let Ok(entry) = idx.find_entry(hash, |&p| key_at(tables, unpack(p)) == key) else {
+        let Ok(entry) = idx.find_entry(hash, |&p| key_at(tables, unpack(p, bits)) == key) else {
             return false;
         };
         let (p, _) = entry.remove();
-        let l = unpack(p);
+        let l = unpack(p, bits);
         let empty = idx.is_empty();
         let after = if empty {
             0
@@ -943,6 +988,7 @@ impl Map {
     /// Bounded work: at most `count * 4 + 64` buckets are examined. Keys present throughout
     /// are all returned when the slot's index does not grow between calls.
     pub fn slot_keys(&self, slot: Slot, cursor: usize, count: usize) -> (usize, Vec<Bytes>) {
+        let bits = self.off_bits;
         let Some(&p) = self.slot_pos.get(&slot) else {
             return (0, Vec::new());
         };
@@ -954,7 +1000,7 @@ impl Map {
         let mut examined = 0;
         while b < n && out.len() < count && examined < limit {
             if let Some(&p) = idx.get_bucket(b) {
-                let l = unpack(p);
+                let l = unpack(p, bits);
                 out.push(Bytes::copy_from_slice(key_at(&self.tables, l)));
             }
             b += 1;
@@ -982,6 +1028,7 @@ impl Map {
         max: usize,
         mut visit: impl FnMut(&[u8], Bytes, &Meta),
     ) -> Option<(u32, usize)> {
+        let bits = self.off_bits;
         let &pos = self.slot_pos.get(&slot)?;
         let si = &self.slots[pos as usize];
         let mut bucket_at = if si.generation == generation {
@@ -997,7 +1044,7 @@ impl Map {
                 return Some((si.generation, bucket_at));
             }
             if let Some(&packed) = si.table.get_bucket(bucket_at) {
-                let (t, pe) = self.parsed(unpack(packed));
+                let (t, pe) = self.parsed(unpack(packed, bits));
                 visit(
                     pe.key(&t.data),
                     self.value_of(t, &pe),
@@ -1062,6 +1109,7 @@ impl Map {
     /// `count * 4 + 64` index buckets were examined; returns the next cursor, 0 when done.
     /// Cursors are below 2^56.
     pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &Meta)) -> u64 {
+        let bits = self.off_bits;
         let gen_mask = (1u32 << CURSOR_GEN_BITS) - 1;
         let mut slot = (cursor >> (CURSOR_GEN_BITS + CURSOR_BUCKET_BITS)) as usize;
         let cursor_gen = ((cursor >> CURSOR_BUCKET_BITS) as u32) & gen_mask;
@@ -1085,7 +1133,7 @@ impl Map {
                             | bucket as u64;
                     }
                     if let Some(&p) = si.table.get_bucket(bucket) {
-                        let l = unpack(p);
+                        let l = unpack(p, bits);
                         let (t, pe) = self.parsed(l);
                         f(pe.key(&t.data), &self.meta_of(&pe.header));
                         visited += 1;
@@ -1103,6 +1151,7 @@ impl Map {
 
     /// A random live key (Redis's dictGetRandomKey: random slot, random bucket, probe on).
     pub fn random_entry(&self, rng: &mut Rng) -> Option<(Bytes, Meta)> {
+        let bits = self.off_bits;
         if self.slots.is_empty() {
             return None;
         }
@@ -1111,7 +1160,7 @@ impl Map {
         let start = rng.below(buckets as u64) as usize;
         for i in 0..buckets {
             if let Some(&packed) = si.table.get_bucket((start + i) % buckets) {
-                let (t, p) = self.parsed(unpack(packed));
+                let (t, p) = self.parsed(unpack(packed, bits));
                 return Some((
                     Bytes::copy_from_slice(p.key(&t.data)),
                     self.meta_of(&p.header),
@@ -1245,6 +1294,7 @@ impl Map {
     /// into the heads; frees the table when done. Returns (bytes moved, entries moved,
     /// tables freed, bytes freed).
     pub fn compact_step(&mut self, budget: usize, ratio: f64) -> (usize, usize, usize, usize) {
+        let bits = self.off_bits;
         let (id, mut off) = match self.compacting {
             Some(c) => c,
             None => match self.compaction_candidate(ratio) {
@@ -1296,9 +1346,9 @@ impl Map {
                 if let Some(&pos) = self.slot_pos.get(&key_slot(&key)) {
                     if let Some(s) = self.slots[pos as usize]
                         .table
-                        .find_mut(hash, |&q| unpack(q) == old_loc)
+                        .find_mut(hash, |&q| unpack(q, bits) == old_loc)
                     {
-                        *s = pack(new_loc);
+                        *s = pack(new_loc, bits);
                     }
                 }
                 moved += p.total;
@@ -1413,25 +1463,34 @@ mod tests {
     }
 
     #[test]
-    fn access_times_survive_the_29_bit_wrap() {
+    fn access_times_survive_the_21_bit_wrap() {
         let mut m = Map::new(b"m", MapConfig::default(), layout(false));
-        // Seconds since the epoch in 2026 are above 2^29: stored modulo 2^29, read back whole.
-        let t0 = 1_790_000_000_000u64;
+        // Access clocks of 8 s units since the epoch are far above 2^21: stored modulo 2^21
+        // (194 days), read back whole against the latest clock written.
+        let t0 = 1_790_000_000_000u64 - 1_790_000_000_000 % ACCESS_UNIT_MS;
         let mut old = meta(1, 0);
-        old.access_ms = t0;
+        old.access_ms = t0 + 7999; // floored to its unit when stored
         m.put(b"old", Bytes::from_static(b"v"), old, false);
         let mut new = meta(2, 0);
-        new.access_ms = t0 + 86_400_000 * 365 * 10; // ten years later
+        new.access_ms = t0 + 86_400_000 * 190; // 190 days later, under one wrap
         m.put(b"new", Bytes::from_static(b"v"), new, false);
         assert_eq!(m.meta(b"old").unwrap().access_ms, t0);
         assert_eq!(m.meta(b"new").unwrap().access_ms, new.access_ms);
-        // Across a multiple of 2^29 seconds.
-        let edge = (3u64 << 29) * 1000;
-        m.touch(b"old", edge - 1000, 5);
-        m.touch(b"new", edge + 5000, 5);
-        assert_eq!(m.meta(b"old").unwrap().access_ms, edge - 1000);
-        assert_eq!(m.meta(b"new").unwrap().access_ms, edge + 5000);
+        // Across a multiple of 2^21 units (the first one after `new`'s access).
+        let edge = ((((new.access_ms / ACCESS_UNIT_MS) >> 21) + 1) << 21) * ACCESS_UNIT_MS;
+        assert!(edge > new.access_ms + 5 * ACCESS_UNIT_MS);
+        m.touch(b"old", edge - ACCESS_UNIT_MS, 5);
+        m.touch(b"new", edge + 5 * ACCESS_UNIT_MS, 7);
+        assert_eq!(m.meta(b"old").unwrap().access_ms, edge - ACCESS_UNIT_MS);
+        assert_eq!(m.meta(b"new").unwrap().access_ms, edge + 5 * ACCESS_UNIT_MS);
         assert_eq!(m.meta(b"old").unwrap().lfu, 5);
+        assert_eq!(m.meta(b"new").unwrap().lfu, 7);
+        // An access older than one wrap reads as more recent than it was (as in Redis).
+        m.touch(b"new", edge + (1 << 21) * ACCESS_UNIT_MS, 7);
+        assert_eq!(
+            m.meta(b"old").unwrap().access_ms,
+            edge + (1 << 21) * ACCESS_UNIT_MS - ACCESS_UNIT_MS
+        );
     }
 
     #[test]
@@ -1571,6 +1630,64 @@ mod tests {
             c = next;
         }
         assert_eq!(keys.len(), 100);
+    }
+
+    #[test]
+    fn index_locations_pack_into_four_bytes() {
+        assert_eq!(std::mem::size_of::<Packed>(), 4);
+        // The default 1 MiB tables: 20 offset bits, 4096 table ids, 4 GiB of tables.
+        assert_eq!(offset_bits(1 << 20), 20);
+        assert_eq!(table_ids_max(20), 4096);
+        assert_eq!(offset_bits((1 << 20) + 1), 21);
+        // 16 MiB tables: 256 ids; 256-byte tables: ids capped at 2^16.
+        assert_eq!(table_ids_max(offset_bits(1 << 24)), 256);
+        assert_eq!(table_ids_max(offset_bits(256)), 1 << 16);
+        for max in [256usize, 4096, 1 << 20, 3 << 20, 1 << 24] {
+            let bits = offset_bits(max);
+            assert!(1usize << bits >= max);
+            assert!(table_ids_max(bits) as u64 * (1u64 << bits) <= 1 << 32);
+            let last_id = table_ids_max(bits) as u32 - 1;
+            for l in [
+                loc(0, 0),
+                loc(last_id, 0),
+                loc(0, max - 1),
+                loc(last_id, (1 << bits) - 1),
+                loc(last_id / 2, max / 3),
+            ] {
+                assert_eq!(unpack(pack(l, bits), bits), l);
+            }
+        }
+        let m = Map::new(
+            b"m",
+            MapConfig::default(),
+            Layout {
+                table_bytes_min: 4096,
+                table_bytes_max: 1 << 20,
+                outline_bytes_min: 1 << 18,
+                colliding_hash: false,
+            },
+        );
+        assert_eq!(m.free_table_ids(), 4096);
+        // An unvalidated layout is clamped to 16 MiB tables, not a shift overflow.
+        let mut m = Map::new(
+            b"m",
+            MapConfig::default(),
+            Layout {
+                table_bytes_min: usize::MAX,
+                table_bytes_max: usize::MAX,
+                outline_bytes_min: 1 << 18,
+                colliding_hash: false,
+            },
+        );
+        assert_eq!(m.free_table_ids(), 256);
+        assert!(m.put(b"k", Bytes::from_static(b"v"), meta(1, 0), false));
+        assert_eq!(m.value(b"k").unwrap(), Bytes::from_static(b"v"));
+    }
+
+    #[test]
+    #[should_panic(expected = "location fits 32 bits")]
+    fn a_location_that_does_not_fit_is_a_broken_invariant() {
+        let _ = pack(loc(4096, 0), 20);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! expiry never change what a client sees; that a deleted key never comes back; that SCAN
 //! returns every live key; that evicted keys (which the shard reports) are the only keys that
 //! disappear without a command; that with `noeviction` a write either succeeds or fails with
-//! `-OOM` and changes nothing; that used memory stays within `maxmemory`.
+//! `-OOM` and changes nothing; that used memory stays within `maxmemory`; that a key of the DMap
+//! `m` expires by `max_idle_ms` exactly when the 8 s access clock says (access times floored
+//! to their 8 s unit, idleness counted from the unit's end).
 
 use std::collections::{HashMap, HashSet};
 
@@ -100,6 +102,11 @@ pub enum Op {
     Advance {
         ms: u16,
     },
+    /// Advances the clock to the next time `t > now` with `t % 8000 == rem_ms`: lands on the
+    /// edges of the 8 s access clock's units and of `max_idle_ms` counted from them.
+    AdvanceTo {
+        rem_ms: u16,
+    },
     Compact {
         budget: u16,
     },
@@ -189,6 +196,8 @@ pub struct Setup {
     /// 0 = unlimited.
     pub maxmemory_bytes: u64,
     pub colliding_hash: bool,
+    /// `max_idle_ms` of the DMap `m` (0 = off).
+    pub max_idle_ms: u64,
 }
 
 fn key(k: u8) -> Bytes {
@@ -212,24 +221,47 @@ struct Item {
     value: Bytes,
     /// 0 = none.
     deadline: u64,
+    /// Time of the last access (write, or a read that touches) in ms; only the DMap `m`,
+    /// which has a `max_idle_ms`, looks at it.
+    access_ms: u64,
 }
+
+/// The access clock's unit: access times are kept in whole units of 8 s.
+const ACCESS_UNIT_MS: u64 = 8000;
 
 /// The model: two namespaces (`default` and the DMap `m`).
 #[derive(Default)]
 struct Model {
     data: HashMap<(bool, Bytes), Item>,
+    /// `max_idle_ms` of the DMap `m` (0 = off).
+    max_idle_ms: u64,
 }
 
 impl Model {
+    /// Whether `it` is idle at `now`: access times are floored to their 8 s unit and idleness
+    /// counts from the unit's last millisecond, so a key read at `t` lives exactly until
+    /// `t - t % 8000 + 7999 + max_idle_ms` inclusive.
+    fn idle(&self, dm: bool, it: &Item, now: u64) -> bool {
+        let unit_end = it.access_ms - it.access_ms % ACCESS_UNIT_MS + ACCESS_UNIT_MS - 1;
+        dm && self.max_idle_ms != 0 && now > unit_end + self.max_idle_ms
+    }
+
     fn live(&mut self, dm: bool, k: &Bytes, now: u64) -> Option<&mut Item> {
         let id = (dm, k.clone());
         if let Some(it) = self.data.get(&id) {
-            if it.deadline != 0 && now > it.deadline {
+            if (it.deadline != 0 && now > it.deadline) || self.idle(dm, it, now) {
                 self.data.remove(&id);
                 return None;
             }
         }
         self.data.get_mut(&id)
+    }
+
+    /// A read that touches the key (an access).
+    fn touch(&mut self, dm: bool, k: &Bytes, now: u64) {
+        if let Some(it) = self.live(dm, k, now) {
+            it.access_ms = now;
+        }
     }
 }
 
@@ -241,11 +273,22 @@ pub fn check(ops: &[Op], setup: Setup) -> Result<(), String> {
         table_bytes_min: 256,
         table_bytes_max: 4096,
         colliding_hash_for_tests: setup.colliding_hash,
+        maps: [(
+            "m".to_owned(),
+            crate::MapConfig {
+                max_idle_ms: setup.max_idle_ms,
+                ..crate::MapConfig::default()
+            },
+        )]
+        .into(),
         ..EngineConfig::default()
     };
     let mut shard = Shard::new(config);
     shard.record_evictions(true);
-    let mut model = Model::default();
+    let mut model = Model {
+        max_idle_ms: setup.max_idle_ms,
+        ..Model::default()
+    };
     let mut now: u64 = 1_700_000_000_000;
     let may_oom = setup.maxmemory_bytes != 0;
     for (step, op) in ops.iter().enumerate() {
@@ -443,6 +486,8 @@ pub fn check(ops: &[Op], setup: Setup) -> Result<(), String> {
             Op::DmUnlock { key: k, right } => {
                 let k = key(*k);
                 let held = model.live(true, &k, now).map(|i| i.value.clone());
+                // DM.UNLOCK reads the key for a write: an access, whatever the token.
+                model.touch(true, &k, now);
                 let token = match (&held, right) {
                     (Some(v), true) => v.clone(),
                     _ => Bytes::from_static(b"wrong-token"),
@@ -456,6 +501,11 @@ pub fn check(ops: &[Op], setup: Setup) -> Result<(), String> {
             }
             Op::Advance { ms } => {
                 now += u64::from(*ms);
+                (Vec::new(), None)
+            }
+            Op::AdvanceTo { rem_ms } => {
+                let at = now - now % ACCESS_UNIT_MS + u64::from(*rem_ms) % ACCESS_UNIT_MS;
+                now = if at > now { at } else { at + ACCESS_UNIT_MS };
                 (Vec::new(), None)
             }
             Op::Compact { budget } => {
@@ -570,6 +620,7 @@ fn apply(model: &mut Model, op: &Op, now: u64, got: &Reply) {
                 let item = Item {
                     value: value(v.wrapping_add(i as u8), *len),
                     deadline: 0,
+                    access_ms: now,
                 };
                 model.data.insert((false, key(k)), item);
             }
@@ -593,6 +644,7 @@ fn apply(model: &mut Model, op: &Op, now: u64, got: &Reply) {
                 Item {
                     value: value(*v, *len),
                     deadline,
+                    access_ms: now,
                 },
             );
         }
@@ -625,6 +677,7 @@ fn apply(model: &mut Model, op: &Op, now: u64, got: &Reply) {
                 Item {
                     value: Bytes::from((cur + 1).to_string().into_bytes()),
                     deadline,
+                    access_ms: now,
                 },
             );
         }
@@ -639,6 +692,7 @@ fn apply(model: &mut Model, op: &Op, now: u64, got: &Reply) {
                 Item {
                     value: Bytes::from(cur),
                     deadline,
+                    access_ms: now,
                 },
             );
         }
@@ -648,12 +702,14 @@ fn apply(model: &mut Model, op: &Op, now: u64, got: &Reply) {
                 Item {
                     value: value(*v, 0),
                     deadline: 0,
+                    access_ms: now,
                 },
             );
         }
         Op::DmDel { key: k } | Op::DmUnlock { key: k, .. } => {
             model.data.remove(&(true, key(*k)));
         }
+        Op::DmGet { key: k } => model.touch(true, &key(*k), now),
         Op::GetEx { key: k, ms } => {
             if let Some(i) = model.live(false, &key(*k), now) {
                 i.deadline = ms.map_or(0, |ms| now + u64::from(ms) + 1);
@@ -679,6 +735,7 @@ fn apply(model: &mut Model, op: &Op, now: u64, got: &Reply) {
                 Item {
                     value: Bytes::from(cur),
                     deadline,
+                    access_ms: now,
                 },
             );
         }
@@ -697,6 +754,7 @@ fn apply(model: &mut Model, op: &Op, now: u64, got: &Reply) {
                     Item {
                         value: token.clone(),
                         deadline: now + u64::from(*ttl) + 1,
+                        access_ms: now,
                     },
                 );
             }
@@ -736,6 +794,10 @@ mod tests {
             1 => (k.clone(), any::<bool>()).prop_map(|(key, right)| Op::DmUnlock { key, right }),
             1 => k.prop_map(|key| Op::DmDel { key }),
             2 => (0u16..30, 0u16..2).prop_map(|(ms, one)| Op::Advance { ms: ms * 50 + one }),
+            // Far enough to cross 8 s units of the access clock and `max_idle_ms`.
+            1 => (1u16..24, 0u16..3).prop_map(|(s, d)| Op::Advance { ms: s * 1000 + d * 999 }),
+            1 => prop_oneof![Just(0u16), Just(999), Just(1000), Just(1999), Just(2000), Just(7999)]
+                .prop_map(|rem_ms| Op::AdvanceTo { rem_ms }),
             2 => (0u16..2000).prop_map(|budget| Op::Compact { budget }),
             1 => (0u8..50).prop_map(|budget| Op::ActiveExpire { budget }),
             1 => (1u8..12).prop_map(|count| Op::ScanAll { count }),
@@ -754,12 +816,16 @@ mod tests {
             ],
             prop_oneof![Just(0u64), Just(12_000u64), Just(24_000u64)],
             any::<bool>(),
+            prop_oneof![Just(0u64), Just(1_000u64), Just(10_000u64)],
         )
-            .prop_map(|(policy, maxmemory_bytes, colliding_hash)| Setup {
-                policy,
-                maxmemory_bytes,
-                colliding_hash,
-            })
+            .prop_map(
+                |(policy, maxmemory_bytes, colliding_hash, max_idle_ms)| Setup {
+                    policy,
+                    maxmemory_bytes,
+                    colliding_hash,
+                    max_idle_ms,
+                },
+            )
     }
 
     proptest! {
@@ -782,11 +848,13 @@ mod tests {
                 policy: EvictionPolicy::AllkeysLru,
                 maxmemory_bytes: 12_000,
                 colliding_hash: true,
+                max_idle_ms: 10_000,
             },
             Setup {
                 policy: EvictionPolicy::NoEviction,
                 maxmemory_bytes: 0,
                 colliding_hash: false,
+                max_idle_ms: 0,
             },
         ] {
             check(&Op::decode(&data), setup).unwrap();

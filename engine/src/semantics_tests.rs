@@ -467,12 +467,20 @@ fn dmap_limits() {
     e.run("DM.CONFIG SET m ttl 0");
     e.run("DM.CONFIG SET m max_idle 5000");
     e.run("DM.PUT m i v");
+    e.run("DM.PUT m j v");
     e.advance(4000);
     assert_eq!(e.bulk("DM.GET m i").as_deref(), Some("v"));
+    assert_eq!(e.bulk("DM.GET m j").as_deref(), Some("v"));
     e.advance(4000);
     assert_eq!(e.bulk("DM.GET m i").as_deref(), Some("v"));
-    e.advance(7000);
-    assert_eq!(e.err("DM.GET m i"), "KEYNOTFOUND key not found");
+    assert_eq!(e.bulk("DM.GET m j").as_deref(), Some("v"));
+    // Access times are kept in units of 8 s and idleness counts from the end of the unit of
+    // the last access: both keys live until exactly 5000 ms after it, and not a ms longer.
+    let unit_end = e.now - e.now % crate::arena::ACCESS_UNIT_MS + crate::arena::ACCESS_UNIT_MS - 1;
+    e.advance(unit_end + 5000 - e.now);
+    assert_eq!(e.bulk("DM.GET m i").as_deref(), Some("v"));
+    e.advance(1);
+    assert_eq!(e.err("DM.GET m j"), "KEYNOTFOUND key not found");
 }
 
 #[test]
@@ -940,9 +948,16 @@ fn running_out_of_table_ids_is_an_error_not_a_panic() {
         }
         assert!(stored < 100_000);
     };
-    // One entry per 256-byte table: 2^16 table ids.
+    // One entry per 256-byte table: 2^16 table ids (8 offset bits would leave 24 for ids, but
+    // ids are capped at 16 bits).
     assert_eq!(stored, 1 << 16);
-    assert_eq!(err, crate::CommandError::OutOfMemory);
+    assert_eq!(err, crate::CommandError::MapFull);
+    assert!(err.to_string().starts_with("ERR map is full on this shard"));
+    // MSET is refused whole, also with a new table's worth of keys.
+    assert_eq!(
+        e.err(&format!("MSET a{pad} v b{pad} v")),
+        crate::CommandError::MapFull.to_string()
+    );
     assert_eq!(e.bulk(&format!("GET k{:08}{pad}", 0)).as_deref(), Some("v"));
     // Deleting frees table ids again.
     assert_eq!(e.int(&format!("DEL k{:08}{pad}", 0)), 1);

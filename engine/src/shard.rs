@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use crate::arena::ACCESS_UNIT_MS;
 use crate::command::{Command, Cond, ExpireCond, Expiry, SetKind};
 use crate::config::{EngineConfig, EvictionPolicy, MapConfig};
 use crate::error::CommandError;
@@ -119,8 +120,8 @@ fn deadline_after(now_ms: u64, ms: u64) -> u64 {
     now_ms.saturating_add(ms).min(i64::MAX as u64)
 }
 
-fn seconds_floor(ms: u64) -> u64 {
-    ms - ms % 1000
+fn access_floor(ms: u64) -> u64 {
+    ms - ms % ACCESS_UNIT_MS
 }
 
 impl Shard {
@@ -356,7 +357,7 @@ impl Shard {
         let meta = Meta {
             expire_at_ms,
             version,
-            access_ms: seconds_floor(now_ms),
+            access_ms: access_floor(now_ms),
             lfu: LFU_INIT,
             visited: false,
         };
@@ -365,7 +366,7 @@ impl Shard {
         if stored {
             Ok(true)
         } else {
-            Err(CommandError::OutOfMemory)
+            Err(CommandError::MapFull)
         }
     }
 
@@ -445,9 +446,10 @@ impl Shard {
     fn is_expired_idle(meta: &Meta, max_idle_ms: u64, now_ms: u64) -> bool {
         // Redis: a key is expired when now > deadline.
         (meta.expire_at_ms != 0 && now_ms > meta.expire_at_ms)
-            // Access times are floored to the second: count from the end of that second, so
-            // a key is never treated as idle early (at most one second late).
-            || (max_idle_ms != 0 && now_ms.saturating_sub(meta.access_ms + 999) > max_idle_ms)
+            // Access times are floored to `ACCESS_UNIT_MS` (8 s): count from the end of that
+            // unit, so a key is never treated as idle early (at most 8 s late).
+            || (max_idle_ms != 0
+                && now_ms.saturating_sub(meta.access_ms + ACCESS_UNIT_MS - 1) > max_idle_ms)
     }
 
     /// Finds a live key, deleting it lazily when expired or idle; `touch` updates the access
@@ -474,7 +476,7 @@ impl Shard {
             return None;
         }
         if touch {
-            let access = seconds_floor(now_ms);
+            let access = access_floor(now_ms);
             let lfu = lfu_incremented(
                 lfu_decayed(meta.lfu, meta.access_ms, now_ms, decay),
                 log_factor,
@@ -702,7 +704,7 @@ impl Shard {
         if let Some(m) = self.maps.get(map) {
             if m.batch_growth(pairs, ttl).1 > m.free_table_ids() {
                 // Not enough table ids for the batch (see `Map::can_append`).
-                return Err(CommandError::OutOfMemory);
+                return Err(CommandError::MapFull);
             }
         }
         let max = self.config.maxmemory_bytes;
@@ -918,7 +920,7 @@ impl Shard {
             return Err(CommandError::OutOfMemory);
         };
         let rng = &mut self.rng;
-        let access = seconds_floor(now_ms);
+        let access = access_floor(now_ms);
         let meta = Meta {
             expire_at_ms,
             version,
@@ -945,7 +947,7 @@ impl Shard {
         });
         if stored.is_none() {
             // The map has no table id left (see `Map::can_append`): nothing was changed.
-            return Err(CommandError::OutOfMemory);
+            return Err(CommandError::MapFull);
         }
         if expired_old {
             m.stats.expirations += 1;

@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
         policy,
         maxmemory_bytes,
         colliding_hash: head & 0x80 != 0,
+        max_idle_ms: if head & 0x40 != 0 { 10_000 } else { 0 },
     };
     if let Err(e) = check(&Op::decode(rest), setup) {
         panic!("{setup:?}: {e}");
