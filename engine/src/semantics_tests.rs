@@ -1106,3 +1106,58 @@ fn slot_scan_migrates_every_stable_key_across_maps_and_rehashes() {
     assert_eq!(src.shard.slot_key_count(slot), 0);
     assert_eq!(src.int("EXISTS other"), 1);
 }
+
+#[test]
+fn expire_that_needs_a_new_version_makes_room_or_refuses_with_oom() {
+    // Under noeviction at the budget, giving a key its first deadline writes a version 8 bytes
+    // larger: it must fail with -OOM and change nothing rather than go over maxmemory.
+    let max = 64 * 1024;
+    let mut e = env();
+    e.shard = Shard::new(
+        toml::from_str(&format!(
+            "maxmemory_bytes = {max}\nmaxmemory_policy = \"noeviction\""
+        ))
+        .unwrap(),
+    );
+    let mut n = 0;
+    while n < 100_000 {
+        let r = e.run(&format!("SET key:{n} 0123456789abcdef0123456789abcdef"));
+        if r.is_error() {
+            break;
+        }
+        n += 1;
+    }
+    assert!(n > 100 && n < 100_000, "filled {n} keys");
+    let (mut ok, mut oom) = (0, 0);
+    for i in 0..n {
+        match e.run(&format!("PEXPIRE key:{i} 100000")) {
+            Reply::Int(1) => {
+                ok += 1;
+                assert!(e.int(&format!("PTTL key:{i}")) > 0);
+            }
+            Reply::Error(err) => {
+                assert_eq!(err, crate::CommandError::OutOfMemory, "key:{i}");
+                oom += 1;
+                assert_eq!(
+                    e.int(&format!("PTTL key:{i}")),
+                    -1,
+                    "an -OOM changed the key"
+                );
+            }
+            other => panic!("PEXPIRE key:{i}: {other:?}"),
+        }
+        assert!(
+            e.shard.used_memory() <= max,
+            "used {} > {max}",
+            e.shard.used_memory()
+        );
+    }
+    assert!(oom > 0, "never at the budget: {ok} PEXPIREs succeeded");
+    // A deadline changed in place needs no room: it succeeds even at the budget.
+    e.now += 1;
+    for i in 0..n {
+        if e.int(&format!("PTTL key:{i}")) > 0 {
+            assert_eq!(e.int(&format!("PEXPIRE key:{i} 200000")), 1);
+        }
+    }
+}

@@ -974,12 +974,40 @@ impl Shard {
         removed
     }
 
-    fn set_expire(&mut self, map: &[u8], key: &[u8], expire_at_ms: u64, now_ms: u64) {
-        let version = self.next_version(now_ms);
-        if let Some(m) = self.maps.get_mut(map) {
-            m.set_expire(key, expire_at_ms, version);
+    /// Sets (or with 0 removes) `key`'s deadline. Changing a deadline in place costs nothing,
+    /// but giving a key its first deadline or taking its last away writes a new version (the
+    /// entry's size changes by the 8-byte deadline): that write makes room under the budget
+    /// first like any other, so under `noeviction` with nothing to reclaim it fails with -OOM
+    /// and changes nothing (Redis, which rewrites no entry, never refuses EXPIRE for memory).
+    fn set_expire(
+        &mut self,
+        map: &[u8],
+        key: &[u8],
+        expire_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), CommandError> {
+        let Some(m) = self.maps.get(map) else {
+            return Ok(());
+        };
+        let Some(meta) = m.meta(key) else {
+            return Ok(());
+        };
+        if meta.expire_at_ms == 0 || expire_at_ms == 0 {
+            let value_len = m.value_len(key).unwrap_or(0);
+            self.make_room(map, key, value_len, expire_at_ms != 0, now_ms)?;
         }
+        let version = self.next_version(now_ms);
+        let written = self
+            .maps
+            .get_mut(map)
+            .is_some_and(|m| m.set_expire(key, expire_at_ms, version));
         self.sync(map);
+        if written {
+            Ok(())
+        } else {
+            // The key was there (make_room never evicts it): the new version found no table.
+            Err(CommandError::MapFull)
+        }
     }
 
     /// Executes one command at time `now_ms`.
@@ -1039,7 +1067,7 @@ impl Shard {
                                 self.remove(d, &key);
                             }
                             Some(at) if at != meta.expire_at_ms => {
-                                self.set_expire(d, &key, at, now);
+                                self.set_expire(d, &key, at, now)?;
                             }
                             _ => {}
                         }
@@ -1202,7 +1230,7 @@ impl Shard {
             },
             Command::Persist { key } => match self.lookup(d, &key, now, false) {
                 Some(m) if m.expire_at_ms != 0 => {
-                    self.set_expire(d, &key, 0, now);
+                    self.set_expire(d, &key, 0, now)?;
                     Reply::Int(1)
                 }
                 _ => Reply::Int(0),
@@ -1322,7 +1350,7 @@ impl Shard {
                 if self.lookup(&map, &key, now, false).is_none() {
                     return Err(CommandError::KeyNotFound);
                 }
-                self.set_expire(&map, &key, deadline_after(now, ttl_ms), now);
+                self.set_expire(&map, &key, deadline_after(now, ttl_ms), now)?;
                 Reply::Ok
             }
             Command::DmIncr { map, key, delta } => Reply::Int(self.incr(&map, &key, delta, now)?),
@@ -1386,7 +1414,7 @@ impl Shard {
                 lease_ms,
             } => match self.read_for_write(&map, &key, now) {
                 Some((v, _)) if v == token => {
-                    self.set_expire(&map, &key, deadline_after(now, lease_ms), now);
+                    self.set_expire(&map, &key, deadline_after(now, lease_ms), now)?;
                     Reply::Ok
                 }
                 _ => return Err(CommandError::NoSuchLock),
@@ -1604,7 +1632,7 @@ impl Shard {
         if when <= now as i64 {
             self.remove(d, key);
         } else {
-            self.set_expire(d, key, when as u64, now);
+            self.set_expire(d, key, when as u64, now)?;
         }
         Ok(Reply::Int(1))
     }
