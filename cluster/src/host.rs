@@ -1587,7 +1587,10 @@ mod tests {
         }
         c.install(&t1);
         let mut steps = 0;
-        while !moving.iter().all(|s| c.commits.iter().any(|(cs, _)| cs == s)) {
+        while !moving
+            .iter()
+            .all(|s| c.commits.iter().any(|(cs, _)| cs == s))
+        {
             steps += 1;
             assert!(steps < 100_000);
             if !c.deliver_some() {
@@ -1597,8 +1600,8 @@ mod tests {
                 c.now += 1;
             }
         }
-        let t2 = commit_migrations(&t1, &c.commits, t1.coordinator, &PlannerConfig::default())
-            .unwrap();
+        let t2 =
+            commit_migrations(&t1, &c.commits, t1.coordinator, &PlannerConfig::default()).unwrap();
         c.install(&t2);
         let slot = moving[0];
         let src = addr(&t1, t1.entry(slot).primary);

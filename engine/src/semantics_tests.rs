@@ -1092,7 +1092,9 @@ fn removals_are_recorded_only_when_asked() {
     assert!(evicted > 0);
     let got = e.shard.take_removed();
     assert_eq!(got.len() as u64, evicted);
-    assert!(got.iter().all(|(m, k)| m.as_ref() == b"default" && k.starts_with(b"e")));
+    assert!(got
+        .iter()
+        .all(|(m, k)| m.as_ref() == b"default" && k.starts_with(b"e")));
     e.shard.record_removals(false);
     e.run("SET f 1 PX 1");
     e.advance(5);
