@@ -1250,6 +1250,7 @@ mod tests {
     /// `maxmemory` (allkeys-lru) a quarter under what it holds, so its writes evict keys of
     /// the streaming slots; the client model is then not checked, only that the targets end
     /// with exactly what the sources held.
+    #[allow(clippy::fn_params_excessive_bools)]
     fn migrate_full(seed: u64, abort: bool, losses: bool, flush: bool, evict: bool) -> Cluster {
         let (t0, t1, tags, moving, control) = scenario();
         let mut c = Cluster::new(seed, &t0);
