@@ -26,7 +26,8 @@ pub use membership::{
 };
 pub use migration::{
     DigestBuilder, MapKey, MemStore, MigrationConfig, MigrationConfigError, Outgoing, ShardAddr,
-    SlotStore, SourceMigration, SourcePhase, StoreError, TargetMigration, TargetPhase, WriteGate,
+    SlotDropCursor, SlotStore, SourceMigration, SourcePhase, StoreError, TargetMigration,
+    TargetPhase, WriteGate,
 };
 pub use node::{NodeId, NodeIdError, NodeInfo};
 pub use partition::{

@@ -19,6 +19,7 @@ use crate::partition::{MigrationId, PartitionTable, SlotState};
 use crate::table::CoreId;
 use crate::wire::{AbortReason, Entry, Message, MigrateBatch, SlotDigest, StreamOp};
 use crate::Slot;
+pub use tessera_engine::SlotDropCursor;
 
 /// A shard named independently of any table's node indices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,8 +49,22 @@ pub trait SlotStore {
     /// invalid for this store, or it is full) changes nothing; the target then abandons the
     /// migration with [`AbortReason::Refused`].
     fn apply(&mut self, slot: Slot, op: &StreamOp) -> Result<(), StoreError>;
-    /// Removes everything stored for `slot` (source after commit, target after abort).
+    /// Removes everything stored for `slot` (target after abort, a stale copy at once).
     fn drop_slot(&mut self, slot: Slot);
+    /// One bounded step of [`SlotStore::drop_slot`] (a source's copy after commit): removes
+    /// about `keys_max` entries at most, resuming at `cursor` (start from its default);
+    /// returns how many it removed and whether the slot is now empty. The default drops the
+    /// whole slot at once.
+    fn drop_slot_step(
+        &mut self,
+        slot: Slot,
+        cursor: &mut SlotDropCursor,
+        keys_max: usize,
+    ) -> (usize, bool) {
+        let _ = (cursor, keys_max);
+        self.drop_slot(slot);
+        (0, true)
+    }
     /// Digest of the live entries of `slot` whose deadline is after `cutoff_ms`.
     fn digest(&self, slot: Slot, cutoff_ms: u64) -> SlotDigest {
         let mut d = DigestBuilder::default();
@@ -152,6 +167,17 @@ pub struct MigrationConfig {
     /// `CoreMigrations`: messages one source may emit per call (each batch is a yield point;
     /// `CoreMigrations::busy` says when a source had more). Default 16, >= 1.
     pub pump_messages_max: usize,
+    /// `CoreMigrations`: entries all the sources of one core may put into messages in one
+    /// call, all slots together (a handoff counts the entries its digest reads, about the
+    /// slots' size); a call may go over by one batch. Sources are served round robin and
+    /// `CoreMigrations::busy` says when some had more. This is what bounds the time a
+    /// migration step keeps the core from serving requests: thousands of small slots moving
+    /// at once would otherwise all stream in one call. Default 512, >= 1.
+    pub turn_ops_max: usize,
+    /// `CoreMigrations`: keys removed per call when dropping slots that left this core
+    /// (committed to their target, or abandoned to another shard); the rest is dropped by
+    /// later calls, so a commit of many slots does not stall the core. Default 1024, >= 1.
+    pub drop_keys_max: usize,
 }
 
 impl Default for MigrationConfig {
@@ -165,6 +191,8 @@ impl Default for MigrationConfig {
             restart_delay_ms: 100,
             restart_delay_max_ms: 2000,
             pump_messages_max: 16,
+            turn_ops_max: 512,
+            drop_keys_max: 1024,
         }
     }
 }
@@ -195,10 +223,12 @@ impl MigrationConfig {
             || self.tee_ops_max == 0
             || self.restart_delay_ms == 0
             || self.pump_messages_max == 0
+            || self.turn_ops_max == 0
+            || self.drop_keys_max == 0
         {
             return Err(MigrationConfigError(
-                "batch_bytes_max, commit_retry_ms, tee_ops_max, restart_delay_ms and \
-                 pump_messages_max must be > 0",
+                "batch_bytes_max, commit_retry_ms, tee_ops_max, restart_delay_ms, \
+                 pump_messages_max, turn_ops_max and drop_keys_max must be > 0",
             ));
         }
         Ok(())

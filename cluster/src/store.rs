@@ -24,12 +24,20 @@
 //!   ignores `now_ms` and counts exactly the entries whose deadline is after the handoff's
 //!   cutoff, on both sides, so clock skew between source and target cannot make digests differ.
 //!
+//! - Removals the source makes on its own (evictions under `maxmemory`, expiry found by a
+//!   lookup or the active cycle, idleness included) are recorded by the engine while a slot
+//!   streams out (`Shard::record_removals`) and teed as deletes ([`removed_ops`]), so the
+//!   target does not keep a key the source evicted.
+//!
 //! Known limits: a map's runtime settings (`DM.CONFIG SET`) do not travel with its entries
-//! (the target applies its own configuration); keys that expire by idleness (`max_idle_ms`)
-//! on the source while a migration streams make the digests differ, and the migration restarts.
+//! (the target applies its own configuration); a key the source evicts while its slot is
+//! paused for the handoff (after the last batch, before the commit) stays on the target, which
+//! then serves it again (a cache may keep a key longer; it never serves a wrong value).
 
 use bytes::Bytes;
-use tessera_engine::{key_slot, Command, Shard, SlotCursor, SlotEntry, DEFAULT_MAP};
+use tessera_engine::{
+    key_slot, Command, Shard, SlotCursor, SlotDropCursor, SlotEntry, DEFAULT_MAP,
+};
 
 use crate::migration::{DeadlineExt, DigestBuilder, SlotStore, StoreError};
 use crate::wire::{Entry, SlotDigest, StreamOp};
@@ -138,6 +146,15 @@ impl SlotStore for ShardStore<'_> {
         self.shard.drop_slot(slot);
     }
 
+    fn drop_slot_step(
+        &mut self,
+        slot: Slot,
+        cursor: &mut SlotDropCursor,
+        keys_max: usize,
+    ) -> (usize, bool) {
+        self.shard.drop_slot_step(slot, cursor, keys_max)
+    }
+
     /// Like the default, but over every stored entry whatever `now_ms` (see the module docs).
     fn digest(&self, slot: Slot, cutoff_ms: u64) -> SlotDigest {
         let mut d = DigestBuilder::default();
@@ -224,8 +241,8 @@ impl Written {
 }
 
 /// The ops to tee after a write: for every key of `written` whose slot `migrating` accepts,
-/// `(slot, current_op)`. Evicted keys (`Shard::take_evicted` when recording) go through
-/// [`tee_pairs`] the same way: they are gone, so they become deletes.
+/// `(slot, current_op)`. Keys the shard removed on its own (evicted, expired) go through
+/// [`removed_ops`]: they are gone, so they become deletes.
 pub fn tee_ops(
     shard: &Shard,
     written: &Written,
@@ -241,6 +258,27 @@ pub fn tee_ops(
         ),
         Written::Nothing | Written::Bulk => Vec::new(),
     }
+}
+
+/// The ops to tee for the keys `shard` removed on its own since the last call (evicted, or
+/// expired; `Shard::record_removals` must be on): for every one whose slot `migrating`
+/// accepts, `(slot, current_op)` (a delete, or a put when the key was written again since).
+/// Call it before teeing a write, so the stream keeps the order of changes.
+pub fn removed_ops(
+    shard: &mut Shard,
+    now_ms: u64,
+    migrating: impl FnMut(Slot) -> bool,
+) -> Vec<(Slot, StreamOp)> {
+    if !shard.has_removed() {
+        return Vec::new();
+    }
+    let removed = shard.take_removed();
+    tee_pairs(
+        shard,
+        removed.iter().map(|(m, k)| (m.as_ref(), k.as_ref())),
+        now_ms,
+        migrating,
+    )
 }
 
 /// [`tee_ops`] over explicit (map, key) pairs.

@@ -48,7 +48,9 @@ pub use command::{Command, Cond, ExpireCond, Expiry, MapOption, SetKind, SCAN_CU
 pub use config::{ConfigError, EngineConfig, EvictionPolicy, MapConfig};
 pub use error::{CommandError, RawError};
 pub use reply::Reply;
-pub use shard::{CompactReport, ExpireReport, Shard, ShardStats, SlotCursor, SlotEntry};
+pub use shard::{
+    CompactReport, ExpireReport, Shard, ShardStats, SlotCursor, SlotDropCursor, SlotEntry,
+};
 pub use slot::{hash_tag, key_slot, Slot, SLOT_COUNT};
 
 /// The map that plain Redis commands operate on.

@@ -1028,6 +1028,96 @@ fn drop_slot_removes_a_large_slot_entirely() {
 }
 
 #[test]
+fn drop_slot_step_drops_a_large_slot_in_bounded_steps() {
+    let mut e = env();
+    for i in 0..5_000 {
+        e.run(&format!("SET {{big}}:{i} v"));
+        if i % 4 == 0 {
+            e.run(&format!("DM.PUT m {{big}}:{i} w"));
+        }
+    }
+    e.run("SET other v");
+    let slot = crate::key_slot(b"big");
+    assert_eq!(e.shard.slot_key_count(slot), 6_250);
+    let mut cursor = crate::SlotDropCursor::default();
+    let mut steps = 0;
+    loop {
+        let before = e.shard.slot_key_count(slot);
+        let (removed, done) = e.shard.drop_slot_step(slot, &mut cursor, 100);
+        assert_eq!(removed as u64, before - e.shard.slot_key_count(slot));
+        assert!(removed <= 100, "step {steps} removed {removed}");
+        steps += 1;
+        if done {
+            break;
+        }
+        assert!(removed > 0, "step {steps} made no progress");
+        if steps == 10 {
+            // A key added to the slot while it is being dropped goes too.
+            e.run("SET {big}:late v");
+            e.run("DM.PUT a {big}:late v");
+        }
+        assert!(steps < 1_000, "never done");
+    }
+    assert!(steps >= 6_250 / 100, "{steps} steps");
+    assert_eq!(e.shard.slot_key_count(slot), 0);
+    assert_eq!(e.int("EXISTS other"), 1);
+    // An empty slot is done at once.
+    assert_eq!(
+        e.shard
+            .drop_slot_step(slot, &mut crate::SlotDropCursor::default(), 1),
+        (0, true)
+    );
+}
+
+#[test]
+fn removals_are_recorded_only_when_asked() {
+    let mut e = env();
+    e.run("SET a 1 PX 10");
+    e.run("SET b 1 PX 10");
+    e.advance(20);
+    assert!(e.bulk("GET a").is_none());
+    assert!(!e.shard.has_removed());
+    assert!(e.shard.take_removed().is_empty());
+    e.shard.record_removals(true);
+    // Lazy expiry (a read), then the active cycle, are recorded; a DEL is not.
+    e.run("SET c 1");
+    e.run("DM.PUT m d 1 PX 10");
+    e.advance(20);
+    assert!(e.bulk("GET b").is_none());
+    e.shard.active_expire(e.now, 100);
+    assert_eq!(e.int("DEL c"), 1);
+    assert!(e.shard.has_removed());
+    e.shard.record_removals(true); // still on: keeps what was recorded
+    let got = e.shard.take_removed();
+    assert_eq!(
+        got,
+        vec![
+            (Bytes::from_static(b"default"), Bytes::from_static(b"b")),
+            (Bytes::from_static(b"m"), Bytes::from_static(b"d")),
+        ]
+    );
+    assert!(!e.shard.has_removed());
+    // Evictions are recorded.
+    e.shard.set_maxmemory(20_000);
+    e.shard.set_eviction_policy(EvictionPolicy::AllkeysLru);
+    for i in 0..500 {
+        e.run(&format!("SET e{i} {}", "y".repeat(100)));
+    }
+    let evicted = e.shard.stats().evicted_keys;
+    assert!(evicted > 0);
+    let got = e.shard.take_removed();
+    assert_eq!(got.len() as u64, evicted);
+    assert!(got
+        .iter()
+        .all(|(m, k)| m.as_ref() == b"default" && k.starts_with(b"e")));
+    e.shard.record_removals(false);
+    e.run("SET f 1 PX 1");
+    e.advance(5);
+    assert!(e.bulk("GET f").is_none());
+    assert!(!e.shard.has_removed());
+}
+
+#[test]
 fn extreme_deadlines_do_not_overflow() {
     let mut e = env();
     e.run("SET k v PXAT 9223372036854775807");

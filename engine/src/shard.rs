@@ -113,6 +113,17 @@ pub struct Shard {
     mem_total: u64,
     /// When `Some`, evicted `(map, key)` pairs are recorded here (for models and replication).
     eviction_log: Option<Vec<(Bytes, Bytes)>>,
+    /// When `Some`, keys the shard removes on its own (evicted, or expired when found by a
+    /// lookup or the active expiry cycle) are recorded here, for a slot migration to tee as
+    /// deletes (`record_removals`). `None` (the default) costs one branch per such removal.
+    removal_log: Option<Vec<(Bytes, Bytes)>>,
+}
+
+/// A resumable position of `Shard::drop_slot_step`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotDropCursor {
+    map: Bytes,
+    bucket: usize,
 }
 
 /// `now + ms`, capped at `i64::MAX` (deadlines are reported as signed Redis integers).
@@ -137,6 +148,7 @@ impl Shard {
             evicted_keys: 0,
             expired_keys: 0,
             eviction_log: None,
+            removal_log: None,
         }
     }
 
@@ -175,6 +187,32 @@ impl Shard {
     /// The `(map, key)` pairs evicted since the last call (when recording).
     pub fn take_evicted(&mut self) -> Vec<(Bytes, Bytes)> {
         self.eviction_log
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Starts (`true`) or stops recording the keys the shard removes on its own: evicted by
+    /// the memory policy, or deleted as expired (lazily by a lookup, or by `active_expire`).
+    /// Keys deleted or overwritten by commands are not recorded. Starting when already on
+    /// keeps what was recorded. See `take_removed`.
+    pub fn record_removals(&mut self, on: bool) {
+        match (on, self.removal_log.is_some()) {
+            (true, false) => self.removal_log = Some(Vec::new()),
+            (false, true) => self.removal_log = None,
+            _ => {}
+        }
+    }
+
+    /// True when removals were recorded since the last `take_removed`.
+    pub fn has_removed(&self) -> bool {
+        self.removal_log.as_ref().is_some_and(|l| !l.is_empty())
+    }
+
+    /// The `(map, key)` pairs removed on the shard's own since the last call, in order (when
+    /// recording; see `record_removals`).
+    pub fn take_removed(&mut self) -> Vec<(Bytes, Bytes)> {
+        self.removal_log
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default()
@@ -414,6 +452,58 @@ impl Shard {
         removed
     }
 
+    /// One bounded step of dropping `slot` (every map): removes up to `keys_max` of its keys
+    /// from `cursor` on (start with `SlotDropCursor::default()`, pass the same cursor back);
+    /// returns how many it removed and whether the slot has no key left. At most 8 index walks of `keys_max * 4 + 64`
+    /// buckets each per call, so a large slot is dropped over several calls without
+    /// stalling its core. Keys added to the slot meanwhile are dropped too (a walk that ends
+    /// with keys left starts that map again).
+    pub fn drop_slot_step(
+        &mut self,
+        slot: Slot,
+        cursor: &mut SlotDropCursor,
+        keys_max: usize,
+    ) -> (usize, bool) {
+        let keys_max = keys_max.max(1);
+        let mut removed = 0;
+        for _ in 0..8 {
+            // The first map at or after the cursor's that still has keys of the slot.
+            let found = self
+                .maps
+                .range::<Bytes, _>((
+                    std::ops::Bound::Included(cursor.map.clone()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .find(|(_, m)| m.slot_len(slot) > 0)
+                .map(|(n, _)| n.clone());
+            let Some(name) = found else {
+                if self.slot_key_count(slot) == 0 {
+                    return (removed, true);
+                }
+                // Keys in a map before the cursor's (created after the walk passed it).
+                *cursor = SlotDropCursor::default();
+                continue;
+            };
+            if name != cursor.map {
+                cursor.map = name.clone();
+                cursor.bucket = 0;
+            }
+            let (next, keys) = self.slot_keys(&name, slot, cursor.bucket, keys_max - removed);
+            for k in keys {
+                if self.remove(&name, &k) {
+                    removed += 1;
+                }
+            }
+            // Removing never rehashes a slot's index, so the bucket cursor stays valid; at
+            // the end of the index, the map is walked again only if keys remain in it.
+            cursor.bucket = next;
+            if removed >= keys_max {
+                return (removed, self.slot_key_count(slot) == 0);
+            }
+        }
+        (removed, self.slot_key_count(slot) == 0)
+    }
+
     /// Names of the maps present on this shard.
     pub fn map_names(&self) -> Vec<Bytes> {
         self.maps.keys().cloned().collect()
@@ -473,6 +563,9 @@ impl Shard {
             m.remove(key);
             m.stats.expirations += 1;
             self.expired_keys += 1;
+            if let Some(log) = self.removal_log.as_mut() {
+                log.push((Bytes::copy_from_slice(map), Bytes::copy_from_slice(key)));
+            }
             return None;
         }
         if touch {
@@ -853,6 +946,9 @@ impl Shard {
                 m.stats.evictions += 1;
                 self.evicted_keys += 1;
                 self.sync(&name);
+                if let Some(log) = self.removal_log.as_mut() {
+                    log.push((name.clone(), key.clone()));
+                }
                 if let Some(log) = self.eviction_log.as_mut() {
                     log.push((name, key));
                 }

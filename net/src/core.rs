@@ -191,6 +191,13 @@ pub struct CoreStats {
     pub bg_ticks: Cell<u64>,
     pub bg_tick_us_total: Cell<u64>,
     pub bg_tick_us_max: Cell<u64>,
+    /// Calls into this core's slot migrations (table, stream message, timer, link loss),
+    /// their total and longest duration, and how many took over a millisecond: the time a
+    /// migration keeps the core from serving requests, one turn at a time.
+    pub migration_calls: Cell<u64>,
+    pub migration_us_total: Cell<u64>,
+    pub migration_us_max: Cell<u64>,
+    pub migration_calls_over_1ms: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>, n: u64) {
@@ -511,6 +518,12 @@ impl Core {
     fn stats_reply(&self) -> Reply {
         let st = self.shard.borrow().stats();
         let s = &self.stats;
+        let host = self
+            .migrations
+            .borrow()
+            .as_ref()
+            .map(|h| h.stats)
+            .unwrap_or_default();
         let pairs: Vec<(&'static str, u64)> = vec![
             ("core", self.id as u64),
             ("cpu", self.shared.cpus[self.id] as u64),
@@ -543,6 +556,13 @@ impl Core {
             ("bg_ticks", s.bg_ticks.get()),
             ("bg_tick_us_total", s.bg_tick_us_total.get()),
             ("bg_tick_us_max", s.bg_tick_us_max.get()),
+            ("migration_calls", s.migration_calls.get()),
+            ("migration_us_total", s.migration_us_total.get()),
+            ("migration_us_max", s.migration_us_max.get()),
+            ("migration_calls_over_1ms", s.migration_calls_over_1ms.get()),
+            ("migration_turns_cut", host.turns_cut),
+            ("migration_keys_dropped", host.keys_dropped),
+            ("migration_removals_teed", host.removals_teed),
             (
                 "pubsub_channels",
                 self.pubsub.borrow().channel_count() as u64,
@@ -608,6 +628,19 @@ impl Core {
             name: name.to_owned(),
         });
         log.truncate(max);
+    }
+
+    /// Counts one call into the migrations that took `us` microseconds.
+    pub fn count_migration_call(&self, us: u64) {
+        let s = &self.stats;
+        bump(&s.migration_calls, 1);
+        bump(&s.migration_us_total, us);
+        if us > s.migration_us_max.get() {
+            s.migration_us_max.set(us);
+        }
+        if us > 1000 {
+            bump(&s.migration_calls_over_1ms, 1);
+        }
     }
 
     /// Runs one background tick: active expiry and one compaction step, bounded by config.

@@ -19,7 +19,11 @@
 # Servers under `taskset -c 0`, the client on CPU 1 (as bench/suite.sh). Environment (defaults):
 # TARGET_DIR (cargo's target dir; binaries must be built: cargo build --release -p tessera-tools),
 # BASE=28000 (ports BASE.., cluster ports BASE+100..), ROUNDS=5, DURATION=3s, PROXY_RATE=4000,
-# KEYS=300000, RATE=4000, REPEATS=3, STABLE_TIMEOUT=120 (s), OUT=/tmp/tessera-cluster-latency.<random>.
+# KEYS=300000, RATE=4000, REPEATS=3, STABLE_TIMEOUT=120 (s), OUT=/tmp/tessera-cluster-latency.<random>,
+# MIG_CONFIG (extra `[cluster]` lines for the migration nodes, e.g.
+# "migration_turn_ops_max = 1000000"). After each join the migration counters of every node
+# (INFO shards: calls into the migrations, their longest, those over 1 ms) are printed when the
+# server has them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 what="${1:-all}"
@@ -113,6 +117,7 @@ migration_once() { # repeat-number
 [cluster]
 member_count_quorum = 3
 first_plan_delay_ms = 1000
+${MIG_CONFIG:-}
 TOML
   for i in 0 1 2; do start $i "$OUT/mig.toml"; done
   wait_stable 3 "$base" $((base + 1)) $((base + 2))
@@ -133,6 +138,13 @@ TOML
   wait "$bpid"
   local moved; moved=$(dbsize $((base + 3)))
   echo "repeat $r: $total keys, join moved $moved keys, start to stable $(echo "$t1 - $t0" | bc) s, load average $(load)"
+  echo "$t0 $t1" >"$OUT/mig$r.window"
+  for i in 0 1 2 3; do
+    # One line per core: coreN:field=value,...
+    redis-cli -p $((base + i)) INFO shards 2>/dev/null | tr -d '\r' | tr ',' '\n' |
+      awk -v n="$i" '/^migration_(calls|us_total|us_max|calls_over_1ms|turns_cut|keys_dropped)=/ { s = s " " $0 }
+        END { if (s != "") print "  node " n ":" s }'
+  done
   python3 - "$hlog" "$t0" "$t1" <<'PY'
 import base64, struct, sys, zlib, math
 path, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])

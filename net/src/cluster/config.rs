@@ -114,6 +114,15 @@ pub struct ClusterConfig {
     /// Migration timer of every core (next batches, handoffs, commit requests), milliseconds.
     /// Default 5, 1..=1000.
     pub migration_tick_ms: u64,
+    /// Migration: entries the sources of one core put into stream messages per executor turn,
+    /// all migrating slots together (a handoff counts the entries its digest reads; a turn
+    /// may go over by one batch); the core yields to requests between turns. Bounds the
+    /// stall a join causes: with thousands of small slots moving at once, one turn used to
+    /// stream them all. Default 512, >= 1.
+    pub migration_turn_ops_max: usize,
+    /// Migration: keys removed per executor turn from slots that left this core (after their
+    /// commit); the rest goes in later turns. Default 1024, >= 1.
+    pub migration_drop_keys_max: usize,
     /// `tesserad` on SIGTERM/SIGINT in cluster mode: how long to wait for this node's slots to
     /// migrate away before stopping anyway, milliseconds (0 = stop at once, losing the slots'
     /// data). Default 120000.
@@ -153,6 +162,8 @@ impl Default for ClusterConfig {
             migration_window_ops_max: 4096,
             migration_tee_ops_max: 65536,
             migration_tick_ms: 5,
+            migration_turn_ops_max: 512,
+            migration_drop_keys_max: 1024,
             leave_timeout_ms: 120_000,
         }
     }
@@ -303,6 +314,8 @@ impl ClusterConfig {
             batch_bytes_max: self.migration_batch_bytes_max,
             window_ops_max: self.migration_window_ops_max,
             tee_ops_max: self.migration_tee_ops_max,
+            turn_ops_max: self.migration_turn_ops_max,
+            drop_keys_max: self.migration_drop_keys_max,
             ..tessera_cluster::MigrationConfig::default()
         }
     }

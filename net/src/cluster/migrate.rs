@@ -11,12 +11,22 @@
 //!
 //! Redirects decided here travel as `CommandError::Other("MOVED ...")` from the owner core and
 //! are turned back into Redis's raw error by the routing core ([`raw_redirect`]).
+//!
+//! Every call runs on the core that serves requests, so each is bounded
+//! (`migration_turn_ops_max` entries streamed, `migration_drop_keys_max` keys dropped); the
+//! timer task yields between calls while [`CoreMigrations::busy`](tessera_cluster::CoreMigrations::busy).
+//! Calls are counted and timed per core (INFO shards `migration_calls`, `migration_us_max`,
+//! `migration_calls_over_1ms`).
+//!
+//! While a slot streams out, the shard records the keys it removes on its own (evictions,
+//! expiry: `Shard::record_removals`); they are teed into the stream as deletes before the next
+//! write's tee and on every call here, so the target does not keep what the source evicted.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tessera_cluster::redis::{moved, TRYAGAIN};
-use tessera_cluster::store::{tee_ops, ShardStore, Written};
+use tessera_cluster::store::{removed_ops, tee_ops, ShardStore, Written};
 use tessera_cluster::{CoreMigrations, Envelope, Gate, Message, NodeId, ShardAddr};
 use tessera_engine::{key_slot, Command, CommandError, Reply, SlotCursor};
 
@@ -48,11 +58,27 @@ pub fn new_host(me: NodeId, core: usize, cfg: tessera_cluster::MigrationConfig) 
 }
 
 fn with_host<T>(core: &Core, f: impl FnOnce(&mut Host, &mut ShardStore<'_>) -> T) -> Option<T> {
+    let started = Instant::now();
     let mut host = core.migrations.borrow_mut();
     let host = host.as_mut()?;
     let mut shard = core.shard.borrow_mut();
-    let mut store = ShardStore::new(&mut shard, runtime::now_ms());
-    Some(f(host, &mut store))
+    let now = runtime::now_ms();
+    tee_removed(host, &mut shard, now);
+    let mut store = ShardStore::new(&mut shard, now);
+    let out = f(host, &mut store);
+    shard.record_removals(host.has_sources());
+    drop(shard);
+    let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    core.count_migration_call(us);
+    Some(out)
+}
+
+/// Tees the keys the shard removed on its own (evicted, expired) into the streams of their
+/// slots, as their current state (a delete, or a put if written again since).
+fn tee_removed(host: &mut Host, shard: &mut tessera_engine::Shard, now_ms: u64) {
+    for (slot, op) in removed_ops(shard, now_ms, |s| host.is_source(s)) {
+        host.tee_removal(slot, op);
+    }
 }
 
 /// A view with a newer table was installed on this core.
@@ -136,7 +162,8 @@ pub fn before(core: &Core, cmd: &Command) -> Option<Reply> {
     }
 }
 
-/// What `cmd` may write, when this core has migrations that need teeing.
+/// What `cmd` may write, when this core has migrations that need teeing (`Written::Nothing`
+/// for a read while a slot streams out: a read may expire keys, which [`after`] tees).
 pub fn written(core: &Core, cmd: &Command) -> Option<Written> {
     let host = core.migrations.borrow();
     let host = host.as_ref()?;
@@ -144,28 +171,33 @@ pub fn written(core: &Core, cmd: &Command) -> Option<Written> {
         return None;
     }
     match Written::of(cmd) {
-        Written::Nothing => None,
+        Written::Nothing if !host.has_sources() => None,
         w => Some(w),
     }
 }
 
-/// After a command that wrote `written` executed: tees the new state of its keys into the
-/// streams of migrating slots; after a bulk write restarts the streams.
+/// After a command that wrote `written` executed: tees the keys the shard removed on its own
+/// meanwhile, then the new state of the written keys, into the streams of migrating slots;
+/// after a bulk write restarts the streams.
 pub fn after(core: &Core, written: &Written, now_ms: u64) {
     let env = {
         let mut guard = core.migrations.borrow_mut();
         let Some(host) = guard.as_mut() else {
             return;
         };
-        if *written == Written::Bulk {
+        let mut shard = core.shard.borrow_mut();
+        let env = if *written == Written::Bulk {
+            shard.take_removed();
             host.after_bulk_write(now_ms)
         } else {
-            let shard = core.shard.borrow();
+            tee_removed(host, &mut shard, now_ms);
             for (slot, op) in tee_ops(&shard, written, now_ms, |s| host.is_source(s)) {
                 host.tee(slot, op);
             }
             Vec::new()
-        }
+        };
+        shard.record_removals(host.has_sources());
+        env
     };
     emit(core, env);
 }
@@ -201,14 +233,15 @@ pub fn emit(core: &Core, env: Vec<Envelope>) {
     }
 }
 
-/// The core's migration timer: polls every `tick` (at once again while a source is busy) until
-/// the core shuts down.
+/// The core's migration timer: polls every `tick` until the core shuts down; while there is
+/// more to do, again as soon as the requests that arrived meanwhile were served (one bounded
+/// turn, then the reactor's I/O: [`runtime::yield_to_io`]).
 pub async fn run(core: std::rc::Rc<Core>, tick: Duration) {
     while !core.shutdown.is_fired() {
         let (env, busy) = poll(&core);
         emit(&core, env);
         if busy {
-            runtime::yield_now().await;
+            runtime::yield_to_io().await;
         } else {
             futures_lite::future::or(runtime::sleep(tick), core.shutdown.wait()).await;
         }

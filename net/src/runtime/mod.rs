@@ -202,6 +202,15 @@ pub async fn yield_now() {
     futures_lite::future::yield_now().await;
 }
 
+/// Lets the reactor poll I/O, and so run every task that I/O wakes, before this task runs
+/// again. [`yield_now`] only puts the task behind the tasks already runnable: glommio runs a
+/// task queue until it is empty or the preempt timer fires (`preempt_timer_us`), so a task
+/// that always has more work and yields that way keeps requests that arrive meanwhile waiting
+/// up to that long. This waits on a timer that is due at once, which empties the queue.
+pub async fn yield_to_io() {
+    glommio::timer::sleep(Duration::from_micros(1)).await;
+}
+
 /// Yields only if the scheduler wants to preempt the current task queue.
 pub async fn yield_if_needed() {
     glommio::yield_if_needed().await;
