@@ -1191,3 +1191,25 @@ fn compaction_stopping_mid_table_stays_within_maxmemory() {
         );
     }
 }
+
+#[test]
+fn incrbyfloat_and_dm_incrbyfloat_go_beyond_f64_like_redis() {
+    // redis-server 7.0.15 replies `SET k 1e308` + `INCRBYFLOAT k 1e308` with all 309 digits
+    // of the long double sum (an f64 would overflow); DM.INCRBYFLOAT shares the arithmetic.
+    let want = incr_1e308_twice();
+    let mut e = env();
+    e.run("SET k 1e308");
+    assert_eq!(e.bulk("INCRBYFLOAT k 1e308"), Some(want.clone()));
+    assert_eq!(e.bulk("GET k"), Some(want.clone()));
+    assert_eq!(e.run("DM.PUT m k 1e308"), Reply::Ok);
+    assert_eq!(e.bulk("DM.INCRBYFLOAT m k 1e308"), Some(want));
+    e.run("SET x 1e4932");
+    assert_eq!(
+        e.err("INCRBYFLOAT x 1e4932"),
+        "ERR increment would produce NaN or Infinity"
+    );
+}
+
+fn incr_1e308_twice() -> String {
+    "199999999999999999993371759311691291321120199694831134415594095989843469737676123744200253843777078640893494450108026446304269499187921167194841628860392837535918200039206381557326219209014213335878306791577877829121087126122536729803237260434173178506889763247582601711514636284849020905456510092687857156096".to_owned()
+}
