@@ -33,6 +33,24 @@ use crate::slot::{key_slot, Slot};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handle(u64);
 
+/// What one `Map::compact_step` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactStep {
+    /// Bytes of live entries copied to a head table.
+    pub moved: usize,
+    /// Entries copied.
+    pub entries: usize,
+    /// Bytes of entries walked, live or dead (what `walk_budget` bounds).
+    pub walked: usize,
+    /// Tables freed (0 or 1).
+    pub tables_freed: usize,
+    /// Bytes returned to the allocator by the freed table.
+    pub bytes_freed: usize,
+    /// True when the step stopped before a move it could not make now: a new head table over
+    /// `grow_max`, or no table id left. Calling again at once makes no progress.
+    pub blocked: bool,
+}
+
 /// Metadata of one entry, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Meta {
@@ -363,8 +381,9 @@ impl Map {
             + INDEX_ESTIMATE_BYTES
     }
 
-    /// Bytes of memory a write of this size would add now: a new table if the head lacks room,
-    /// an out-of-line value, an index estimate.
+    /// Bytes of memory a write of this size would add now: a new table if the head lacks room
+    /// (with what the `tables`/`order` vectors grow by: missing that let a PEXPIRE go 32 bytes
+    /// over maxmemory, found by the model test), an out-of-line value, an index estimate.
     pub fn write_growth(&self, key: &[u8], value_len: usize, ttl: bool) -> u64 {
         let key_len = key.len();
         let outline = value_len >= self.layout.outline_bytes_min;
@@ -375,7 +394,8 @@ impl Map {
         let table_growth = if room >= total {
             0
         } else {
-            let new = self.next_size[chain].max(total) as u64;
+            // The new table and the bookkeeping vectors it may grow.
+            let new = self.append_growth(chain, total);
             // A full head with nothing live is freed when the new table comes.
             let freed = if head_empty {
                 self.heads[chain].map_or(0, |id| table(&self.tables, id).allocated() as u64)
@@ -395,7 +415,9 @@ impl Map {
         let outline = value_len >= self.layout.outline_bytes_min;
         let total = entry_len(key_len, value_len, ttl, outline);
         let chain = usize::from(ttl);
-        let table = self.next_size[chain].max(total) as u64;
+        let table = self.next_size[chain].max(total) as u64
+            + (self.tables.capacity().max(4) * std::mem::size_of::<Option<Table>>()) as u64
+            + (self.order.capacity().max(4) * 4) as u64;
         let index = self.index_bytes
             + (self.slots.capacity().max(4) * std::mem::size_of::<SlotIndex>()) as u64
             + (self.slot_pos.allocation_size() as u64).max(64)
@@ -1290,39 +1312,91 @@ impl Map {
         self.compacting.is_some() || self.compaction_candidate(ratio).is_some()
     }
 
-    /// Moves at most about `budget` bytes of live entries out of the table being compacted
-    /// into the heads; frees the table when done. Returns (bytes moved, entries moved,
-    /// tables freed, bytes freed).
-    pub fn compact_step(&mut self, budget: usize, ratio: f64) -> (usize, usize, usize, usize) {
+    /// Bytes of memory that appending a `total`-byte entry to `chain` would allocate: 0 when
+    /// the head has room, else the new table and what the `tables` and `order` vectors could
+    /// grow by (a `Vec` grows to at least twice its capacity, at least 4 elements).
+    fn append_growth(&self, chain: usize, total: usize) -> u64 {
+        if self.heads[chain].is_some_and(|id| table(&self.tables, id).room() >= total) {
+            return 0;
+        }
+        let vec_growth = |len: usize, cap: usize, elem: usize| {
+            if len == cap {
+                (cap.max(4) * elem) as u64
+            } else {
+                0
+            }
+        };
+        let tables = if self.free_ids.is_empty() {
+            vec_growth(
+                self.tables.len(),
+                self.tables.capacity(),
+                std::mem::size_of::<Option<Table>>(),
+            )
+        } else {
+            0
+        };
+        self.next_size[chain].max(total) as u64
+            + tables
+            + vec_growth(self.order.len(), self.order.capacity(), 4)
+    }
+
+    /// One incremental step of compaction on the table being compacted (or the best
+    /// candidate): walks its entries from the saved cursor, moving the live ones to the head
+    /// of their chain, and frees the table when the cursor reaches its end.
+    ///
+    /// Bounds: stops before walking past `walk_budget` bytes of entries, live or dead (so a
+    /// table of dead entries, an index lookup each, costs its size), before moving more than
+    /// about `move_budget` bytes, and before a move that would allocate more than `grow_max`
+    /// bytes (a new head table): the moved copies live beside the old table until it is
+    /// freed, so a step that stops mid-table must not have allocated past the memory budget.
+    /// The cursor stays where the step stopped; the next call continues there.
+    pub fn compact_step(
+        &mut self,
+        move_budget: usize,
+        walk_budget: usize,
+        ratio: f64,
+        grow_max: u64,
+    ) -> CompactStep {
         let bits = self.off_bits;
+        let mut step = CompactStep::default();
         let (id, mut off) = match self.compacting {
             Some(c) => c,
             None => match self.compaction_candidate(ratio) {
                 Some(id) => (id, 0),
-                None => return (0, 0, 0, 0),
+                None => return step,
             },
         };
-        let mut moved = 0;
-        let mut entries = 0;
+        let mut grown = 0u64;
         loop {
             let Some(t) = self.tables[id as usize].as_ref() else {
                 self.compacting = None;
-                return (moved, entries, 0, 0);
+                return step;
             };
-            if off >= t.used() {
-                let freed = t.allocated();
+            // Past the end, or nothing live left (every live entry moved or deleted): free it
+            // without walking the dead rest.
+            if off >= t.used() || t.live == 0 {
+                step.bytes_freed = t.allocated();
+                step.tables_freed = 1;
                 self.free_table(id);
                 self.compacting = None;
-                return (moved, entries, 1, freed);
+                return step;
             }
-            if moved >= budget {
-                self.compacting = Some((id, off));
-                return (moved, entries, 0, 0);
+            self.compacting = Some((id, off));
+            if step.moved >= move_budget || step.walked >= walk_budget {
+                return step;
             }
             let p = parse(&t.data, off).expect("compaction walks entry boundaries");
             let key = p.key(&t.data).to_vec();
             let next = off + p.total;
             if self.is_live(id, off, &key) {
+                let chain = usize::from(p.header.flags & F_TTL != 0);
+                let growth = self.append_growth(chain, p.total);
+                if grown + growth > grow_max {
+                    // The move would allocate past the memory budget: stop before it.
+                    step.blocked = true;
+                    return step;
+                }
+                grown += growth;
                 let t = table(&self.tables, id);
                 let slab = p.outline().then(|| p.slab_id(&t.data));
                 let value: Vec<u8> = if slab.is_some() {
@@ -1333,8 +1407,8 @@ impl Map {
                 let old_loc = loc(id, off);
                 let Some(new_loc) = self.append(&p.header, &key, &value, p.value_len, slab) else {
                     // No table id left: stop here, try again later.
-                    self.compacting = Some((id, off));
-                    return (moved, entries, 0, 0);
+                    step.blocked = true;
+                    return step;
                 };
                 // The entry moved; the copy is not a new version.
                 self.live_bytes -= p.total as u64;
@@ -1351,9 +1425,10 @@ impl Map {
                         *s = pack(new_loc, bits);
                     }
                 }
-                moved += p.total;
-                entries += 1;
+                step.moved += p.total;
+                step.entries += 1;
             }
+            step.walked += p.total;
             off = next;
         }
     }
@@ -1510,7 +1585,7 @@ mod tests {
         assert!(m.garbage_bytes() > 0);
         let mut steps = 0;
         while m.needs_compaction(0.5) {
-            m.compact_step(100, 0.5);
+            m.compact_step(100, usize::MAX, 0.5, u64::MAX);
             steps += 1;
             assert!(steps < 10_000);
         }
@@ -1589,7 +1664,7 @@ mod tests {
                 );
             }
             m.remove(format!("churn{}", round % 60).as_bytes());
-            m.compact_step(300, 0.3);
+            m.compact_step(300, usize::MAX, 0.3, u64::MAX);
             round += 1;
             if cursor == 0 {
                 break;

@@ -1251,3 +1251,125 @@ fn expire_that_needs_a_new_version_makes_room_or_refuses_with_oom() {
         }
     }
 }
+
+/// Writes `n` keys, then overwrites all but one in `keep` of them: the older tables are then
+/// mostly dead entries.
+fn mostly_dead_tables(e: &mut Env, n: usize, keep: usize, value: &str) {
+    for i in 0..n {
+        e.run(&format!("SET key:{i} {value}"));
+    }
+    for i in 0..n {
+        if i % keep != 0 {
+            e.run(&format!("SET key:{i} {value}"));
+        }
+    }
+}
+
+#[test]
+fn compaction_step_walks_at_most_its_budget_over_dead_entries() {
+    // Tables where 99 entries in 100 are dead: walking them is work (an index lookup per
+    // entry) even though almost nothing is moved, so a step's budget must bound the bytes
+    // walked, not only the bytes moved (which let one step walk whole tables for ~free).
+    let mut e = env();
+    let value = "v".repeat(32);
+    mostly_dead_tables(&mut e, 60_000, 100, &value);
+    let garbage_before = e.shard.stats().garbage_bytes;
+    let budget = 4096;
+    let entry_max = 128; // one entry of this test, header included, is well under this
+    let (mut walked_total, mut moved_total, mut freed, mut steps) = (0, 0, 0, 0);
+    loop {
+        let r = e.shard.compact_step(budget);
+        assert!(
+            r.bytes_walked <= budget + entry_max,
+            "a step walked {} bytes with a budget of {budget}",
+            r.bytes_walked
+        );
+        assert!(r.bytes_moved <= r.bytes_walked);
+        walked_total += r.bytes_walked;
+        moved_total += r.bytes_moved;
+        freed += r.tables_freed;
+        steps += 1;
+        if !r.more {
+            break;
+        }
+        assert!(steps < 100_000, "compaction never finished");
+    }
+    assert!(freed > 0, "no table was freed");
+    assert!(moved_total > 0, "no live entry was moved");
+    assert!(
+        walked_total > 20 * budget,
+        "the test did not exercise many steps: {walked_total} bytes walked"
+    );
+    let garbage_after = e.shard.stats().garbage_bytes;
+    assert!(
+        garbage_after < garbage_before / 4,
+        "garbage {garbage_before} -> {garbage_after}"
+    );
+    for i in (0..60_000).step_by(997) {
+        assert_eq!(e.bulk(&format!("GET key:{i}")), Some(value.clone()));
+    }
+}
+
+#[test]
+fn compaction_stopping_mid_table_stays_within_maxmemory() {
+    // A step that stops mid-table has allocated the moved copies' new head table while the
+    // old table is still allocated: it must not do so past `maxmemory`. Small budgets (many
+    // steps stop mid-table), under a budget the data nearly fills, with overwrites between
+    // steps that make garbage (and evict when the budget is reached).
+    for (max, budget) in [(256 * 1024, 300), (256 * 1024, 2000), (512 * 1024, 700)] {
+        let mut e = env();
+        e.shard.set_maxmemory(max);
+        e.shard.set_eviction_policy(EvictionPolicy::AllkeysLru);
+        let value = "w".repeat(200);
+        let keys = max / 400;
+        let (mut moved, mut freed, mut mid_table) = (0, 0, 0);
+        for round in 0..60 {
+            for i in 0..keys {
+                if (i + round) % 3 != 0 {
+                    e.run(&format!("SET k{i} {value}"));
+                }
+            }
+            for _ in 0..40 {
+                let r = e.shard.compact_step(budget);
+                let used = e.shard.stats().used_memory_bytes;
+                assert!(
+                    used <= max,
+                    "used memory {used} over maxmemory {max} after {r:?} (budget {budget})"
+                );
+                moved += r.bytes_moved;
+                freed += r.tables_freed;
+                if r.bytes_moved > 0 && r.tables_freed == 0 {
+                    mid_table += 1;
+                }
+            }
+        }
+        // The steps did move entries and stop mid-table (they may then wait, blocked by the
+        // budget, for a write's `make_room` to finish the table).
+        assert!(
+            moved > 0 && mid_table > 0,
+            "moved {moved}, freed {freed}, stopped mid-table {mid_table}"
+        );
+    }
+}
+
+#[test]
+fn incrbyfloat_and_dm_incrbyfloat_go_beyond_f64_like_redis() {
+    // redis-server 7.0.15 replies `SET k 1e308` + `INCRBYFLOAT k 1e308` with all 309 digits
+    // of the long double sum (an f64 would overflow); DM.INCRBYFLOAT shares the arithmetic.
+    let want = incr_1e308_twice();
+    let mut e = env();
+    e.run("SET k 1e308");
+    assert_eq!(e.bulk("INCRBYFLOAT k 1e308"), Some(want.clone()));
+    assert_eq!(e.bulk("GET k"), Some(want.clone()));
+    assert_eq!(e.run("DM.PUT m k 1e308"), Reply::Ok);
+    assert_eq!(e.bulk("DM.INCRBYFLOAT m k 1e308"), Some(want));
+    e.run("SET x 1e4932");
+    assert_eq!(
+        e.err("INCRBYFLOAT x 1e4932"),
+        "ERR increment would produce NaN or Infinity"
+    );
+}
+
+fn incr_1e308_twice() -> String {
+    "199999999999999999993371759311691291321120199694831134415594095989843469737676123744200253843777078640893494450108026446304269499187921167194841628860392837535918200039206381557326219209014213335878306791577877829121087126122536729803237260434173178506889763247582601711514636284849020905456510092687857156096".to_owned()
+}

@@ -45,6 +45,8 @@ pub struct CompactReport {
     pub tables_freed: usize,
     /// Bytes returned to the allocator by freed tables.
     pub bytes_freed: usize,
+    /// Bytes of entries walked, live or dead (what the budget bounds; at least `bytes_moved`).
+    pub bytes_walked: usize,
     /// True when some table still waits for compaction.
     pub more: bool,
 }
@@ -843,8 +845,10 @@ impl Shard {
         };
         if let Some(m) = self.maps.get_mut(&name) {
             for _ in 0..1_000_000 {
-                let (_, _, freed, _) = m.compact_step(usize::MAX, ratio);
-                if freed > 0 || !m.needs_compaction(ratio) {
+                // Whole tables, within one write: the copies allocated before the old table
+                // is freed are checked by the caller's loop, which evicts if still over.
+                let step = m.compact_step(usize::MAX, usize::MAX, ratio, u64::MAX);
+                if step.tables_freed > 0 || step.blocked || !m.needs_compaction(ratio) {
                     break;
                 }
             }
@@ -1054,8 +1058,19 @@ impl Shard {
         // table with garbage ratio g frees g bytes per (1 - g) moved, so at g >= 1/3 this
         // returns memory at least as fast as writes use it, even without background
         // `compact_step` calls.
+        // Bounded by live bytes moved only (the argument above needs it), and by the memory
+        // budget: this step can stop mid-table, with its copies allocated beside the old table.
         if m.garbage_pressure(ratio) {
-            m.compact_step((2 * (key.len() + value_len + 24)).max(128), ratio);
+            let grow_max = match self.config.maxmemory_bytes {
+                0 => u64::MAX,
+                max => max.saturating_sub(self.mem_total - m.accounted + m.memory_bytes()),
+            };
+            m.compact_step(
+                (2 * (key.len() + value_len + 24)).max(128),
+                usize::MAX,
+                ratio,
+                grow_max,
+            );
         }
         self.sync(map);
         Ok(())
@@ -1829,9 +1844,13 @@ impl Shard {
         report
     }
 
-    /// One bounded step of compaction (moves at most about `byte_budget` bytes); returns what
-    /// it did. Works on tables whose garbage is at least `compaction_garbage_ratio` of their
-    /// used bytes, never on a head table.
+    /// One bounded step of compaction: walks at most about `byte_budget` bytes of entries, live
+    /// or dead (a dead entry costs an index lookup, so a table of dead entries is work too),
+    /// and so moves at most that many; returns what it did. The step can stop mid-table and
+    /// the next call continues there; it never allocates a head table for the moved copies
+    /// past `maxmemory` (it stops before such a move and leaves it to a later step, or to
+    /// a write's `make_room`, which finishes the table). Works on tables whose garbage is at
+    /// least `compaction_garbage_ratio` of their used bytes, never on a head table.
     pub fn compact_step(&mut self, byte_budget: usize) -> CompactReport {
         let ratio = self.config.compaction_garbage_ratio;
         let mut report = CompactReport::default();
@@ -1842,12 +1861,22 @@ impl Shard {
                 continue;
             };
             while budget > 0 && m.needs_compaction(ratio) {
-                let (moved, entries, freed, freed_bytes) = m.compact_step(budget, ratio);
-                report.bytes_moved += moved;
-                report.entries_moved += entries;
-                report.tables_freed += freed;
-                report.bytes_freed += freed_bytes;
-                budget = budget.saturating_sub(moved.max(1));
+                let grow_max = match self.config.maxmemory_bytes {
+                    0 => u64::MAX,
+                    max => max.saturating_sub(self.mem_total - m.accounted + m.memory_bytes()),
+                };
+                let step = m.compact_step(budget, budget, ratio, grow_max);
+                report.bytes_moved += step.moved;
+                report.entries_moved += step.entries;
+                report.tables_freed += step.tables_freed;
+                report.bytes_freed += step.bytes_freed;
+                report.bytes_walked += step.walked;
+                if step.blocked {
+                    break;
+                }
+                // Every walked byte is charged (moved bytes are walked bytes); a step that
+                // only freed a table costs 1.
+                budget = budget.saturating_sub(step.walked.max(1));
             }
             self.sync(&name);
             if budget == 0 {

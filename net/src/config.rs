@@ -54,7 +54,8 @@ pub struct NetConfig {
     pub background_tick_ms: u64,
     /// Keys sampled by active expiry per tick per core. Default 50 (2000 per second).
     pub expire_budget_keys: usize,
-    /// Bytes of live entries compaction may move per tick per core. Default 64 KiB (2.5 MiB/s).
+    /// Bytes of entries (live or dead) compaction may walk per tick per core, so at most that
+    /// many moved. Default 64 KiB (2.5 MiB/s).
     pub compact_budget_bytes: usize,
     /// On shutdown, how long in-flight requests may take before connections are dropped,
     /// milliseconds. Default 5000.
