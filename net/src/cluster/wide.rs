@@ -139,17 +139,26 @@ pub async fn run_local(core: &Core, args: Vec<Bytes>) -> Reply {
     crate::dispatch::run_for_thread(core, Err(args)).await
 }
 
-/// Cluster-wide PUBLISH (args: `PUBLISH channel message`): RESP bytes of the total receivers.
-pub async fn publish(core: &Core, args: &[Bytes]) -> Bytes {
-    let mut n = publish_local(core, &args[1], &args[2]).await;
-    for (p, r) in on_peers(core, args).await {
+/// PUBLISH from a connection or an application thread: on every member in cluster mode (with
+/// a table), else on this node's cores only; the total number of receivers.
+pub async fn publish(core: &Core, channel: &Bytes, message: &Bytes) -> i64 {
+    let mut n = publish_local(core, channel, message).await;
+    if !active(core) {
+        return n;
+    }
+    let args = [
+        Bytes::from_static(b"PUBLISH"),
+        channel.clone(),
+        message.clone(),
+    ];
+    for (p, r) in on_peers(core, &args).await {
         match r.as_deref().map(parse_int) {
             Ok(Some(k)) => n += k,
             Ok(None) => tracing::warn!(member = %p.id, "PUBLISH: unexpected reply"),
             Err(e) => tracing::warn!(error = %e, "PUBLISH not relayed to a member"),
         }
     }
-    Bytes::from(format!(":{n}\r\n"))
+    n
 }
 
 fn parse_int(b: &[u8]) -> Option<i64> {
