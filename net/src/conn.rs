@@ -222,7 +222,7 @@ impl Conn {
             Ok(c) => c,
             Err(e) => return batch.reply(Reply::Error(e)),
         };
-        if let Some(out) = crate::cluster::proxy::forward(&core, &cmd, args) {
+        if let Some(out) = crate::cluster::proxy::forward(&core, &cmd, args, self.proto) {
             return batch.push(out);
         }
         if matches!(cmd, Command::Flush { .. } | Command::DmDestroy { .. })

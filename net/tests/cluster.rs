@@ -626,8 +626,92 @@ fn proxy_routing_serves_plain_clients() {
         let e = c.incr::<_, _, i64>(format!("p{i}"), 1).unwrap_err();
         assert!(e.to_string().contains("not an integer"), "{e}");
     }
+    // RESP3 (HELLO 3): a relayed reply is byte for byte what the owner answers that client
+    // directly (maps, nulls), not its RESP2 form. Each key is read through both nodes: one
+    // serves it, the other proxies it.
+    let mut r3: Vec<Resp3> = nodes
+        .iter()
+        .map(|n| Resp3::connect(n.local_addr().unwrap()))
+        .collect();
+    for i in 0..10 {
+        let k = format!("r3k{i}");
+        let _: () = redis::cmd("DM.PUT")
+            .arg("m3")
+            .arg(&k)
+            .arg("v")
+            .query(&mut c)
+            .unwrap();
+        let entry: Vec<Vec<u8>> = r3
+            .iter_mut()
+            .map(|r| r.call(&["DM.GETENTRY", "m3", &k]))
+            .collect();
+        assert_eq!(entry[0], entry[1], "key {k}");
+        assert!(entry[0].starts_with(b"%"), "a RESP3 map: {entry:?}");
+        let nil: Vec<Vec<u8>> = r3
+            .iter_mut()
+            .map(|r| r.call(&["GET", &format!("absent{i}")]))
+            .collect();
+        assert_eq!(nil, vec![b"_\r\n".to_vec(); 2], "a RESP3 null");
+    }
+    // And a RESP2 connection still gets RESP2 through the proxy.
+    let flat: Value = redis::cmd("DM.GETENTRY")
+        .arg("m3")
+        .arg("r3k0")
+        .query(&mut client(nodes[1].local_addr().unwrap()))
+        .unwrap();
+    assert!(matches!(flat, Value::Array(_)), "{flat:?}");
     for n in nodes {
         n.shutdown();
+    }
+}
+
+/// A raw RESP3 connection (after `HELLO 3`): sends commands, returns each reply's exact bytes.
+struct Resp3 {
+    r: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Resp3 {
+    fn connect(addr: std::net::SocketAddr) -> Resp3 {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = Resp3 {
+            r: std::io::BufReader::new(s),
+        };
+        let hello = c.call(&["HELLO", "3"]);
+        assert!(hello.starts_with(b"%"), "{}", String::from_utf8_lossy(&hello));
+        c
+    }
+
+    fn call(&mut self, args: &[&str]) -> Vec<u8> {
+        use std::io::Write;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        self.r.get_mut().write_all(req.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        self.value(&mut out);
+        out
+    }
+
+    /// Reads one whole RESP3 value into `out`.
+    fn value(&mut self, out: &mut Vec<u8>) {
+        use std::io::{BufRead, Read};
+        let start = out.len();
+        self.r.read_until(b'\n', out).unwrap();
+        let line = String::from_utf8_lossy(&out[start..]).trim_end().to_owned();
+        let (kind, rest) = line.split_at(1);
+        let n = || rest.parse::<i64>().unwrap();
+        match kind {
+            "$" | "=" | "!" | "(" if n() >= 0 && kind != "(" => {
+                let mut body = vec![0u8; n() as usize + 2];
+                self.r.read_exact(&mut body).unwrap();
+                out.extend_from_slice(&body);
+            }
+            "*" | ">" | "~" if n() > 0 => (0..n()).for_each(|_| self.value(out)),
+            "%" | "|" => (0..2 * n()).for_each(|_| self.value(out)),
+            _ => {}
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use tessera_cluster::{
     KeeperConfig, Membership, MembershipEvent, MembershipOutput, Message, NodeId, NodeInfo, Offer,
     PartitionTable, PlannerConfig, SwimMembership, TableKeeper,
 };
+use tessera_cluster::wire::ReplyProtocol;
 
 use super::config::ClusterConfig;
 use super::link::{self, LinkParams};
@@ -315,9 +316,10 @@ impl Driver {
             }
             Message::Forward {
                 request_id,
+                protocol,
                 payload,
                 ..
-            } => self.serve_forward(from, request_id, &payload),
+            } => self.serve_forward(from, request_id, protocol, &payload),
             Message::ForwardReply {
                 request_id,
                 payload,
@@ -377,13 +379,23 @@ impl Driver {
             request_id,
             slot: job.slot,
             core: job.owner_core,
+            protocol: match job.protocol {
+                crate::resp::Protocol::Resp2 => ReplyProtocol::Resp2,
+                crate::resp::Protocol::Resp3 => ReplyProtocol::Resp3,
+            },
             payload: job.payload,
         };
         self.send(job.to, msg);
     }
 
     /// Proxy routing, on the owner node: runs a forwarded request and answers with its reply.
-    fn serve_forward(&mut self, from: NodeId, request_id: u64, payload: &[u8]) {
+    fn serve_forward(
+        &mut self,
+        from: NodeId,
+        request_id: u64,
+        protocol: ReplyProtocol,
+        payload: &[u8],
+    ) {
         let limits = &self.core.shared.config.protocol;
         let Some(args) = proxy::parse_payload(payload, limits) else {
             let reply = proxy::error_bytes("ERR proxy: malformed forwarded request");
@@ -404,7 +416,11 @@ impl Driver {
             runtime::yield_now().await;
             let reply = super::wide::run_local(&core, args).await;
             let mut out = bytes::BytesMut::new();
-            crate::resp::encode(&reply, crate::resp::Protocol::Resp2, &mut out);
+            let proto = match protocol {
+                ReplyProtocol::Resp2 => crate::resp::Protocol::Resp2,
+                ReplyProtocol::Resp3 => crate::resp::Protocol::Resp3,
+            };
+            crate::resp::encode(&reply, proto, &mut out);
             if let Some(d) = this.upgrade() {
                 let payload = out.to_vec();
                 d.borrow_mut().send(

@@ -1,7 +1,7 @@
 //! Cluster-wide commands: PUBLISH, FLUSHALL / FLUSHDB, DM.DESTROY and DM.SCAN in cluster mode.
 //!
 //! They travel the proxy path ([`super::proxy::send`]: `Message::Forward` to a member, its reply
-//! relayed as RESP2 bytes by `Message::ForwardReply`, an unanswered request failed after
+//! relayed as RESP2 bytes (the fan-out reads them here) by `Message::ForwardReply`, an unanswered request failed after
 //! `cluster.proxy_timeout_ms`). The member that receives one runs it on itself only
 //! ([`run_local`]), so a fan-out never fans out again.
 //!
@@ -66,7 +66,7 @@ fn send(
     to: &NodeInfo,
     args: &[Bytes],
 ) -> Option<crate::runtime::oneshot::Receiver<Bytes>> {
-    super::proxy::send(core, to.id, 0, 0, args)
+    super::proxy::send(core, to.id, 0, 0, args, Protocol::Resp2)
 }
 
 /// The reply bytes of a [`send`]; `Err` (a text naming the member) when it could not be asked,
