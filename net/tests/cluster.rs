@@ -1005,3 +1005,81 @@ fn cluster_wide_flush_names_the_member_that_did_not_answer() {
         n.shutdown();
     }
 }
+
+/// The client address (`host:port`) of the node owning `key`, by `table`.
+fn owner_addr(table: &Value, any: std::net::SocketAddr, key: &str) -> String {
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(&mut client(any))
+        .unwrap();
+    let Value::Array(ranges) = field(table, "ranges") else {
+        panic!("{table:?}")
+    };
+    ranges
+        .iter()
+        .find(|r| (text_int(&field(r, "first"))..=text_int(&field(r, "last"))).contains(&slot))
+        .map(|r| text(&field(r, "addr")))
+        .expect("every slot has an owner")
+}
+
+#[test]
+fn proxied_requests_to_a_restarting_peer_are_answered_not_lost() {
+    // A request for a peer whose link just broke (the peer restarted) is held while the link
+    // is dialled again and answered, or fails at once while the peer is down: never left to
+    // proxy_timeout_ms, which is huge here so a lost request would hang the client until its
+    // read timeout fails the test.
+    let config = |i: u16| {
+        let mut cfg = cluster_config(1, 24520 + i, 24520, 2);
+        cfg.cluster.routing = tessera_net::cluster::config::Routing::Proxy;
+        cfg.cluster.proxy_timeout_ms = 600_000;
+        cfg.cluster.node_id = format!("{:040x}", 0xabc0 + u32::from(i));
+        cfg
+    };
+    let mut nodes = vec![
+        Node::start(config(0)).unwrap(),
+        Node::start(config(1)).unwrap(),
+    ];
+    let table = wait_agreement(&nodes, 2);
+    let a_addr = nodes[0].local_addr().unwrap();
+    let b_addr = nodes[1].local_addr().unwrap();
+    let key = (0..1000)
+        .map(|i| format!("held{i}"))
+        .find(|k| owner_addr(&table, a_addr, k) == format!("127.0.0.1:{}", b_addr.port()))
+        .expect("some key is owned by the second node");
+    let mut c = client(a_addr);
+    let _: () = c.set(&key, "v").unwrap();
+    let v: String = c.get(&key).unwrap();
+    assert_eq!(v, "v");
+    for round in 0..3 {
+        nodes.pop().unwrap().shutdown();
+        nodes.push(Node::start(config(1)).unwrap());
+        // From the moment the peer went away until it serves again: every reply arrives (a
+        // hang fails on the client's read timeout), and is the value, a nil (a restarted
+        // node has lost its data) or a fast TRYAGAIN / CLUSTERDOWN.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut errors = 0;
+        loop {
+            match c.get::<_, Option<String>>(&key) {
+                Ok(_) => break,
+                Err(e) if matches!(e.code(), Some("TRYAGAIN" | "CLUSTERDOWN")) => errors += 1,
+                Err(e) => panic!("round {round}: {e:?}"),
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: never served again ({errors} fast errors)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Served again: a burst of pipelined requests right after all get replies.
+        let mut pipe = redis::pipe();
+        for _ in 0..100 {
+            pipe.get(&key);
+        }
+        let got: Vec<Option<String>> = pipe.query(&mut c).unwrap();
+        assert_eq!(got.len(), 100);
+    }
+    for n in nodes {
+        n.shutdown();
+    }
+}

@@ -93,6 +93,23 @@ pub fn error_bytes(text: &str) -> Bytes {
     b.freeze()
 }
 
+/// Error codes that travel as themselves, not as `ERR <text>`: a forwarded request answered by
+/// the owner's routing (`-CLUSTERDOWN` without a table, `-MOVED` / `-TRYAGAIN` during a
+/// migration, `-CROSSSLOT`) reaches the client as the owner would have answered it.
+const RAW_CODES: [&str; 5] = ["MOVED ", "ASK ", "TRYAGAIN ", "CLUSTERDOWN ", "CROSSSLOT "];
+
+/// The owner's reply to a forwarded request, encoded in `proto` for the requester.
+pub fn encode_reply(reply: &tessera_engine::Reply, proto: Protocol, out: &mut BytesMut) {
+    match reply {
+        tessera_engine::Reply::Error(tessera_engine::CommandError::Other(t))
+            if RAW_CODES.iter().any(|c| t.starts_with(c)) =>
+        {
+            crate::resp::encode_error(t, out);
+        }
+        r => crate::resp::encode(r, proto, out),
+    }
+}
+
 /// `args` as a RESP array of bulk strings.
 fn encode_args(args: &[Bytes]) -> Vec<u8> {
     let mut out = BytesMut::new();
