@@ -1053,6 +1053,15 @@ fn proxied_requests_to_a_restarting_peer_are_answered_not_lost() {
     assert_eq!(v, "v");
     for round in 0..3 {
         nodes.pop().unwrap().shutdown();
+        // While it is away: each request fails at once (the peer is down or unreachable).
+        for _ in 0..20 {
+            let e = c.get::<_, Option<String>>(&key).unwrap_err();
+            assert!(
+                matches!(e.code(), Some("TRYAGAIN" | "CLUSTERDOWN")),
+                "round {round}: {e:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         nodes.push(Node::start(config(1)).unwrap());
         // From the moment the peer went away until it serves again: every reply arrives (a
         // hang fails on the client's read timeout), and is the value, a nil (a restarted
