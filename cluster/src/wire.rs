@@ -150,7 +150,9 @@ pub enum AbortReason {
 /// The RESP version a forwarded request's reply is encoded in: the one the requesting client
 /// speaks (`HELLO 3` switches a connection to RESP3), so a proxied reply is byte for byte what
 /// the owner would have answered that client directly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 #[rkyv(derive(Debug))]
 pub enum ReplyProtocol {
     /// RESP2 (maps as flat arrays, doubles as bulk strings).

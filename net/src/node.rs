@@ -472,7 +472,10 @@ impl NodeHandle {
                 message,
                 reply: tx,
             };
-            if self.shared.mesh[self.next_core()].send_blocking(req).is_err() {
+            if self.shared.mesh[self.next_core()]
+                .send_blocking(req)
+                .is_err()
+            {
                 return 0;
             }
             return rx.recv().map_or(0, |n| usize::try_from(n).unwrap_or(0));

@@ -678,7 +678,11 @@ impl Resp3 {
             r: std::io::BufReader::new(s),
         };
         let hello = c.call(&["HELLO", "3"]);
-        assert!(hello.starts_with(b"%"), "{}", String::from_utf8_lossy(&hello));
+        assert!(
+            hello.starts_with(b"%"),
+            "{}",
+            String::from_utf8_lossy(&hello)
+        );
         c
     }
 
@@ -686,7 +690,7 @@ impl Resp3 {
         use std::io::Write;
         let mut req = format!("*{}\r\n", args.len());
         for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            req += &["$", &a.len().to_string(), "\r\n", a, "\r\n"].concat();
         }
         self.r.get_mut().write_all(req.as_bytes()).unwrap();
         let mut out = Vec::new();

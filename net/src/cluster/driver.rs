@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalSender};
+use tessera_cluster::wire::ReplyProtocol;
 use tessera_cluster::{
     KeeperConfig, Membership, MembershipEvent, MembershipOutput, Message, NodeId, NodeInfo, Offer,
     PartitionTable, PlannerConfig, SwimMembership, TableKeeper,
 };
-use tessera_cluster::wire::ReplyProtocol;
 
 use super::config::ClusterConfig;
 use super::link::{self, LinkParams};
@@ -110,7 +110,9 @@ enum Failure {
     Unreachable,
     #[error("TRYAGAIN proxy: the link to the owning node broke before its reply (the command may have run)")]
     Lost,
-    #[error("CLUSTERDOWN proxy: the owning node went down before its reply (the command may have run)")]
+    #[error(
+        "CLUSTERDOWN proxy: the owning node went down before its reply (the command may have run)"
+    )]
     WentDown,
 }
 
@@ -368,7 +370,14 @@ impl Driver {
     /// sent: `-TRYAGAIN`); one that broke holds them for the next dial and fails the requests
     /// it may have sent (their replies are not coming on a broken link). Replies are held for
     /// the next dial; migration frames are dropped (the link loss restarts their streams).
-    fn link_ended(&mut self, to: NodeId, attempt: u64, was_up: bool, clean: bool, unsent: Vec<Message>) {
+    fn link_ended(
+        &mut self,
+        to: NodeId,
+        attempt: u64,
+        was_up: bool,
+        clean: bool,
+        unsent: Vec<Message>,
+    ) {
         let current = self.links.get(&to).is_some_and(|l| l.attempt == attempt);
         if !current {
             // Replaced (peer declared down, or closed for a full queue and dialled again):
@@ -429,11 +438,18 @@ impl Driver {
         match msg {
             Message::Forward { request_id, .. } => {
                 if let Some(f) = self.forwards.remove(&request_id) {
-                    proxy::deliver(&self.core, f.origin, f.id, proxy::error_bytes(&why.to_string()));
+                    proxy::deliver(
+                        &self.core,
+                        f.origin,
+                        f.id,
+                        proxy::error_bytes(&why.to_string()),
+                    );
                 }
             }
             m if is_migration(&m) => self.lose_link(to),
-            m => tracing::debug!(peer = ?to, kind = ?m.kind(), reason = %why, "peer message dropped"),
+            m => {
+                tracing::debug!(peer = ?to, kind = ?m.kind(), reason = %why, "peer message dropped");
+            }
         }
     }
 
@@ -579,7 +595,12 @@ impl Driver {
     fn forward(&mut self, job: Job) {
         if job.payload.len() > frame_room(&self.cfg) {
             let text = "ERR proxy: request too large for a peer frame (cluster.frame_bytes_max)";
-            proxy::deliver(&self.core, job.origin_core, job.id, proxy::error_bytes(text));
+            proxy::deliver(
+                &self.core,
+                job.origin_core,
+                job.id,
+                proxy::error_bytes(text),
+            );
             return;
         }
         let request_id = self.next_forward;
@@ -641,9 +662,11 @@ impl Driver {
             };
             proxy::encode_reply(&reply, proto, &mut out);
             if out.len() > frame_room(&core.shared.config.cluster) {
-                out = bytes::BytesMut::from(&proxy::error_bytes(
-                    "ERR proxy: reply too large for a peer frame (cluster.frame_bytes_max)",
-                )[..]);
+                out = bytes::BytesMut::from(
+                    &proxy::error_bytes(
+                        "ERR proxy: reply too large for a peer frame (cluster.frame_bytes_max)",
+                    )[..],
+                );
             }
             if let Some(d) = this.upgrade() {
                 let payload = out.to_vec();
