@@ -85,8 +85,9 @@ impl Node {
         self.handle.execute(args)
     }
 
-    /// Publishes `message` on `channel` to subscribers on every core (and connection); returns how
-    /// many received it. The same call as [`Client::publish`](crate::Client::publish).
+    /// Publishes `message` on `channel` to subscribers on every core (and connection), and in
+    /// cluster mode on every member, as the `PUBLISH` command does; returns how many received
+    /// it. The same call as [`Client::publish`](crate::Client::publish).
     pub fn publish(
         &self,
         channel: impl AsRef<[u8]>,

@@ -332,6 +332,21 @@ fn remote_client_against_a_three_node_cluster() {
     // member), then pub/sub (PUBLISH is broadcast to every member).
     exercise(&client.dmap("users"));
     exercise_pubsub(&client);
+    // The embedding API publishes cluster-wide too: subscribers on every member receive it and
+    // are all counted, as for the client command.
+    let subs: Vec<Subscription> = nodes
+        .iter()
+        .map(|n| n.subscribe(&["cluster-news"]).unwrap())
+        .collect();
+    assert_eq!(nodes[1].publish("cluster-news", "hi").unwrap(), 3);
+    for s in &subs {
+        assert_eq!(next(s), pair("cluster-news", b"hi"));
+    }
+    assert_eq!(
+        PubSub::publish(&nodes[2].handle(), "nobody-here", "x").unwrap(),
+        0
+    );
+    drop(subs);
     // Plain keys through the same client land on every node: it really routes by slot.
     for i in 0..300 {
         let args = vec![

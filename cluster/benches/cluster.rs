@@ -90,6 +90,7 @@ fn codec(c: &mut Criterion) {
         request_id: 1,
         slot: 3,
         core: 0,
+        protocol: tessera_cluster::wire::ReplyProtocol::Resp2,
         payload: b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nvalue\r\n".to_vec(),
     };
     let mut small = AlignedVec::<16>::new();

@@ -26,8 +26,8 @@ use crate::Slot;
 /// First four bytes of every frame.
 pub const MAGIC: u32 = 0x5453_5246;
 /// Version of this header and schema; bumped on any incompatible change (2: stream entries
-/// and deletes name their map).
-pub const WIRE_VERSION: u16 = 2;
+/// and deletes name their map; 3: a forwarded request names the protocol of its reply).
+pub const WIRE_VERSION: u16 = 3;
 /// Header size in bytes.
 pub const HEADER_BYTES: usize = 16;
 /// Bodies are padded to a multiple of this.
@@ -147,6 +147,20 @@ pub enum AbortReason {
     Refused,
 }
 
+/// The RESP version a forwarded request's reply is encoded in: the one the requesting client
+/// speaks (`HELLO 3` switches a connection to RESP3), so a proxied reply is byte for byte what
+/// the owner would have answered that client directly.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+#[rkyv(derive(Debug))]
+pub enum ReplyProtocol {
+    /// RESP2 (maps as flat arrays, doubles as bulk strings).
+    Resp2,
+    /// RESP3 (maps, doubles, nulls, sets).
+    Resp3,
+}
+
 /// Every message a peer link carries.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 #[rkyv(derive(Debug))]
@@ -242,10 +256,12 @@ pub enum Message {
         slot: Slot,
         /// Owning core on the receiver.
         core: u16,
+        /// The protocol to encode the reply in.
+        protocol: ReplyProtocol,
         /// The command, RESP-encoded.
         payload: Vec<u8>,
     },
-    /// The owner's reply to a forwarded request: raw RESP bytes.
+    /// The owner's reply to a forwarded request: raw RESP bytes, in the request's protocol.
     ForwardReply {
         /// The request's id.
         request_id: u64,
@@ -713,6 +729,7 @@ mod tests {
                 request_id: 1,
                 slot: 3,
                 core: 1,
+                protocol: ReplyProtocol::Resp3,
                 payload: b"*1\r\n$4\r\nPING\r\n".to_vec(),
             },
             Message::ForwardReply {

@@ -222,7 +222,7 @@ impl Conn {
             Ok(c) => c,
             Err(e) => return batch.reply(Reply::Error(e)),
         };
-        if let Some(out) = crate::cluster::proxy::forward(&core, &cmd, args) {
+        if let Some(out) = crate::cluster::proxy::forward(&core, &cmd, args, self.proto) {
             return batch.push(out);
         }
         if matches!(cmd, Command::Flush { .. } | Command::DmDestroy { .. })
@@ -421,8 +421,8 @@ impl Conn {
                 return self.unsubscribe(spec.name == "punsubscribe", &args[1..], batch)
             }
             "publish" if crate::cluster::wide::active(&core) => {
-                let r = crate::cluster::wide::publish(&core, args).await;
-                return batch.push(Out::Raw(r));
+                let n = crate::cluster::wide::publish(&core, &args[1], &args[2]).await;
+                return batch.reply(Reply::Int(n));
             }
             "publish" => {
                 let ops = |_| Op::Publish {

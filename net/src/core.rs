@@ -105,6 +105,13 @@ pub enum Request {
         command: Result<Command, Vec<Bytes>>,
         reply: crossbeam_channel::Sender<Reply>,
     },
+    /// PUBLISH for an application thread (embedding API): to this node's subscribers, and in
+    /// cluster mode to every member's (as the client command); answers the receiver count.
+    Publish {
+        channel: Bytes,
+        message: Bytes,
+        reply: crossbeam_channel::Sender<i64>,
+    },
     /// Install a new cluster view (table, live members, quorum) from the cluster task.
     Cluster(crate::cluster::ViewUpdate),
     /// Proxy routing: a request to forward to another node (to core 0, the cluster task).
@@ -502,6 +509,17 @@ impl Core {
                 }
                 Some(Received::Request(Request::ForwardReply { id, payload })) => {
                     self.proxy.complete(id, payload);
+                }
+                Some(Received::Request(Request::Publish {
+                    channel,
+                    message,
+                    reply,
+                })) => {
+                    let core = Rc::clone(&self);
+                    runtime::spawn(async move {
+                        let n = crate::cluster::wide::publish(&core, &channel, &message).await;
+                        let _ = reply.send(n);
+                    });
                 }
                 Some(Received::Request(Request::Run { command, reply })) => {
                     let core = Rc::clone(&self);

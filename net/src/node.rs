@@ -458,10 +458,28 @@ impl NodeHandle {
         rx.recv().unwrap_or_else(|_| stopped())
     }
 
-    /// Publishes to every core's subscribers; returns how many received it.
+    /// Publishes to every core's subscribers, and in cluster mode to every member's (as the
+    /// client command `PUBLISH` does); returns how many received it. A member that does not
+    /// answer within `cluster.proxy_timeout_ms` counts as 0.
     pub fn publish(&self, channel: impl Into<Bytes>, message: impl Into<Bytes>) -> usize {
         let channel = channel.into();
         let message = message.into();
+        if self.shared.config.cluster.enabled {
+            // The fan-out to the other members runs on an executor (it uses the peer links).
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let req = Request::Publish {
+                channel,
+                message,
+                reply: tx,
+            };
+            if self.shared.mesh[self.next_core()]
+                .send_blocking(req)
+                .is_err()
+            {
+                return 0;
+            }
+            return rx.recv().map_or(0, |n| usize::try_from(n).unwrap_or(0));
+        }
         let mut pending = Vec::new();
         for mail in &self.shared.mesh {
             let (tx, rx) = crossbeam_channel::bounded(1);

@@ -626,8 +626,96 @@ fn proxy_routing_serves_plain_clients() {
         let e = c.incr::<_, _, i64>(format!("p{i}"), 1).unwrap_err();
         assert!(e.to_string().contains("not an integer"), "{e}");
     }
+    // RESP3 (HELLO 3): a relayed reply is byte for byte what the owner answers that client
+    // directly (maps, nulls), not its RESP2 form. Each key is read through both nodes: one
+    // serves it, the other proxies it.
+    let mut r3: Vec<Resp3> = nodes
+        .iter()
+        .map(|n| Resp3::connect(n.local_addr().unwrap()))
+        .collect();
+    for i in 0..10 {
+        let k = format!("r3k{i}");
+        let _: () = redis::cmd("DM.PUT")
+            .arg("m3")
+            .arg(&k)
+            .arg("v")
+            .query(&mut c)
+            .unwrap();
+        let entry: Vec<Vec<u8>> = r3
+            .iter_mut()
+            .map(|r| r.call(&["DM.GETENTRY", "m3", &k]))
+            .collect();
+        assert_eq!(entry[0], entry[1], "key {k}");
+        assert!(entry[0].starts_with(b"%"), "a RESP3 map: {entry:?}");
+        let nil: Vec<Vec<u8>> = r3
+            .iter_mut()
+            .map(|r| r.call(&["GET", &format!("absent{i}")]))
+            .collect();
+        assert_eq!(nil, vec![b"_\r\n".to_vec(); 2], "a RESP3 null");
+    }
+    // And a RESP2 connection still gets RESP2 through the proxy.
+    let flat: Value = redis::cmd("DM.GETENTRY")
+        .arg("m3")
+        .arg("r3k0")
+        .query(&mut client(nodes[1].local_addr().unwrap()))
+        .unwrap();
+    assert!(matches!(flat, Value::Array(_)), "{flat:?}");
     for n in nodes {
         n.shutdown();
+    }
+}
+
+/// A raw RESP3 connection (after `HELLO 3`): sends commands, returns each reply's exact bytes.
+struct Resp3 {
+    r: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Resp3 {
+    fn connect(addr: std::net::SocketAddr) -> Resp3 {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut c = Resp3 {
+            r: std::io::BufReader::new(s),
+        };
+        let hello = c.call(&["HELLO", "3"]);
+        assert!(
+            hello.starts_with(b"%"),
+            "{}",
+            String::from_utf8_lossy(&hello)
+        );
+        c
+    }
+
+    fn call(&mut self, args: &[&str]) -> Vec<u8> {
+        use std::io::Write;
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req += &["$", &a.len().to_string(), "\r\n", a, "\r\n"].concat();
+        }
+        self.r.get_mut().write_all(req.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        self.value(&mut out);
+        out
+    }
+
+    /// Reads one whole RESP3 value into `out`.
+    fn value(&mut self, out: &mut Vec<u8>) {
+        use std::io::{BufRead, Read};
+        let start = out.len();
+        self.r.read_until(b'\n', out).unwrap();
+        let line = String::from_utf8_lossy(&out[start..]).trim_end().to_owned();
+        let (kind, rest) = line.split_at(1);
+        let n = || rest.parse::<i64>().unwrap();
+        match kind {
+            "$" | "=" | "!" | "(" if n() >= 0 && kind != "(" => {
+                let mut body = vec![0u8; n() as usize + 2];
+                self.r.read_exact(&mut body).unwrap();
+                out.extend_from_slice(&body);
+            }
+            "*" | ">" | "~" if n() > 0 => (0..n()).for_each(|_| self.value(out)),
+            "%" | "|" => (0..2 * n()).for_each(|_| self.value(out)),
+            _ => {}
+        }
     }
 }
 
@@ -917,6 +1005,93 @@ fn cluster_wide_flush_names_the_member_that_did_not_answer() {
         .query(&mut c)
         .unwrap();
     assert_eq!(n, 0);
+    for n in nodes {
+        n.shutdown();
+    }
+}
+
+/// The client address (`host:port`) of the node owning `key`, by `table`.
+fn owner_addr(table: &Value, any: std::net::SocketAddr, key: &str) -> String {
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query(&mut client(any))
+        .unwrap();
+    let Value::Array(ranges) = field(table, "ranges") else {
+        panic!("{table:?}")
+    };
+    ranges
+        .iter()
+        .find(|r| (text_int(&field(r, "first"))..=text_int(&field(r, "last"))).contains(&slot))
+        .map(|r| text(&field(r, "addr")))
+        .expect("every slot has an owner")
+}
+
+#[test]
+fn proxied_requests_to_a_restarting_peer_are_answered_not_lost() {
+    // A request for a peer whose link just broke (the peer restarted) is held while the link
+    // is dialled again and answered, or fails at once while the peer is down: never left to
+    // proxy_timeout_ms, which is huge here so a lost request would hang the client until its
+    // read timeout fails the test.
+    let config = |i: u16| {
+        let mut cfg = cluster_config(1, 24520 + i, 24520, 2);
+        cfg.cluster.routing = tessera_net::cluster::config::Routing::Proxy;
+        cfg.cluster.proxy_timeout_ms = 600_000;
+        cfg.cluster.node_id = format!("{:040x}", 0xabc0 + u32::from(i));
+        cfg
+    };
+    let mut nodes = vec![
+        Node::start(config(0)).unwrap(),
+        Node::start(config(1)).unwrap(),
+    ];
+    let table = wait_agreement(&nodes, 2);
+    let a_addr = nodes[0].local_addr().unwrap();
+    let b_addr = nodes[1].local_addr().unwrap();
+    let key = (0..1000)
+        .map(|i| format!("held{i}"))
+        .find(|k| owner_addr(&table, a_addr, k) == format!("127.0.0.1:{}", b_addr.port()))
+        .expect("some key is owned by the second node");
+    let mut c = client(a_addr);
+    let _: () = c.set(&key, "v").unwrap();
+    let v: String = c.get(&key).unwrap();
+    assert_eq!(v, "v");
+    for round in 0..3 {
+        nodes.pop().unwrap().shutdown();
+        // While it is away: each request fails at once (the peer is down or unreachable).
+        for _ in 0..20 {
+            let e = c.get::<_, Option<String>>(&key).unwrap_err();
+            assert!(
+                matches!(e.code(), Some("TRYAGAIN" | "CLUSTERDOWN")),
+                "round {round}: {e:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        nodes.push(Node::start(config(1)).unwrap());
+        // From the moment the peer went away until it serves again: every reply arrives (a
+        // hang fails on the client's read timeout), and is the value, a nil (a restarted
+        // node has lost its data) or a fast TRYAGAIN / CLUSTERDOWN.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut errors = 0;
+        loop {
+            match c.get::<_, Option<String>>(&key) {
+                Ok(_) => break,
+                Err(e) if matches!(e.code(), Some("TRYAGAIN" | "CLUSTERDOWN")) => errors += 1,
+                Err(e) => panic!("round {round}: {e:?}"),
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: never served again ({errors} fast errors)"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Served again: a burst of pipelined requests right after all get replies.
+        let mut pipe = redis::pipe();
+        for _ in 0..100 {
+            pipe.get(&key);
+        }
+        let got: Vec<Option<String>> = pipe.query(&mut c).unwrap();
+        assert_eq!(got.len(), 100);
+    }
     for n in nodes {
         n.shutdown();
     }

@@ -85,14 +85,18 @@ pub struct ClusterConfig {
     /// Timeout of a peer-link connect, milliseconds. Default 1000, 1..=60000.
     pub link_connect_timeout_ms: u64,
     /// Time a new peer link has to authenticate before it is closed, milliseconds.
-    /// Default 5000, 1..=60000 (2000 timed out now and then on a loaded 2-core machine, and
-    /// messages for a peer are dropped until its link is back).
+    /// Default 5000, 1..=60000 (2000 timed out now and then on a loaded 2-core machine; a
+    /// timed-out dial fails the proxied requests queued for it with `-TRYAGAIN` and restarts
+    /// the migrations with that peer, so a spurious timeout still costs).
     pub link_handshake_timeout_ms: u64,
     /// Wait before re-dialling a peer whose link failed, milliseconds. Messages for it are
-    /// dropped meanwhile (tables and hints are repeated). Default 500, 1..=60000.
+    /// held meanwhile (within `link_queue_frames`) and sent first on the new link.
+    /// Default 500, 1..=60000.
     pub link_retry_ms: u64,
-    /// Frames queued on one outgoing peer link. A frame that finds the queue full is dropped
-    /// and the link closed (both sides then restart the migrations that used it).
+    /// Frames queued for one peer: on its outgoing link while it is up or being dialled, or
+    /// held while it waits to be re-dialled. A frame that finds the queue full fails at once
+    /// to its sender (a proxied request answers `-TRYAGAIN`, a migration sees the link lost);
+    /// an up link is then closed (both sides restart the migrations that used it).
     /// Default 65536, 16..=1048576.
     pub link_queue_frames: usize,
     /// Most peer links accepted at once (authenticated or not); more are closed at once.

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalSender};
+use tessera_cluster::wire::ReplyProtocol;
 use tessera_cluster::{
     KeeperConfig, Membership, MembershipEvent, MembershipOutput, Message, NodeId, NodeInfo, Offer,
     PartitionTable, PlannerConfig, SwimMembership, TableKeeper,
@@ -74,10 +75,63 @@ pub fn bind(shared: &Shared, client_port: u16) -> Result<Sockets, String> {
     })
 }
 
-/// An outgoing link: the queue its task writes from, or the time it may be dialled again.
+/// An outgoing link: the queue its task writes from (while it is dialled and up), the
+/// messages held while it waits to be dialled again, and when it may be.
+#[derive(Default)]
 struct Link {
     tx: Option<LocalSender<Message>>,
+    /// At most `link_queue_frames`; moved onto the next dial's queue.
+    held: std::collections::VecDeque<Message>,
     retry_at_ms: u64,
+    /// Number of the current dial: a finished link task reports with its own.
+    attempt: u64,
+}
+
+/// A forwarded request waiting for its reply.
+struct Waiting {
+    /// Origin core and the waiter's id there.
+    origin: usize,
+    id: u64,
+    deadline_ms: u64,
+    /// The node it went to.
+    to: NodeId,
+}
+
+/// Why a message could not be delivered; the text is the error a forwarded request answers.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("TRYAGAIN proxy: the queue to the owning node is full (not sent), retry")]
+    QueueFull,
+    #[error("CLUSTERDOWN proxy: the owning node is down (not sent)")]
+    Down,
+    #[error("CLUSTERDOWN proxy: the owning node's address is unknown (not sent)")]
+    Unknown,
+    #[error("TRYAGAIN proxy: the owning node could not be reached (not sent), retry")]
+    Unreachable,
+    #[error("TRYAGAIN proxy: the link to the owning node broke before its reply (the command may have run)")]
+    Lost,
+    #[error(
+        "CLUSTERDOWN proxy: the owning node went down before its reply (the command may have run)"
+    )]
+    WentDown,
+}
+
+/// Largest RESP payload a `Forward` / `ForwardReply` carries: the frame cap less room for the
+/// rest of the message (a larger one could not be framed).
+fn frame_room(cfg: &ClusterConfig) -> usize {
+    cfg.frame_bytes_max.saturating_sub(1024)
+}
+
+/// Frames of a migration stream (their loss is a link loss for the migrations).
+fn is_migration(m: &Message) -> bool {
+    matches!(
+        m,
+        Message::MigrateBatch(_)
+            | Message::MigrateAck { .. }
+            | Message::Handoff { .. }
+            | Message::HandoffAck { .. }
+            | Message::Abort { .. }
+    )
 }
 
 /// The state of the cluster task.
@@ -99,9 +153,12 @@ pub struct Driver {
     /// Cores whose mailbox was full at the last publication (retried on the next tick).
     unsent: Vec<usize>,
     datagrams: Vec<(SocketAddr, Bytes)>,
-    /// Proxy routing: forwarded requests waiting for the owner's reply:
-    /// request id -> (origin core, waiter id, deadline).
-    forwards: HashMap<u64, (usize, u64, u64)>,
+    /// Proxy routing: forwarded requests waiting for the owner's reply, by request id.
+    forwards: HashMap<u64, Waiting>,
+    /// Members membership declared down (messages for them fail at once), until they are up.
+    down: std::collections::HashSet<NodeId>,
+    /// Peers whose migrations were told of a link loss this tick (told once per tick).
+    lost_this_tick: std::collections::HashSet<NodeId>,
     next_forward: u64,
     this: std::rc::Weak<RefCell<Driver>>,
     /// `CLUSTER LEAVE` / SIGTERM: draining this node; `left` once it said goodbye.
@@ -145,6 +202,8 @@ impl Driver {
             unsent: Vec::new(),
             datagrams: Vec::new(),
             forwards: HashMap::new(),
+            down: std::collections::HashSet::new(),
+            lost_this_tick: std::collections::HashSet::new(),
             next_forward: 1,
             this: std::rc::Weak::new(),
             leaving: false,
@@ -162,12 +221,24 @@ impl Driver {
         if out.events.is_empty() {
             return;
         }
-        for ev in &out.events {
+        for ev in out.events {
             match ev {
-                MembershipEvent::Up(n) => tracing::info!(node = ?n.id, host = %n.host, "member up"),
+                MembershipEvent::Up(n) => {
+                    tracing::info!(node = ?n.id, host = %n.host, "member up");
+                    self.down.remove(&n.id);
+                }
                 MembershipEvent::Down(n) => {
                     tracing::warn!(node = ?n.id, host = %n.host, "member down");
-                    self.links.remove(&n.id);
+                    self.down.insert(n.id);
+                    // Its link closes (the writer ends after its queue); everything waiting
+                    // for it fails now rather than at a timeout.
+                    if let Some(l) = self.links.remove(&n.id) {
+                        for m in l.held {
+                            self.fail(n.id, m, &Failure::Down);
+                        }
+                    }
+                    self.fail_forwards(n.id, &Failure::WentDown, |_| true);
+                    self.lose_link(n.id);
                 }
                 MembershipEvent::Joined => tracing::info!("joined the cluster"),
                 MembershipEvent::Alone => tracing::info!("no other live member"),
@@ -192,70 +263,223 @@ impl Driver {
             })
     }
 
-    /// Queues `msg` for `to` (handled at once when `to` is this node). Dropped, and logged,
-    /// when the link's queue is full or the link is waiting to be re-dialled.
+    /// Queues `msg` for `to` (handled at once when `to` is this node): on its link's queue when
+    /// the link is up or being dialled, else held (dialling when the retry delay has passed).
+    /// A message that cannot be queued fails at once to its sender ([`Driver::fail`]): the
+    /// queue is full (`link_queue_frames`), the peer is down, or its address is unknown.
     fn send(&mut self, to: NodeId, msg: Message) {
         if to == self.me.id {
             self.on_peer(to, msg);
             return;
         }
+        if self.down.contains(&to) {
+            self.fail(to, msg, &Failure::Down);
+            return;
+        }
         let now = self.now_ms();
-        let link = self.links.entry(to).or_insert(Link {
-            tx: None,
-            retry_at_ms: 0,
-        });
+        let max = self.cfg.link_queue_frames;
+        let link = self.links.entry(to).or_default();
         let msg = match &link.tx {
             Some(tx) => match tx.try_send(msg) {
                 Ok(()) => return,
-                Err(glommio::GlommioError::WouldBlock(_)) => {
-                    // A dropped frame would leave a migration stream waiting forever: close the
+                Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(m))) => {
+                    // A dropped stream frame would leave a migration waiting forever: close the
                     // link instead (its writer ends after the queued frames), so both sides see
                     // the link lost and their migrations restart.
-                    tracing::warn!(peer = ?to, "peer link queue full: frame dropped, link closed");
+                    tracing::warn!(peer = ?to, "peer link queue full: frame failed, link closed");
                     link.tx = None;
+                    self.fail(to, m, &Failure::QueueFull);
                     return;
                 }
-                Err(e) => {
-                    // The link's task ended: dial again (after the retry delay).
+                Err(glommio::GlommioError::Closed(glommio::ResourceType::Channel(m))) => {
+                    // The link's task ended and has not reported yet: hold and dial again.
                     link.tx = None;
-                    match e {
-                        glommio::GlommioError::Closed(glommio::ResourceType::Channel(m)) => m,
-                        _ => return,
-                    }
+                    m
                 }
+                Err(_) => return,
             },
             None => msg,
         };
-        if now < link.retry_at_ms {
+        if link.held.len() >= max {
+            self.fail(to, msg, &Failure::QueueFull);
             return;
         }
-        let Some(info) = self.node_info(to) else {
+        link.held.push_back(msg);
+        if now >= link.retry_at_ms {
+            self.dial(to);
+        }
+    }
+
+    /// Dials `to` with the held messages as the new link's first frames. Unknown peer: they
+    /// fail at once.
+    fn dial(&mut self, to: NodeId) {
+        let addr = self.node_info(to).and_then(|info| {
+            let ip = info.host.parse::<std::net::IpAddr>().ok();
+            if ip.is_none() {
+                tracing::warn!(peer = ?to, host = %info.host, "peer host is not an IP address");
+            }
+            ip.map(|ip| SocketAddr::new(ip, info.peer_port))
+        });
+        let Some(addr) = addr else {
+            let held = self
+                .links
+                .get_mut(&to)
+                .map(|l| std::mem::take(&mut l.held))
+                .unwrap_or_default();
+            for m in held {
+                self.fail(to, m, &Failure::Unknown);
+            }
             return;
         };
-        let Ok(ip) = info.host.parse::<std::net::IpAddr>() else {
-            tracing::warn!(peer = ?to, host = %info.host, "peer host is not an IP address");
-            return;
-        };
-        let addr = SocketAddr::new(ip, info.peer_port);
+        let now = self.now_ms();
         let (tx, rx) = local_channel::new_bounded(self.cfg.link_queue_frames);
-        let _ = tx.try_send(msg);
-        let link = self.links.get_mut(&to).expect("inserted above");
+        let link = self.links.get_mut(&to).expect("dialled links exist");
+        // `held` is at most `link_queue_frames` long, the channel's capacity.
+        for m in link.held.drain(..) {
+            let _ = tx.try_send(m);
+        }
         link.tx = Some(tx);
         link.retry_at_ms = now + self.cfg.link_retry_ms;
+        link.attempt += 1;
+        let attempt = link.attempt;
         let params = self.params.clone();
         let timeout = Duration::from_millis(self.cfg.link_connect_timeout_ms);
         let this = self.this.clone();
         runtime::spawn(async move {
-            match link::outgoing(params, to, addr, timeout, rx).await {
+            let up = std::cell::Cell::new(false);
+            let result = link::outgoing(params, to, addr, timeout, &rx, &up).await;
+            match &result {
                 Ok(()) => tracing::debug!(peer = ?to, "peer link closed"),
                 Err(e) => tracing::info!(peer = ?to, %addr, error = %e, "peer link closed"),
             }
             // Not inside `spawn`'s first poll (the connect awaited), but be sure.
             runtime::yield_now().await;
+            let mut unsent = Vec::new();
+            while let Some(Some(m)) = futures_lite::future::poll_once(rx.recv()).await {
+                unsent.push(m);
+            }
             if let Some(d) = this.upgrade() {
-                d.borrow_mut().link_lost(to);
+                d.borrow_mut()
+                    .link_ended(to, attempt, up.get(), result.is_ok(), unsent);
             }
         });
+    }
+
+    /// The outgoing link (dial `attempt`) to `to` ended; `unsent` are the frames it had not
+    /// taken from its queue. A link that never came up fails its forwarded requests (never
+    /// sent: `-TRYAGAIN`); one that broke holds them for the next dial and fails the requests
+    /// it may have sent (their replies are not coming on a broken link). Replies are held for
+    /// the next dial; migration frames are dropped (the link loss restarts their streams).
+    fn link_ended(
+        &mut self,
+        to: NodeId,
+        attempt: u64,
+        was_up: bool,
+        clean: bool,
+        unsent: Vec<Message>,
+    ) {
+        let current = self.links.get(&to).is_some_and(|l| l.attempt == attempt);
+        if !current {
+            // Replaced (peer declared down, or closed for a full queue and dialled again):
+            // whatever it still had is failed.
+            for m in unsent {
+                self.fail(to, m, &Failure::Unreachable);
+            }
+            if !clean {
+                self.lose_link(to);
+            }
+            return;
+        }
+        if let Some(l) = self.links.get_mut(&to) {
+            l.tx = None;
+        }
+        let mut keep = Vec::new();
+        for m in unsent {
+            match m {
+                Message::ForwardReply { .. } => keep.push(m),
+                Message::Forward { .. } if was_up => keep.push(m),
+                m => self.fail(to, m, &Failure::Unreachable),
+            }
+        }
+        if was_up && !clean {
+            let queued: std::collections::HashSet<u64> = keep
+                .iter()
+                .filter_map(|m| match m {
+                    Message::Forward { request_id, .. } => Some(*request_id),
+                    _ => None,
+                })
+                .collect();
+            self.fail_forwards(to, &Failure::Lost, |r| !queued.contains(&r));
+        }
+        if let Some(l) = self.links.get_mut(&to) {
+            for m in keep.into_iter().rev() {
+                l.held.push_front(m);
+            }
+            l.held.truncate(self.cfg.link_queue_frames);
+        }
+        self.lose_link(to);
+    }
+
+    /// The link to `to` is lost: held migration frames belong to streams that now restart, so
+    /// they are dropped; then every core's migrations with `to` abandon (once per tick).
+    fn lose_link(&mut self, to: NodeId) {
+        if let Some(l) = self.links.get_mut(&to) {
+            l.held.retain(|m| !is_migration(m));
+        }
+        if self.lost_this_tick.insert(to) {
+            self.link_lost(to);
+        }
+    }
+
+    /// `msg` for `to` cannot be sent: tells its sender at once. A forwarded request gets its
+    /// error reply; a migration frame means the link is lost for the migrations; a reply or a
+    /// table message is dropped (tables and hints are repeated; a requester times out).
+    fn fail(&mut self, to: NodeId, msg: Message, why: &Failure) {
+        match msg {
+            Message::Forward { request_id, .. } => {
+                if let Some(f) = self.forwards.remove(&request_id) {
+                    proxy::deliver(
+                        &self.core,
+                        f.origin,
+                        f.id,
+                        proxy::error_bytes(&why.to_string()),
+                    );
+                }
+            }
+            m if is_migration(&m) => self.lose_link(to),
+            m => {
+                tracing::debug!(peer = ?to, kind = ?m.kind(), reason = %why, "peer message dropped");
+            }
+        }
+    }
+
+    /// Fails the forwarded requests waiting on `to` whose request id passes `which`.
+    fn fail_forwards(&mut self, to: NodeId, why: &Failure, which: impl Fn(u64) -> bool) {
+        let ids: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(r, f)| f.to == to && which(**r))
+            .map(|(r, _)| *r)
+            .collect();
+        let text = why.to_string();
+        for r in ids {
+            if let Some(f) = self.forwards.remove(&r) {
+                proxy::deliver(&self.core, f.origin, f.id, proxy::error_bytes(&text));
+            }
+        }
+    }
+
+    /// Held messages whose retry time came: dial.
+    fn redial(&mut self, now: u64) {
+        let due: Vec<NodeId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.tx.is_none() && !l.held.is_empty() && now >= l.retry_at_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for to in due {
+            self.dial(to);
+        }
     }
 
     /// A message from peer `from` (authenticated).
@@ -315,15 +539,16 @@ impl Driver {
             }
             Message::Forward {
                 request_id,
+                protocol,
                 payload,
                 ..
-            } => self.serve_forward(from, request_id, &payload),
+            } => self.serve_forward(from, request_id, protocol, &payload),
             Message::ForwardReply {
                 request_id,
                 payload,
             } => {
-                if let Some((origin, id, _)) = self.forwards.remove(&request_id) {
-                    proxy::deliver(&self.core, origin, id, Bytes::from(payload));
+                if let Some(f) = self.forwards.remove(&request_id) {
+                    proxy::deliver(&self.core, f.origin, f.id, Bytes::from(payload));
                 }
             }
             // Handshake frames after authentication, pongs, and messages of features this node
@@ -368,22 +593,49 @@ impl Driver {
 
     /// Proxy routing, on the requesting node: sends `job` to its owner node.
     fn forward(&mut self, job: Job) {
+        if job.payload.len() > frame_room(&self.cfg) {
+            let text = "ERR proxy: request too large for a peer frame (cluster.frame_bytes_max)";
+            proxy::deliver(
+                &self.core,
+                job.origin_core,
+                job.id,
+                proxy::error_bytes(text),
+            );
+            return;
+        }
         let request_id = self.next_forward;
         self.next_forward += 1;
         let deadline = self.now_ms() + self.cfg.proxy_timeout_ms;
-        self.forwards
-            .insert(request_id, (job.origin_core, job.id, deadline));
+        self.forwards.insert(
+            request_id,
+            Waiting {
+                origin: job.origin_core,
+                id: job.id,
+                deadline_ms: deadline,
+                to: job.to,
+            },
+        );
         let msg = Message::Forward {
             request_id,
             slot: job.slot,
             core: job.owner_core,
+            protocol: match job.protocol {
+                crate::resp::Protocol::Resp2 => ReplyProtocol::Resp2,
+                crate::resp::Protocol::Resp3 => ReplyProtocol::Resp3,
+            },
             payload: job.payload,
         };
         self.send(job.to, msg);
     }
 
     /// Proxy routing, on the owner node: runs a forwarded request and answers with its reply.
-    fn serve_forward(&mut self, from: NodeId, request_id: u64, payload: &[u8]) {
+    fn serve_forward(
+        &mut self,
+        from: NodeId,
+        request_id: u64,
+        protocol: ReplyProtocol,
+        payload: &[u8],
+    ) {
         let limits = &self.core.shared.config.protocol;
         let Some(args) = proxy::parse_payload(payload, limits) else {
             let reply = proxy::error_bytes("ERR proxy: malformed forwarded request");
@@ -404,7 +656,18 @@ impl Driver {
             runtime::yield_now().await;
             let reply = super::wide::run_local(&core, args).await;
             let mut out = bytes::BytesMut::new();
-            crate::resp::encode(&reply, crate::resp::Protocol::Resp2, &mut out);
+            let proto = match protocol {
+                ReplyProtocol::Resp2 => crate::resp::Protocol::Resp2,
+                ReplyProtocol::Resp3 => crate::resp::Protocol::Resp3,
+            };
+            proxy::encode_reply(&reply, proto, &mut out);
+            if out.len() > frame_room(&core.shared.config.cluster) {
+                out = bytes::BytesMut::from(
+                    &proxy::error_bytes(
+                        "ERR proxy: reply too large for a peer frame (cluster.frame_bytes_max)",
+                    )[..],
+                );
+            }
             if let Some(d) = this.upgrade() {
                 let payload = out.to_vec();
                 d.borrow_mut().send(
@@ -425,15 +688,17 @@ impl Driver {
         let expired: Vec<u64> = self
             .forwards
             .iter()
-            .filter(|(_, (_, _, deadline))| *deadline <= now)
+            .filter(|(_, f)| f.deadline_ms <= now)
             .map(|(r, _)| *r)
             .collect();
         for r in expired {
-            if let Some((origin, id, _)) = self.forwards.remove(&r) {
+            if let Some(f) = self.forwards.remove(&r) {
                 let text = "TRYAGAIN proxy: the owning node did not answer in time";
-                proxy::deliver(&self.core, origin, id, proxy::error_bytes(text));
+                proxy::deliver(&self.core, f.origin, f.id, proxy::error_bytes(text));
             }
         }
+        self.lost_this_tick.clear();
+        self.redial(now);
         let mut out = MembershipOutput::default();
         self.membership.tick(now, &mut out);
         self.absorb(out);

@@ -6,7 +6,11 @@
 //! of nodes has two links, each carrying one direction: no dial race decides which of two
 //! simultaneous connections survives, and a reply simply goes out on the replier's own link.
 //! Any error (I/O, a bad frame, a failed handshake, a timeout) closes that link and is logged;
-//! nothing a peer sends can panic the node. The listener is on `cluster_port`, never on the
+//! nothing a peer sends can panic the node. An outgoing link also reads while it has nothing to
+//! write: the peer never sends on it after the handshake, so end of stream means the peer closed
+//! it and the link ends at once, instead of losing the next frames to a dead socket. Frames still
+//! queued when a link ends stay in its queue for the driver ([`super::driver`]) to re-send or
+//! fail. A message too large for a frame is logged and skipped, without closing the link. The listener is on `cluster_port`, never on the
 //! client port, so clients can never send peer frames.
 
 use std::time::Duration;
@@ -40,6 +44,8 @@ pub enum LinkError {
     Timeout,
     #[error("closed by the peer")]
     Closed,
+    #[error("the peer sent data on an outgoing link")]
+    Unexpected,
     #[error("dialled {expected:?} but {got:?} answered")]
     WrongPeer { expected: NodeId, got: NodeId },
 }
@@ -54,7 +60,7 @@ pub struct LinkParams {
     pub handshake_timeout: Duration,
 }
 
-/// Encodes and writes `msgs` in one write.
+/// Encodes and writes `msgs` in one write (a message too large for a frame is skipped).
 async fn write_frames(
     stream: &mut TcpStream,
     msgs: &[Message],
@@ -63,7 +69,13 @@ async fn write_frames(
 ) -> Result<(), LinkError> {
     buf.clear();
     for m in msgs {
-        encode(m, buf, wire)?;
+        match encode(m, buf, wire) {
+            Ok(()) => {}
+            Err(FrameError::Oversized(n)) => {
+                tracing::warn!(kind = ?m.kind(), bytes = n, "message over frame_bytes_max not sent");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     stream.write_all(buf).await?;
     Ok(())
@@ -109,14 +121,22 @@ async fn handshake(
     futures_lite::future::or(run, timeout).await
 }
 
-/// Dials `addr`, authenticates as `expected`, then writes every message queued on `rx` until
-/// the queue's sender is dropped or the link fails. Returns why it ended.
+/// What an idle outgoing link woke up for.
+enum Wake {
+    Queued(Option<Message>),
+    Read(std::io::Result<usize>),
+}
+
+/// Dials `addr`, authenticates as `expected` (then sets `up`), then writes every message queued
+/// on `rx` until the queue's sender is dropped or the link fails. Returns why it ended; messages
+/// not yet taken from `rx` stay there.
 pub async fn outgoing(
     p: LinkParams,
     expected: NodeId,
     addr: std::net::SocketAddr,
     connect_timeout: Duration,
-    rx: LocalReceiver<Message>,
+    rx: &LocalReceiver<Message>,
+    up: &std::cell::Cell<bool>,
 ) -> Result<(), LinkError> {
     let mut stream = TcpStream::connect_timeout(addr, connect_timeout)
         .await
@@ -128,9 +148,22 @@ pub async fn outgoing(
         return Err(LinkError::WrongPeer { expected, got });
     }
     tracing::debug!(peer = ?got, %addr, "peer link up (outgoing)");
+    up.set(true);
     let mut buf = AlignedVec::<16>::new();
     let mut batch = Vec::with_capacity(FRAMES_PER_WRITE);
-    while let Some(first) = rx.recv().await {
+    let mut probe = [0u8; 64];
+    loop {
+        let wake = futures_lite::future::or(async { Wake::Queued(rx.recv().await) }, async {
+            Wake::Read(stream.read(&mut probe).await)
+        })
+        .await;
+        let first = match wake {
+            Wake::Queued(Some(m)) => m,
+            Wake::Queued(None) => break,
+            Wake::Read(Ok(0)) => return Err(LinkError::Closed),
+            Wake::Read(Ok(_)) => return Err(LinkError::Unexpected),
+            Wake::Read(Err(e)) => return Err(e.into()),
+        };
         batch.push(first);
         while batch.len() < FRAMES_PER_WRITE {
             match futures_lite::future::poll_once(rx.recv()).await {

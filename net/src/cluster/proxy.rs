@@ -9,13 +9,13 @@
 //!    `Message::Forward` to the owner node.
 //! 3. The owner's cluster task runs the command as an application request would (routing to
 //!    its owning core, `-MOVED` if it does not own the slot any more: no forwarding chains) and
-//!    answers `Message::ForwardReply` with the RESP2 encoding of the reply.
+//!    answers `Message::ForwardReply` with the reply encoded in the protocol the request names
+//!    (the requesting connection's: RESP3 after `HELLO 3`), so relayed replies are exactly what
+//!    a local command would have answered (maps, doubles, nulls).
 //! 4. Core 0 hands the reply bytes to the waiting core, which writes them in request order.
 //!
-//! A request whose owner does not answer within `proxy_timeout_ms` gets an error reply. Replies
-//! are RESP2-encoded by the owner, so a RESP3 connection sees RESP2 forms for relayed replies
-//! (maps as flat arrays), which RESP3 clients read. Only commands on a connection are
-//! forwarded; the embedding API (`NodeHandle`) gets `-MOVED`.
+//! A request whose owner does not answer within `proxy_timeout_ms` gets an error reply. Only
+//! commands on a connection are forwarded; the embedding API (`NodeHandle`) gets `-MOVED`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -28,6 +28,7 @@ use tessera_engine::{key_slot, Command};
 use super::config::Routing;
 use crate::core::{Core, Request};
 use crate::dispatch::{raw_error, Out};
+use crate::resp::Protocol;
 use crate::runtime::oneshot;
 
 /// One request to forward, on its way from a connection's core to the cluster task.
@@ -41,6 +42,8 @@ pub struct Job {
     pub slot: Slot,
     /// The owning core on `to`.
     pub owner_core: u16,
+    /// The protocol the reply is to be encoded in.
+    pub protocol: Protocol,
     /// The command, RESP-encoded.
     pub payload: Vec<u8>,
 }
@@ -90,6 +93,23 @@ pub fn error_bytes(text: &str) -> Bytes {
     b.freeze()
 }
 
+/// Error codes that travel as themselves, not as `ERR <text>`: a forwarded request answered by
+/// the owner's routing (`-CLUSTERDOWN` without a table, `-MOVED` / `-TRYAGAIN` during a
+/// migration, `-CROSSSLOT`) reaches the client as the owner would have answered it.
+const RAW_CODES: [&str; 5] = ["MOVED ", "ASK ", "TRYAGAIN ", "CLUSTERDOWN ", "CROSSSLOT "];
+
+/// The owner's reply to a forwarded request, encoded in `proto` for the requester.
+pub fn encode_reply(reply: &tessera_engine::Reply, proto: Protocol, out: &mut BytesMut) {
+    match reply {
+        tessera_engine::Reply::Error(tessera_engine::CommandError::Other(t))
+            if RAW_CODES.iter().any(|c| t.starts_with(c)) =>
+        {
+            crate::resp::encode_error(t, out);
+        }
+        r => crate::resp::encode(r, proto, out),
+    }
+}
+
 /// `args` as a RESP array of bulk strings.
 fn encode_args(args: &[Bytes]) -> Vec<u8> {
     let mut out = BytesMut::new();
@@ -103,7 +123,7 @@ fn encode_args(args: &[Bytes]) -> Vec<u8> {
 /// In proxy mode, for a command whose slot another node owns: forwards it and returns the reply
 /// slot to wait on. `None` when the command is not forwarded (not proxy mode, a local slot, or
 /// a case [`super::admit`] answers: CROSSSLOT, no table, no quorum).
-pub fn forward(core: &Core, cmd: &Command, args: &[Bytes]) -> Option<Out> {
+pub fn forward(core: &Core, cmd: &Command, args: &[Bytes], proto: Protocol) -> Option<Out> {
     if core.shared.config.cluster.routing != Routing::Proxy {
         return None;
     }
@@ -127,15 +147,15 @@ pub fn forward(core: &Core, cmd: &Command, args: &[Bytes]) -> Option<Out> {
         }
         (table.node(owner.node).id, slot, owner.core)
     };
-    Some(match send(core, to, slot, owner_core, args) {
+    Some(match send(core, to, slot, owner_core, args, proto) {
         Some(rx) => Out::Wait(rx),
         None => raw_error("TRYAGAIN proxy queue full, retry"),
     })
 }
 
 /// Sends `args` to node `to` over the peer link (as a `Forward`, answered by a `ForwardReply`
-/// or, after `proxy_timeout_ms`, by a `TRYAGAIN` error); returns where the RESP2 reply bytes
-/// arrive. `None` when the queue to the cluster task is full. Also the path of the cluster-wide
+/// or, after `proxy_timeout_ms`, by a `TRYAGAIN` error); returns where the reply bytes, encoded
+/// in `proto`, arrive. `None` when the queue to the cluster task is full. Also the path of the cluster-wide
 /// commands ([`super::wide`]), which pass slot 0 / core 0 (the receiver routes by itself).
 pub fn send(
     core: &Core,
@@ -143,6 +163,7 @@ pub fn send(
     slot: Slot,
     owner_core: u16,
     args: &[Bytes],
+    proto: Protocol,
 ) -> Option<oneshot::Receiver<Bytes>> {
     let id = core.proxy.next_id.get();
     core.proxy.next_id.set(id.wrapping_add(1));
@@ -154,6 +175,7 @@ pub fn send(
         to,
         slot,
         owner_core,
+        protocol: proto,
         payload: encode_args(args),
     };
     let sent = if core.id == 0 {

@@ -1,7 +1,7 @@
 //! Cluster-wide commands: PUBLISH, FLUSHALL / FLUSHDB, DM.DESTROY and DM.SCAN in cluster mode.
 //!
 //! They travel the proxy path ([`super::proxy::send`]: `Message::Forward` to a member, its reply
-//! relayed as RESP2 bytes by `Message::ForwardReply`, an unanswered request failed after
+//! relayed as RESP2 bytes (the fan-out reads them here) by `Message::ForwardReply`, an unanswered request failed after
 //! `cluster.proxy_timeout_ms`). The member that receives one runs it on itself only
 //! ([`run_local`]), so a fan-out never fans out again.
 //!
@@ -66,7 +66,7 @@ fn send(
     to: &NodeInfo,
     args: &[Bytes],
 ) -> Option<crate::runtime::oneshot::Receiver<Bytes>> {
-    super::proxy::send(core, to.id, 0, 0, args)
+    super::proxy::send(core, to.id, 0, 0, args, Protocol::Resp2)
 }
 
 /// The reply bytes of a [`send`]; `Err` (a text naming the member) when it could not be asked,
@@ -139,17 +139,26 @@ pub async fn run_local(core: &Core, args: Vec<Bytes>) -> Reply {
     crate::dispatch::run_for_thread(core, Err(args)).await
 }
 
-/// Cluster-wide PUBLISH (args: `PUBLISH channel message`): RESP bytes of the total receivers.
-pub async fn publish(core: &Core, args: &[Bytes]) -> Bytes {
-    let mut n = publish_local(core, &args[1], &args[2]).await;
-    for (p, r) in on_peers(core, args).await {
+/// PUBLISH from a connection or an application thread: on every member in cluster mode (with
+/// a table), else on this node's cores only; the total number of receivers.
+pub async fn publish(core: &Core, channel: &Bytes, message: &Bytes) -> i64 {
+    let mut n = publish_local(core, channel, message).await;
+    if !active(core) {
+        return n;
+    }
+    let args = [
+        Bytes::from_static(b"PUBLISH"),
+        channel.clone(),
+        message.clone(),
+    ];
+    for (p, r) in on_peers(core, &args).await {
         match r.as_deref().map(parse_int) {
             Ok(Some(k)) => n += k,
             Ok(None) => tracing::warn!(member = %p.id, "PUBLISH: unexpected reply"),
             Err(e) => tracing::warn!(error = %e, "PUBLISH not relayed to a member"),
         }
     }
-    Bytes::from(format!(":{n}\r\n"))
+    n
 }
 
 fn parse_int(b: &[u8]) -> Option<i64> {
