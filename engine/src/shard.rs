@@ -114,6 +114,23 @@ pub struct Shard {
     eviction_log: Option<Vec<(Bytes, Bytes)>>,
 }
 
+/// A write's deadline: absolute, or an `Expiry` still to resolve against the map's config
+/// (with the command name for the error text).
+#[derive(Clone, Copy, Debug)]
+enum Deadline {
+    At(u64),
+    Resolve(Expiry, &'static str),
+}
+
+impl Deadline {
+    fn resolve(self, map_cfg: &MapConfig, now_ms: u64) -> Result<u64, CommandError> {
+        match self {
+            Deadline::At(at) => Ok(at),
+            Deadline::Resolve(expiry, cmd) => Shard::deadline(expiry, None, map_cfg, now_ms, cmd),
+        }
+    }
+}
+
 /// `now + ms`, capped at `i64::MAX` (deadlines are reported as signed Redis integers).
 fn deadline_after(now_ms: u64, ms: u64) -> u64 {
     now_ms.saturating_add(ms).min(i64::MAX as u64)
@@ -192,10 +209,24 @@ impl Shard {
     /// Brings the shard's memory total up to date with map `name` after a change.
     fn sync(&mut self, name: &[u8]) {
         if let Some(m) = self.maps.get_mut(name) {
-            let now = m.memory_bytes();
-            self.mem_total = self.mem_total - m.accounted + now;
-            m.accounted = now;
+            Self::sync_map(&mut self.mem_total, m);
         }
+    }
+
+    /// `sync` of a map already at hand (borrows only the total, so a caller holding the map
+    /// does not look its name up again). Every change of a map's memory is followed by this
+    /// (or `sync`) before the command returns: `execute` does not sync after the fact.
+    fn sync_map(mem_total: &mut u64, m: &mut Map) {
+        let now = m.memory_bytes();
+        *mem_total = *mem_total - m.accounted + now;
+        m.accounted = now;
+    }
+
+    /// Debug check after every command: each map's `accounted` is its memory and the total is
+    /// their sum (i.e. no change of memory went without a `sync`).
+    fn accounting_is_exact(&self) -> bool {
+        self.maps.values().all(|m| m.accounted == m.memory_bytes())
+            && self.mem_total == self.maps.values().map(|m| m.accounted).sum::<u64>()
     }
 
     /// Counters and gauges.
@@ -239,8 +270,13 @@ impl Shard {
     }
 
     fn next_version(&mut self, now_ms: u64) -> u64 {
-        let v = (now_ms << VERSION_COUNTER_BITS).max(self.last_version + 1);
-        self.last_version = v;
+        Self::bump_version(&mut self.last_version, now_ms)
+    }
+
+    /// `next_version` on the field alone (for callers holding a map).
+    fn bump_version(last_version: &mut u64, now_ms: u64) -> u64 {
+        let v = (now_ms << VERSION_COUNTER_BITS).max(*last_version + 1);
+        *last_version = v;
         v
     }
 
@@ -463,22 +499,43 @@ impl Shard {
         now_ms: u64,
         touch: bool,
     ) -> Option<(Handle, Meta)> {
-        let log_factor = self.config.lfu_log_factor;
-        let decay = self.config.lfu_decay_minutes;
+        let lfu = (self.config.lfu_log_factor, self.config.lfu_decay_minutes);
         let m = self.maps.get_mut(map)?;
+        Self::live_entry(
+            m,
+            key,
+            now_ms,
+            touch.then_some((&mut self.rng, lfu.0, lfu.1)),
+            &mut self.expired_keys,
+            &mut self.mem_total,
+        )
+    }
+
+    /// `lookup_handle` in a map at hand (so that a read looks the map's name up once):
+    /// lazy expiry (counted in `expired_keys`, memory synced into `mem_total`), and with
+    /// `touch = Some((rng, lfu_log_factor, lfu_decay_minutes))` the access-time and LFU update.
+    fn live_entry(
+        m: &mut Map,
+        key: &[u8],
+        now_ms: u64,
+        touch: Option<(&mut Rng, u32, u32)>,
+        expired_keys: &mut u64,
+        mem_total: &mut u64,
+    ) -> Option<(Handle, Meta)> {
         let (h, meta) = m.find(key)?;
         if Self::is_expired(&meta, &m.config, now_ms) {
             m.remove(key);
             m.stats.expirations += 1;
-            self.expired_keys += 1;
+            *expired_keys += 1;
+            Self::sync_map(mem_total, m);
             return None;
         }
-        if touch {
+        if let Some((rng, log_factor, decay)) = touch {
             let access = seconds_floor(now_ms);
             let lfu = lfu_incremented(
                 lfu_decayed(meta.lfu, meta.access_ms, now_ms, decay),
                 log_factor,
-                &mut self.rng,
+                rng,
             );
             m.touch_at(h, access, lfu);
             return Some((
@@ -494,22 +551,47 @@ impl Shard {
         Some((h, meta))
     }
 
+    /// A read (touching the key), counting a hit or a miss; one lookup of the map's name.
     fn read(&mut self, map: &[u8], key: &[u8], now_ms: u64) -> Option<(Bytes, Meta)> {
-        let found = self.lookup_handle(map, key, now_ms, true);
-        let m = self.maps.get_mut(map)?;
-        if let Some((h, meta)) = found {
-            m.stats.hits += 1;
-            Some((m.value_at(h), meta))
-        } else {
-            m.stats.misses += 1;
-            None
-        }
+        self.read_counted(map, key, now_ms, true)
     }
 
     /// Reads without counting a hit or miss (read-modify-write commands).
     fn read_for_write(&mut self, map: &[u8], key: &[u8], now_ms: u64) -> Option<(Bytes, Meta)> {
-        let (h, meta) = self.lookup_handle(map, key, now_ms, true)?;
-        Some((self.maps.get(map)?.value_at(h), meta))
+        self.read_counted(map, key, now_ms, false)
+    }
+
+    fn read_counted(
+        &mut self,
+        map: &[u8],
+        key: &[u8],
+        now_ms: u64,
+        count: bool,
+    ) -> Option<(Bytes, Meta)> {
+        let lfu = (self.config.lfu_log_factor, self.config.lfu_decay_minutes);
+        let m = self.maps.get_mut(map)?;
+        let found = Self::live_entry(
+            m,
+            key,
+            now_ms,
+            Some((&mut self.rng, lfu.0, lfu.1)),
+            &mut self.expired_keys,
+            &mut self.mem_total,
+        );
+        match found {
+            Some((h, meta)) => {
+                if count {
+                    m.stats.hits += 1;
+                }
+                Some((m.value_at(h), meta))
+            }
+            None => {
+                if count {
+                    m.stats.misses += 1;
+                }
+                None
+            }
+        }
     }
 
     fn check_map_name(&self, map: &[u8]) -> Result<(), CommandError> {
@@ -580,16 +662,9 @@ impl Shard {
         // the largest growth it could cause.
         let max = self.config.maxmemory_bytes;
         if let Some(m) = self.maps.get_mut(map) {
-            if m.config.max_keys == 0 && m.config.max_bytes == 0 {
-                // `sync`, inline.
-                let now = m.memory_bytes();
-                self.mem_total = self.mem_total - m.accounted + now;
-                m.accounted = now;
-                if max == 0
-                    || self.mem_total + m.write_growth_bound(key.len(), value_len, ttl) <= max
-                {
-                    return Ok(());
-                }
+            if Self::fits_far_from_limits(&mut self.mem_total, m, max, key.len(), value_len, ttl)
+            {
+                return Ok(());
             }
         }
         // Per-map limits (live bytes and key count).
@@ -870,53 +945,76 @@ impl Shard {
         expire_at_ms: u64,
         now_ms: u64,
     ) -> Result<(), CommandError> {
-        self.store_inner(map, key, value, expire_at_ms, now_ms, false, false)
+        self.store_inner(
+            map,
+            key,
+            value,
+            Deadline::At(expire_at_ms),
+            now_ms,
+            false,
+            false,
+        )
     }
 
-    /// Like `store`, for a write that has not looked the key up first (plain SET): the one
-    /// index probe of `Map::upsert` also does what the lookup would have done to the version
-    /// replaced, i.e. Redis's `lookupKeyWrite`: an expired (or idle) old version counts as an
-    /// expiration and is replaced as if absent; a live one counts as an access (LFU counter
-    /// incremented, visited bit set).
-    fn store_unlooked(
-        &mut self,
-        map: &[u8],
-        key: &[u8],
-        value: Bytes,
-        expire_at_ms: u64,
-        now_ms: u64,
-    ) -> Result<(), CommandError> {
-        self.store_inner(map, key, value, expire_at_ms, now_ms, true, false)
-    }
-
-    /// `room_made`: `make_room_batch` already made room for this write.
+    /// `room_made`: `make_room_batch` already made room for this write. `touch_old`: the
+    /// write has not looked the key up first (plain SET, MSET): the one index probe of
+    /// `Map::upsert` also does what the lookup would have done to the version replaced, i.e.
+    /// Redis's `lookupKeyWrite`: an expired (or idle) old version counts as an expiration and
+    /// is replaced as if absent; a live one counts as an access (LFU counter incremented,
+    /// visited bit set). Otherwise the LFU counter and visited bit of the version replaced
+    /// (if any) are kept.
+    ///
+    /// When the map exists and the write is far from every limit, the map's name is looked
+    /// up once for the whole write (deadline, budget check, upsert, memory sync).
     #[allow(clippy::too_many_arguments)]
     fn store_inner(
         &mut self,
         map: &[u8],
         key: &[u8],
         value: Bytes,
-        expire_at_ms: u64,
+        deadline: Deadline,
         now_ms: u64,
         touch_old: bool,
         room_made: bool,
     ) -> Result<(), CommandError> {
-        self.check_map_name(map)?;
-        self.check_key(key)?;
-        self.check_value_len(value.len() as u64)?;
         let value_len = value.len();
-        if !room_made {
-            self.make_room(map, key, value_len, expire_at_ms != 0, now_ms)?;
-        }
-        let version = self.next_version(now_ms);
+        let max = self.config.maxmemory_bytes;
+        let (m, expire_at_ms) = 'found: {
+            // The deadline is resolved before the size checks (Redis checks it first).
+            let at = if let Some(m) = self.maps.get_mut(map) {
+                let at = deadline.resolve(&m.config, now_ms)?;
+                Self::check_write(&self.config, map, key, value_len)?;
+                // `make_room`'s fast path, on the map at hand.
+                if room_made
+                    || Self::fits_far_from_limits(
+                        &mut self.mem_total,
+                        m,
+                        max,
+                        key.len(),
+                        value_len,
+                        at != 0,
+                    )
+                {
+                    break 'found (m, at);
+                }
+                at
+            } else {
+                let at = deadline.resolve(&self.map_config(map), now_ms)?;
+                Self::check_write(&self.config, map, key, value_len)?;
+                at
+            };
+            if !room_made {
+                self.make_room(map, key, value_len, at != 0, now_ms)?;
+            }
+            self.map_entry(map);
+            let Some(m) = self.maps.get_mut(map) else {
+                return Err(CommandError::OutOfMemory);
+            };
+            (m, at)
+        };
+        let version = Self::bump_version(&mut self.last_version, now_ms);
         let ratio = self.config.compaction_garbage_ratio;
         let (log_factor, decay) = (self.config.lfu_log_factor, self.config.lfu_decay_minutes);
-        if !self.maps.contains_key(map) {
-            self.map_entry(map);
-        }
-        let Some(m) = self.maps.get_mut(map) else {
-            return Err(CommandError::OutOfMemory);
-        };
         let rng = &mut self.rng;
         let access = seconds_floor(now_ms);
         let meta = Meta {
@@ -944,7 +1042,9 @@ impl Shard {
             }
         });
         if stored.is_none() {
-            // The map has no table id left (see `Map::can_append`): nothing was changed.
+            // The map has no table id left (see `Map::can_append`): nothing was changed
+            // (but a new map may have been created: its memory is synced).
+            Self::sync_map(&mut self.mem_total, m);
             return Err(CommandError::OutOfMemory);
         }
         if expired_old {
@@ -959,8 +1059,47 @@ impl Shard {
         if m.garbage_pressure(ratio) {
             m.compact_step((2 * (key.len() + value_len + 24)).max(128), ratio);
         }
-        self.sync(map);
+        Self::sync_map(&mut self.mem_total, m);
         Ok(())
+    }
+
+    /// The size checks of a write, in Redis's order.
+    fn check_write(
+        config: &EngineConfig,
+        map: &[u8],
+        key: &[u8],
+        value_len: usize,
+    ) -> Result<(), CommandError> {
+        if map.len() > config.map_name_bytes_max {
+            return Err(CommandError::Other(
+                "map name exceeds maximum allowed size".to_owned(),
+            ));
+        }
+        if key.len() > config.key_bytes_max {
+            return Err(CommandError::KeyTooLong);
+        }
+        if value_len as u64 > config.value_bytes_max as u64 {
+            return Err(CommandError::StringTooLong);
+        }
+        Ok(())
+    }
+
+    /// `make_room`'s fast path: syncs `m` and returns true when `m` has no per-map limits and
+    /// the write fits the budget even at the largest growth it could cause (so no eviction,
+    /// reclaim or exact estimate is needed).
+    fn fits_far_from_limits(
+        mem_total: &mut u64,
+        m: &mut Map,
+        max: u64,
+        key_len: usize,
+        value_len: usize,
+        ttl: bool,
+    ) -> bool {
+        if m.config.max_keys != 0 || m.config.max_bytes != 0 {
+            return false;
+        }
+        Self::sync_map(mem_total, m);
+        max == 0 || *mem_total + m.write_growth_bound(key_len, value_len, ttl) <= max
     }
 
     fn remove(&mut self, map: &[u8], key: &[u8]) -> bool {
@@ -982,16 +1121,13 @@ impl Shard {
 
     /// Executes one command at time `now_ms`.
     pub fn execute(&mut self, command: Command, now_ms: u64) -> Reply {
-        let dmap = command.dmap().cloned();
         let reply = match self.run(command, now_ms) {
             Ok(r) => r,
             Err(e) => Reply::Error(e),
         };
-        // Lazy expiry may have removed keys of the command's map.
-        self.sync(DEFAULT_MAP);
-        if let Some(m) = dmap {
-            self.sync(&m);
-        }
+        // Every change of a map's memory (writes, removals, lazy expiry, eviction,
+        // compaction) synced the total where it happened; nothing is left to sync here.
+        debug_assert!(self.accounting_is_exact(), "memory accounting drifted");
         reply
     }
 
@@ -1071,7 +1207,7 @@ impl Shard {
                 self.make_room_batch(d, &pairs, ttl != 0, now)?;
                 for (k, v) in pairs {
                     // Each write as a plain SET's: one index probe, lookupKeyWrite's work.
-                    self.store_inner(d, &k, v, ttl, now, true, true)?;
+                    self.store_inner(d, &k, v, Deadline::At(ttl), now, true, true)?;
                 }
                 if nx {
                     Reply::Int(1)
@@ -1454,20 +1590,22 @@ impl Shard {
         kind: SetKind,
         now: u64,
     ) -> Result<Reply, CommandError> {
-        // The deadline is checked before anything else, as in Redis.
-        let probe = match self.maps.get(map) {
-            Some(m) => Self::deadline(expiry, None, &m.config, now, kind.name())?,
-            None => Self::deadline(expiry, None, &self.map_config(map), now, kind.name())?,
-        };
         if cond == Cond::Always
             && !get
             && expiry != Expiry::Keep
             && matches!(kind, SetKind::Set | SetKind::SetEx | SetKind::PSetEx)
         {
-            // Nothing depends on the old version: one index probe does the whole write.
-            self.store_unlooked(map, key, value, probe, now)?;
+            // Nothing depends on the old version: one index probe does the whole write (and
+            // `store_inner` resolves the deadline first, as below).
+            let deadline = Deadline::Resolve(expiry, kind.name());
+            self.store_inner(map, key, value, deadline, now, true, false)?;
             return Ok(Reply::Ok);
         }
+        // The deadline is checked before anything else, as in Redis.
+        let probe = match self.maps.get(map) {
+            Some(m) => Self::deadline(expiry, None, &m.config, now, kind.name())?,
+            None => Self::deadline(expiry, None, &self.map_config(map), now, kind.name())?,
+        };
         let old = if get {
             self.read(map, key, now)
         } else {
