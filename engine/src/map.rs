@@ -501,17 +501,15 @@ impl Map {
         let pos = *self.slot_pos.get(&key_slot(key))?;
         let tables = &self.tables;
         let mut hit = None;
-        self.slots[pos as usize]
-            .table
-            .find(self.hash(key), |&p| {
-                let l = unpack(p);
-                let (t, pe) = parsed_at(tables, l);
-                let same = pe.key(&t.data) == key;
-                if same {
-                    hit = Some((l, pe));
-                }
-                same
-            })?;
+        self.slots[pos as usize].table.find(self.hash(key), |&p| {
+            let l = unpack(p);
+            let (t, pe) = parsed_at(tables, l);
+            let same = pe.key(&t.data) == key;
+            if same {
+                hit = Some((l, pe));
+            }
+            same
+        })?;
         hit
     }
 

@@ -131,6 +131,39 @@ impl Deadline {
     }
 }
 
+/// The LFU settings an access needs, copied out of the config so that they can be used while a
+/// map is borrowed.
+#[derive(Clone, Copy, Debug)]
+struct LfuParams {
+    log_factor: u32,
+    decay_minutes: u32,
+    /// The shard's policy is LFU.
+    shard_lfu: bool,
+}
+
+impl LfuParams {
+    /// True when an access must update the LFU counter: the shard's policy or the map's own
+    /// policy (for its `max_keys` / `max_bytes`) is LFU. No other policy reads the counter, so
+    /// the others skip its random draw and arithmetic; as in Redis, counters are then not
+    /// maintained until an LFU policy is set (Redis reinterprets its `lru` field instead).
+    fn counts(self, map_cfg: &MapConfig) -> bool {
+        self.shard_lfu || map_cfg.eviction == Some(EvictionPolicy::AllkeysLfu)
+    }
+
+    /// The counter after an access at `now_ms` (decayed, then incremented by chance), or the
+    /// stored one unchanged when no policy in force reads it (`counts` from `counts`).
+    fn touched(self, counts: bool, lfu: u8, access_ms: u64, now_ms: u64, rng: &mut Rng) -> u8 {
+        if !counts {
+            return lfu;
+        }
+        lfu_incremented(
+            lfu_decayed(lfu, access_ms, now_ms, self.decay_minutes),
+            self.log_factor,
+            rng,
+        )
+    }
+}
+
 /// `now + ms`, capped at `i64::MAX` (deadlines are reported as signed Redis integers).
 fn deadline_after(now_ms: u64, ms: u64) -> u64 {
     now_ms.saturating_add(ms).min(i64::MAX as u64)
@@ -499,26 +532,34 @@ impl Shard {
         now_ms: u64,
         touch: bool,
     ) -> Option<(Handle, Meta)> {
-        let lfu = (self.config.lfu_log_factor, self.config.lfu_decay_minutes);
+        let lfu = self.lfu_params();
         let m = self.maps.get_mut(map)?;
         Self::live_entry(
             m,
             key,
             now_ms,
-            touch.then_some((&mut self.rng, lfu.0, lfu.1)),
+            touch.then_some((&mut self.rng, lfu)),
             &mut self.expired_keys,
             &mut self.mem_total,
         )
     }
 
+    fn lfu_params(&self) -> LfuParams {
+        LfuParams {
+            log_factor: self.config.lfu_log_factor,
+            decay_minutes: self.config.lfu_decay_minutes,
+            shard_lfu: self.config.maxmemory_policy == EvictionPolicy::AllkeysLfu,
+        }
+    }
+
     /// `lookup_handle` in a map at hand (so that a read looks the map's name up once):
     /// lazy expiry (counted in `expired_keys`, memory synced into `mem_total`), and with
-    /// `touch = Some((rng, lfu_log_factor, lfu_decay_minutes))` the access-time and LFU update.
+    /// `touch = Some((rng, lfu))` the access-time and LFU update.
     fn live_entry(
         m: &mut Map,
         key: &[u8],
         now_ms: u64,
-        touch: Option<(&mut Rng, u32, u32)>,
+        touch: Option<(&mut Rng, LfuParams)>,
         expired_keys: &mut u64,
         mem_total: &mut u64,
     ) -> Option<(Handle, Meta)> {
@@ -530,11 +571,13 @@ impl Shard {
             Self::sync_map(mem_total, m);
             return None;
         }
-        if let Some((rng, log_factor, decay)) = touch {
+        if let Some((rng, params)) = touch {
             let access = seconds_floor(now_ms);
-            let lfu = lfu_incremented(
-                lfu_decayed(meta.lfu, meta.access_ms, now_ms, decay),
-                log_factor,
+            let lfu = params.touched(
+                params.counts(&m.config),
+                meta.lfu,
+                meta.access_ms,
+                now_ms,
                 rng,
             );
             m.touch_at(h, access, lfu);
@@ -568,13 +611,13 @@ impl Shard {
         now_ms: u64,
         count: bool,
     ) -> Option<(Bytes, Meta)> {
-        let lfu = (self.config.lfu_log_factor, self.config.lfu_decay_minutes);
+        let lfu = self.lfu_params();
         let m = self.maps.get_mut(map)?;
         let found = Self::live_entry(
             m,
             key,
             now_ms,
-            Some((&mut self.rng, lfu.0, lfu.1)),
+            Some((&mut self.rng, lfu)),
             &mut self.expired_keys,
             &mut self.mem_total,
         );
@@ -662,8 +705,7 @@ impl Shard {
         // the largest growth it could cause.
         let max = self.config.maxmemory_bytes;
         if let Some(m) = self.maps.get_mut(map) {
-            if Self::fits_far_from_limits(&mut self.mem_total, m, max, key.len(), value_len, ttl)
-            {
+            if Self::fits_far_from_limits(&mut self.mem_total, m, max, key.len(), value_len, ttl) {
                 return Ok(());
             }
         }
@@ -979,6 +1021,7 @@ impl Shard {
     ) -> Result<(), CommandError> {
         let value_len = value.len();
         let max = self.config.maxmemory_bytes;
+        let lfu_params = self.lfu_params();
         let (m, expire_at_ms) = 'found: {
             // The deadline is resolved before the size checks (Redis checks it first).
             let at = if let Some(m) = self.maps.get_mut(map) {
@@ -1014,7 +1057,6 @@ impl Shard {
         };
         let version = Self::bump_version(&mut self.last_version, now_ms);
         let ratio = self.config.compaction_garbage_ratio;
-        let (log_factor, decay) = (self.config.lfu_log_factor, self.config.lfu_decay_minutes);
         let rng = &mut self.rng;
         let access = seconds_floor(now_ms);
         let meta = Meta {
@@ -1026,6 +1068,7 @@ impl Shard {
         };
         let max_idle_ms = m.config.max_idle_ms;
         let mut expired_old = false;
+        let lfu_counts = lfu_params.counts(&m.config);
         let stored = m.upsert(key, value, meta, |old| {
             if !touch_old {
                 (old.lfu, old.visited)
@@ -1033,11 +1076,7 @@ impl Shard {
                 expired_old = true;
                 (LFU_INIT, false)
             } else {
-                let lfu = lfu_incremented(
-                    lfu_decayed(old.lfu, old.access_ms, now_ms, decay),
-                    log_factor,
-                    rng,
-                );
+                let lfu = lfu_params.touched(lfu_counts, old.lfu, old.access_ms, now_ms, rng);
                 (lfu, true)
             }
         });
@@ -1921,5 +1960,62 @@ impl Shard {
     /// The highest version this shard has issued or received: no stored entry has a higher one.
     pub fn last_version(&self) -> u64 {
         self.last_version
+    }
+}
+
+#[cfg(test)]
+mod lfu_tests {
+    use super::*;
+    use crate::command::MapOption;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn lfu_after_reads(shard: &mut Shard, map: &[u8], reads: usize) -> u8 {
+        let put = |map: &[u8]| Command::DmPut {
+            map: Bytes::copy_from_slice(map),
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            expiry: Expiry::Default,
+            cond: Cond::Always,
+        };
+        assert_eq!(shard.execute(put(map), NOW), Reply::Ok);
+        for _ in 0..reads {
+            let get = Command::DmGet {
+                map: Bytes::copy_from_slice(map),
+                key: Bytes::from_static(b"k"),
+            };
+            assert!(matches!(shard.execute(get, NOW), Reply::Bulk(_)));
+        }
+        shard.maps.get(map).and_then(|m| m.meta(b"k")).unwrap().lfu
+    }
+
+    /// Reads keep the LFU counter when the shard's or the map's policy is LFU, and skip it
+    /// (the counter stays at its initial value) under any other policy.
+    #[test]
+    fn lfu_counter_is_kept_only_when_a_policy_reads_it() {
+        let mut lru = Shard::new(EngineConfig {
+            maxmemory_policy: EvictionPolicy::AllkeysLru,
+            ..EngineConfig::default()
+        });
+        assert_eq!(lfu_after_reads(&mut lru, b"m", 500), LFU_INIT);
+
+        let mut lfu = Shard::new(EngineConfig {
+            maxmemory_policy: EvictionPolicy::AllkeysLfu,
+            ..EngineConfig::default()
+        });
+        assert!(lfu_after_reads(&mut lfu, b"m", 500) > LFU_INIT + 2);
+
+        // The shard evicts by LRU, but the map's own limit evicts by LFU.
+        let mut per_map = Shard::new(EngineConfig {
+            maxmemory_policy: EvictionPolicy::AllkeysLru,
+            ..EngineConfig::default()
+        });
+        let set = Command::DmConfigSet {
+            map: Bytes::from_static(b"m"),
+            option: MapOption::Eviction(EvictionPolicy::AllkeysLfu),
+        };
+        assert_eq!(per_map.execute(set, NOW), Reply::Ok);
+        assert!(lfu_after_reads(&mut per_map, b"m", 500) > LFU_INIT + 2);
+        assert_eq!(lfu_after_reads(&mut per_map, b"other", 500), LFU_INIT);
     }
 }
