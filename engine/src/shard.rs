@@ -621,19 +621,16 @@ impl Shard {
             &mut self.expired_keys,
             &mut self.mem_total,
         );
-        match found {
-            Some((h, meta)) => {
-                if count {
-                    m.stats.hits += 1;
-                }
-                Some((m.value_at(h), meta))
+        if let Some((h, meta)) = found {
+            if count {
+                m.stats.hits += 1;
             }
-            None => {
-                if count {
-                    m.stats.misses += 1;
-                }
-                None
+            Some((m.value_at(h), meta))
+        } else {
+            if count {
+                m.stats.misses += 1;
             }
+            None
         }
     }
 
