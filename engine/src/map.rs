@@ -347,9 +347,27 @@ impl Map {
             } else {
                 0
             };
-            new.saturating_sub(freed)
+            // A new table may also grow the table and scan-order vectors (each at most
+            // doubles).
+            let ids = if self.free_ids.is_empty() && self.tables.len() == self.tables.capacity() {
+                (self.tables.capacity().max(4) * std::mem::size_of::<Option<Table>>()) as u64
+            } else {
+                0
+            };
+            let order = if self.order.len() == self.order.capacity() {
+                (self.order.capacity().max(4) * 4) as u64
+            } else {
+                0
+            };
+            (new + ids + order).saturating_sub(freed)
         };
-        table_growth + if outline { value_len as u64 } else { 0 } + self.index_growth(key)
+        let slab =
+            if outline && self.slab_free.is_empty() && self.slab.len() == self.slab.capacity() {
+                (self.slab.capacity().max(4) * std::mem::size_of::<Option<Bytes>>()) as u64
+            } else {
+                0
+            };
+        table_growth + if outline { value_len as u64 + slab } else { 0 } + self.index_growth(key)
     }
 
     /// An upper bound of `write_growth` that needs no index lookup: a new head table, the

@@ -1147,12 +1147,31 @@ impl Shard {
         removed
     }
 
-    fn set_expire(&mut self, map: &[u8], key: &[u8], expire_at_ms: u64, now_ms: u64) {
+    /// Changes the deadline of an existing key. Adding a deadline to a key without one, or
+    /// removing one, writes a new version of the entry (the two kinds live in different table
+    /// chains), so that case makes room first like any write and fails with `-OOM` (changing
+    /// nothing but evictions) when it cannot: before, it could take the shard over its budget.
+    fn set_expire(
+        &mut self,
+        map: &[u8],
+        key: &[u8],
+        expire_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), CommandError> {
+        let rewrite = self.maps.get(map).and_then(|m| {
+            let old = m.meta(key)?;
+            let in_place = old.expire_at_ms != 0 && expire_at_ms != 0;
+            (!in_place).then(|| m.value_len(key).unwrap_or(0))
+        });
+        if let Some(value_len) = rewrite {
+            self.make_room(map, key, value_len, expire_at_ms != 0, now_ms)?;
+        }
         let version = self.next_version(now_ms);
         if let Some(m) = self.maps.get_mut(map) {
             m.set_expire(key, expire_at_ms, version);
         }
         self.sync(map);
+        Ok(())
     }
 
     /// Executes one command at time `now_ms`.
@@ -1209,7 +1228,7 @@ impl Shard {
                                 self.remove(d, &key);
                             }
                             Some(at) if at != meta.expire_at_ms => {
-                                self.set_expire(d, &key, at, now);
+                                self.set_expire(d, &key, at, now)?;
                             }
                             _ => {}
                         }
@@ -1372,7 +1391,7 @@ impl Shard {
             },
             Command::Persist { key } => match self.lookup(d, &key, now, false) {
                 Some(m) if m.expire_at_ms != 0 => {
-                    self.set_expire(d, &key, 0, now);
+                    self.set_expire(d, &key, 0, now)?;
                     Reply::Int(1)
                 }
                 _ => Reply::Int(0),
@@ -1492,7 +1511,7 @@ impl Shard {
                 if self.lookup(&map, &key, now, false).is_none() {
                     return Err(CommandError::KeyNotFound);
                 }
-                self.set_expire(&map, &key, deadline_after(now, ttl_ms), now);
+                self.set_expire(&map, &key, deadline_after(now, ttl_ms), now)?;
                 Reply::Ok
             }
             Command::DmIncr { map, key, delta } => Reply::Int(self.incr(&map, &key, delta, now)?),
@@ -1556,7 +1575,7 @@ impl Shard {
                 lease_ms,
             } => match self.read_for_write(&map, &key, now) {
                 Some((v, _)) if v == token => {
-                    self.set_expire(&map, &key, deadline_after(now, lease_ms), now);
+                    self.set_expire(&map, &key, deadline_after(now, lease_ms), now)?;
                     Reply::Ok
                 }
                 _ => return Err(CommandError::NoSuchLock),
@@ -1776,7 +1795,7 @@ impl Shard {
         if when <= now as i64 {
             self.remove(d, key);
         } else {
-            self.set_expire(d, key, when as u64, now);
+            self.set_expire(d, key, when as u64, now)?;
         }
         Ok(Reply::Int(1))
     }
