@@ -29,9 +29,13 @@ use crate::config::MapConfig;
 use crate::evict::Rng;
 use crate::slot::{key_slot, Slot};
 
-/// Where an entry is, from `Map::find`; valid until the map changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Handle(u64);
+/// Where an entry is, from `Map::find`, with the entry as parsed by the index probe (so reading
+/// its value does not parse it again); valid until the map changes.
+#[derive(Clone, Copy, Debug)]
+pub struct Handle {
+    loc: u64,
+    parsed: Parsed,
+}
 
 /// What one `Map::compact_step` did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -269,10 +273,14 @@ fn table(tables: &[Option<Table>], id: u32) -> &Table {
         .expect("index points at a live table")
 }
 
-fn key_at(tables: &[Option<Table>], l: u64) -> &[u8] {
+fn parsed_at(tables: &[Option<Table>], l: u64) -> (&Table, Parsed) {
     let (id, off) = loc_parts(l);
     let t = table(tables, id);
-    let p = parse(&t.data, off).expect("index points at an entry");
+    (t, parse(&t.data, off).expect("index points at an entry"))
+}
+
+fn key_at(tables: &[Option<Table>], l: u64) -> &[u8] {
+    let (t, p) = parsed_at(tables, l);
     p.key(&t.data)
 }
 
@@ -394,17 +402,34 @@ impl Map {
         let table_growth = if room >= total {
             0
         } else {
-            // The new table and the bookkeeping vectors it may grow.
-            let new = self.append_growth(chain, total);
+            let new = self.next_size[chain].max(total) as u64;
             // A full head with nothing live is freed when the new table comes.
             let freed = if head_empty {
                 self.heads[chain].map_or(0, |id| table(&self.tables, id).allocated() as u64)
             } else {
                 0
             };
-            new.saturating_sub(freed)
+            // A new table may also grow the table and scan-order vectors (each at most
+            // doubles).
+            let ids = if self.free_ids.is_empty() && self.tables.len() == self.tables.capacity() {
+                (self.tables.capacity().max(4) * std::mem::size_of::<Option<Table>>()) as u64
+            } else {
+                0
+            };
+            let order = if self.order.len() == self.order.capacity() {
+                (self.order.capacity().max(4) * 4) as u64
+            } else {
+                0
+            };
+            (new + ids + order).saturating_sub(freed)
         };
-        table_growth + if outline { value_len as u64 } else { 0 } + self.index_growth(key)
+        let slab =
+            if outline && self.slab_free.is_empty() && self.slab.len() == self.slab.capacity() {
+                (self.slab.capacity().max(4) * std::mem::size_of::<Option<Bytes>>()) as u64
+            } else {
+                0
+            };
+        table_growth + if outline { value_len as u64 + slab } else { 0 } + self.index_growth(key)
     }
 
     /// An upper bound of `write_growth` that needs no index lookup: a new head table, the
@@ -422,7 +447,8 @@ impl Map {
             + (self.slots.capacity().max(4) * std::mem::size_of::<SlotIndex>()) as u64
             + (self.slot_pos.allocation_size() as u64).max(64)
             + 512;
-        table + if outline { value_len as u64 } else { 0 } + index
+        let slab = (self.slab.capacity().max(4) * std::mem::size_of::<Option<Bytes>>()) as u64;
+        table + if outline { value_len as u64 + slab } else { 0 } + index
     }
 
     /// Bytes the index would grow by when `key` is inserted (exact for a slot table that
@@ -549,13 +575,26 @@ impl Map {
 
     /// Location of the current version of `key`.
     fn locate(&self, key: &[u8]) -> Option<u64> {
+        self.locate_parsed(key).map(|(l, _)| l)
+    }
+
+    /// Location of the current version of `key` and the entry there as parsed for the key
+    /// comparison of the index probe (one parse per lookup instead of one per use).
+    fn locate_parsed(&self, key: &[u8]) -> Option<(u64, Parsed)> {
         let bits = self.off_bits;
         let pos = *self.slot_pos.get(&key_slot(key))?;
         let tables = &self.tables;
-        self.slots[pos as usize]
-            .table
-            .find(self.hash(key), |&p| key_at(tables, unpack(p, bits)) == key)
-            .map(|&p| unpack(p, bits))
+        let mut hit = None;
+        self.slots[pos as usize].table.find(self.hash(key), |&p| {
+            let l = unpack(p, bits);
+            let (t, pe) = parsed_at(tables, l);
+            let same = pe.key(&t.data) == key;
+            if same {
+                hit = Some((l, pe));
+            }
+            same
+        })?;
+        hit
     }
 
     /// Decoded metadata of a stored header.
@@ -572,9 +611,7 @@ impl Map {
     }
 
     fn parsed(&self, l: u64) -> (&Table, Parsed) {
-        let (id, off) = loc_parts(l);
-        let t = table(&self.tables, id);
-        (t, parse(&t.data, off).expect("index points at an entry"))
+        parsed_at(&self.tables, l)
     }
 
     fn value_of(&self, t: &Table, p: &Parsed) -> Bytes {
@@ -589,20 +626,21 @@ impl Map {
 
     /// Finds `key`: a handle (valid until the next change of this map) and its metadata.
     pub fn find(&self, key: &[u8]) -> Option<(Handle, Meta)> {
-        let l = self.locate(key)?;
-        let (_, p) = self.parsed(l);
-        Some((Handle(l), self.meta_of(&p.header)))
+        let (loc, parsed) = self.locate_parsed(key)?;
+        Some((Handle { loc, parsed }, self.meta_of(&parsed.header)))
     }
 
-    /// The value at a handle from `find`.
+    /// The value at a handle from `find` (the entry is not parsed again: the handle's table
+    /// and offsets are still valid because the map has not changed since `find`; patching
+    /// metadata in place with `touch_at` moves nothing).
     pub fn value_at(&self, h: Handle) -> Bytes {
-        let (t, p) = self.parsed(h.0);
-        self.value_of(t, &p)
+        let (id, _) = loc_parts(h.loc);
+        self.value_of(table(&self.tables, id), &h.parsed)
     }
 
     /// Updates access time, LFU counter and the visited bit in place at a handle.
     pub fn touch_at(&mut self, h: Handle, access_ms: u64, lfu: u8) {
-        let (id, off) = loc_parts(h.0);
+        let (id, off) = loc_parts(h.loc);
         let access = self.access_raw(access_ms);
         if let Some(t) = self.tables[id as usize].as_mut() {
             t.set_lfu_access(off, lfu, access);
@@ -621,27 +659,24 @@ impl Map {
     }
 
     pub fn meta(&self, key: &[u8]) -> Option<Meta> {
-        let l = self.locate(key)?;
-        let (_, p) = self.parsed(l);
+        let (_, p) = self.locate_parsed(key)?;
         Some(self.meta_of(&p.header))
     }
 
     pub fn value(&self, key: &[u8]) -> Option<Bytes> {
-        let l = self.locate(key)?;
-        let (t, p) = self.parsed(l);
-        Some(self.value_of(t, &p))
+        let (l, p) = self.locate_parsed(key)?;
+        Some(self.value_of(table(&self.tables, loc_parts(l).0), &p))
     }
 
     /// Value length of `key`.
     pub fn value_len(&self, key: &[u8]) -> Option<usize> {
-        let l = self.locate(key)?;
-        Some(self.parsed(l).1.value_len)
+        Some(self.locate_parsed(key)?.1.value_len)
     }
 
     /// Borrowing read of the value and metadata (no copy for inline values).
     pub fn with_value<R>(&self, key: &[u8], visit: impl FnOnce(&[u8], &Meta) -> R) -> Option<R> {
-        let at = self.locate(key)?;
-        let (t, p) = self.parsed(at);
+        let (at, p) = self.locate_parsed(key)?;
+        let t = table(&self.tables, loc_parts(at).0);
         let meta = self.meta_of(&p.header);
         if p.outline() {
             let v = self.slab[p.slab_id(&t.data) as usize].as_ref()?;
@@ -752,13 +787,12 @@ impl Map {
 
     /// Marks the entry at `l` garbage and releases its slab value; frees its table when it
     /// holds nothing live and is not a head.
-    fn retire(&mut self, l: u64) {
-        let (id, off) = loc_parts(l);
-        let (p, slab) = {
+    /// `p` is the entry at `l` as parsed by the index probe that found it (not parsed again).
+    fn retire_parsed(&mut self, l: u64, p: &Parsed) {
+        let (id, _) = loc_parts(l);
+        let slab = {
             let t = table(&self.tables, id);
-            let p = parse(&t.data, off).expect("index points at an entry");
-            let slab = p.outline().then(|| p.slab_id(&t.data));
-            (p, slab)
+            p.outline().then(|| p.slab_id(&t.data))
         };
         if let Some(s) = slab {
             if let Some(b) = self.slab[s as usize].take() {
@@ -889,9 +923,19 @@ impl Map {
         }
         let idx = &mut si.table;
         let before = idx.allocation_size() as u64;
+        // The probe's key comparison parses the entry it finds; that parse is kept for the
+        // old version's metadata and its retirement below.
+        let mut old_parsed = None;
         let entry = idx.entry(
             hash,
-            |&p| key_at(tables, unpack(p, bits)) == key,
+            |&p| {
+                let (t, pe) = parsed_at(tables, unpack(p, bits));
+                let same = pe.key(&t.data) == key;
+                if same {
+                    old_parsed = Some(pe);
+                }
+                same
+            },
             |&p| {
                 if colliding {
                     0x5EED
@@ -914,13 +958,14 @@ impl Map {
         let after = idx.allocation_size() as u64;
         self.index_bytes = self.index_bytes + after - before;
         let old_meta = old.map(|o| {
-            let old_meta = self.meta_of(&self.parsed(o).1.header);
+            let op = old_parsed.expect("the probe parsed the entry it matched");
+            let old_meta = self.meta_of(&op.header);
             let (lfu, visited) = merge(&old_meta);
             let (id, off) = loc_parts(new_loc);
             let t = self.tables[id as usize].as_mut().expect("head exists");
             t.set_lfu_access(off, lfu, header.access_t);
             t.set_visited(off, visited);
-            self.retire(o);
+            self.retire_parsed(o, &op);
             old_meta
         });
         Some(old_meta)
@@ -958,7 +1003,15 @@ impl Map {
         let tables = &self.tables;
         let idx = &mut self.slots[pos as usize].table;
         let before = idx.allocation_size() as u64;
-        let Ok(entry) = idx.find_entry(hash, |&p| key_at(tables, unpack(p, bits)) == key) else {
+        let mut found = None;
+        let Ok(entry) = idx.find_entry(hash, |&p| {
+            let (t, pe) = parsed_at(tables, unpack(p, bits));
+            let same = pe.key(&t.data) == key;
+            if same {
+                found = Some(pe);
+            }
+            same
+        }) else {
             return false;
         };
         let (p, _) = entry.remove();
@@ -978,7 +1031,8 @@ impl Map {
                 self.slot_pos.insert(moved.slot, pos as u32);
             }
         }
-        self.retire(l);
+        let p = found.expect("the probe parsed the entry it matched");
+        self.retire_parsed(l, &p);
         true
     }
 

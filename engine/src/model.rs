@@ -829,7 +829,11 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        // 96 cases in CI; `PROPTEST_CASES=N` for a longer run.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn shard_matches_model(setup in setup(), ops in proptest::collection::vec(op(), 1..300)) {
             if let Err(e) = check(&ops, setup) {

@@ -128,6 +128,56 @@ pub struct SlotDropCursor {
     bucket: usize,
 }
 
+/// A write's deadline: absolute, or an `Expiry` still to resolve against the map's config
+/// (with the command name for the error text).
+#[derive(Clone, Copy, Debug)]
+enum Deadline {
+    At(u64),
+    Resolve(Expiry, &'static str),
+}
+
+impl Deadline {
+    fn resolve(self, map_cfg: &MapConfig, now_ms: u64) -> Result<u64, CommandError> {
+        match self {
+            Deadline::At(at) => Ok(at),
+            Deadline::Resolve(expiry, cmd) => Shard::deadline(expiry, None, map_cfg, now_ms, cmd),
+        }
+    }
+}
+
+/// The LFU settings an access needs, copied out of the config so that they can be used while a
+/// map is borrowed.
+#[derive(Clone, Copy, Debug)]
+struct LfuParams {
+    log_factor: u32,
+    decay_minutes: u32,
+    /// The shard's policy is LFU.
+    shard_lfu: bool,
+}
+
+impl LfuParams {
+    /// True when an access must update the LFU counter: the shard's policy or the map's own
+    /// policy (for its `max_keys` / `max_bytes`) is LFU. No other policy reads the counter, so
+    /// the others skip its random draw and arithmetic; as in Redis, counters are then not
+    /// maintained until an LFU policy is set (Redis reinterprets its `lru` field instead).
+    fn counts(self, map_cfg: &MapConfig) -> bool {
+        self.shard_lfu || map_cfg.eviction == Some(EvictionPolicy::AllkeysLfu)
+    }
+
+    /// The counter after an access at `now_ms` (decayed, then incremented by chance), or the
+    /// stored one unchanged when no policy in force reads it (`counts` from `counts`).
+    fn touched(self, counts: bool, lfu: u8, access_ms: u64, now_ms: u64, rng: &mut Rng) -> u8 {
+        if !counts {
+            return lfu;
+        }
+        lfu_incremented(
+            lfu_decayed(lfu, access_ms, now_ms, self.decay_minutes),
+            self.log_factor,
+            rng,
+        )
+    }
+}
+
 /// `now + ms`, capped at `i64::MAX` (deadlines are reported as signed Redis integers).
 fn deadline_after(now_ms: u64, ms: u64) -> u64 {
     now_ms.saturating_add(ms).min(i64::MAX as u64)
@@ -233,10 +283,24 @@ impl Shard {
     /// Brings the shard's memory total up to date with map `name` after a change.
     fn sync(&mut self, name: &[u8]) {
         if let Some(m) = self.maps.get_mut(name) {
-            let now = m.memory_bytes();
-            self.mem_total = self.mem_total - m.accounted + now;
-            m.accounted = now;
+            Self::sync_map(&mut self.mem_total, m);
         }
+    }
+
+    /// `sync` of a map already at hand (borrows only the total, so a caller holding the map
+    /// does not look its name up again). Every change of a map's memory is followed by this
+    /// (or `sync`) before the command returns: `execute` does not sync after the fact.
+    fn sync_map(mem_total: &mut u64, m: &mut Map) {
+        let now = m.memory_bytes();
+        *mem_total = *mem_total - m.accounted + now;
+        m.accounted = now;
+    }
+
+    /// Debug check after every command: each map's `accounted` is its memory and the total is
+    /// their sum (i.e. no change of memory went without a `sync`).
+    fn accounting_is_exact(&self) -> bool {
+        self.maps.values().all(|m| m.accounted == m.memory_bytes())
+            && self.mem_total == self.maps.values().map(|m| m.accounted).sum::<u64>()
     }
 
     /// Counters and gauges.
@@ -280,8 +344,13 @@ impl Shard {
     }
 
     fn next_version(&mut self, now_ms: u64) -> u64 {
-        let v = (now_ms << VERSION_COUNTER_BITS).max(self.last_version + 1);
-        self.last_version = v;
+        Self::bump_version(&mut self.last_version, now_ms)
+    }
+
+    /// `next_version` on the field alone (for callers holding a map).
+    fn bump_version(last_version: &mut u64, now_ms: u64) -> u64 {
+        let v = (now_ms << VERSION_COUNTER_BITS).max(*last_version + 1);
+        *last_version = v;
         v
     }
 
@@ -557,25 +626,61 @@ impl Shard {
         now_ms: u64,
         touch: bool,
     ) -> Option<(Handle, Meta)> {
-        let log_factor = self.config.lfu_log_factor;
-        let decay = self.config.lfu_decay_minutes;
+        let lfu = self.lfu_params();
         let m = self.maps.get_mut(map)?;
+        Self::live_entry(
+            m,
+            map,
+            key,
+            now_ms,
+            touch.then_some((&mut self.rng, lfu)),
+            &mut self.expired_keys,
+            &mut self.mem_total,
+            &mut self.removal_log,
+        )
+    }
+
+    fn lfu_params(&self) -> LfuParams {
+        LfuParams {
+            log_factor: self.config.lfu_log_factor,
+            decay_minutes: self.config.lfu_decay_minutes,
+            shard_lfu: self.config.maxmemory_policy == EvictionPolicy::AllkeysLfu,
+        }
+    }
+
+    /// `lookup_handle` in a map at hand (so that a read looks the map's name up once):
+    /// lazy expiry (counted in `expired_keys`, memory synced into `mem_total`), and with
+    /// `touch = Some((rng, lfu))` the access-time and LFU update.
+    #[allow(clippy::too_many_arguments)]
+    fn live_entry(
+        m: &mut Map,
+        map: &[u8],
+        key: &[u8],
+        now_ms: u64,
+        touch: Option<(&mut Rng, LfuParams)>,
+        expired_keys: &mut u64,
+        mem_total: &mut u64,
+        removal_log: &mut Option<Vec<(Bytes, Bytes)>>,
+    ) -> Option<(Handle, Meta)> {
         let (h, meta) = m.find(key)?;
         if Self::is_expired(&meta, &m.config, now_ms) {
             m.remove(key);
             m.stats.expirations += 1;
-            self.expired_keys += 1;
-            if let Some(log) = self.removal_log.as_mut() {
+            *expired_keys += 1;
+            if let Some(log) = removal_log.as_mut() {
                 log.push((Bytes::copy_from_slice(map), Bytes::copy_from_slice(key)));
             }
+            Self::sync_map(mem_total, m);
             return None;
         }
-        if touch {
+        if let Some((rng, params)) = touch {
             let access = access_floor(now_ms);
-            let lfu = lfu_incremented(
-                lfu_decayed(meta.lfu, meta.access_ms, now_ms, decay),
-                log_factor,
-                &mut self.rng,
+            let lfu = params.touched(
+                params.counts(&m.config),
+                meta.lfu,
+                meta.access_ms,
+                now_ms,
+                rng,
             );
             m.touch_at(h, access, lfu);
             return Some((
@@ -591,22 +696,46 @@ impl Shard {
         Some((h, meta))
     }
 
+    /// A read (touching the key), counting a hit or a miss; one lookup of the map's name.
     fn read(&mut self, map: &[u8], key: &[u8], now_ms: u64) -> Option<(Bytes, Meta)> {
-        let found = self.lookup_handle(map, key, now_ms, true);
-        let m = self.maps.get_mut(map)?;
-        if let Some((h, meta)) = found {
-            m.stats.hits += 1;
-            Some((m.value_at(h), meta))
-        } else {
-            m.stats.misses += 1;
-            None
-        }
+        self.read_counted(map, key, now_ms, true)
     }
 
     /// Reads without counting a hit or miss (read-modify-write commands).
     fn read_for_write(&mut self, map: &[u8], key: &[u8], now_ms: u64) -> Option<(Bytes, Meta)> {
-        let (h, meta) = self.lookup_handle(map, key, now_ms, true)?;
-        Some((self.maps.get(map)?.value_at(h), meta))
+        self.read_counted(map, key, now_ms, false)
+    }
+
+    fn read_counted(
+        &mut self,
+        map: &[u8],
+        key: &[u8],
+        now_ms: u64,
+        count: bool,
+    ) -> Option<(Bytes, Meta)> {
+        let lfu = self.lfu_params();
+        let m = self.maps.get_mut(map)?;
+        let found = Self::live_entry(
+            m,
+            map,
+            key,
+            now_ms,
+            Some((&mut self.rng, lfu)),
+            &mut self.expired_keys,
+            &mut self.mem_total,
+            &mut self.removal_log,
+        );
+        if let Some((h, meta)) = found {
+            if count {
+                m.stats.hits += 1;
+            }
+            Some((m.value_at(h), meta))
+        } else {
+            if count {
+                m.stats.misses += 1;
+            }
+            None
+        }
     }
 
     fn check_map_name(&self, map: &[u8]) -> Result<(), CommandError> {
@@ -677,16 +806,8 @@ impl Shard {
         // the largest growth it could cause.
         let max = self.config.maxmemory_bytes;
         if let Some(m) = self.maps.get_mut(map) {
-            if m.config.max_keys == 0 && m.config.max_bytes == 0 {
-                // `sync`, inline.
-                let now = m.memory_bytes();
-                self.mem_total = self.mem_total - m.accounted + now;
-                m.accounted = now;
-                if max == 0
-                    || self.mem_total + m.write_growth_bound(key.len(), value_len, ttl) <= max
-                {
-                    return Ok(());
-                }
+            if Self::fits_far_from_limits(&mut self.mem_total, m, max, key.len(), value_len, ttl) {
+                return Ok(());
             }
         }
         // Per-map limits (live bytes and key count).
@@ -972,53 +1093,76 @@ impl Shard {
         expire_at_ms: u64,
         now_ms: u64,
     ) -> Result<(), CommandError> {
-        self.store_inner(map, key, value, expire_at_ms, now_ms, false, false)
+        self.store_inner(
+            map,
+            key,
+            value,
+            Deadline::At(expire_at_ms),
+            now_ms,
+            false,
+            false,
+        )
     }
 
-    /// Like `store`, for a write that has not looked the key up first (plain SET): the one
-    /// index probe of `Map::upsert` also does what the lookup would have done to the version
-    /// replaced, i.e. Redis's `lookupKeyWrite`: an expired (or idle) old version counts as an
-    /// expiration and is replaced as if absent; a live one counts as an access (LFU counter
-    /// incremented, visited bit set).
-    fn store_unlooked(
-        &mut self,
-        map: &[u8],
-        key: &[u8],
-        value: Bytes,
-        expire_at_ms: u64,
-        now_ms: u64,
-    ) -> Result<(), CommandError> {
-        self.store_inner(map, key, value, expire_at_ms, now_ms, true, false)
-    }
-
-    /// `room_made`: `make_room_batch` already made room for this write.
+    /// `room_made`: `make_room_batch` already made room for this write. `touch_old`: the
+    /// write has not looked the key up first (plain SET, MSET): the one index probe of
+    /// `Map::upsert` also does what the lookup would have done to the version replaced, i.e.
+    /// Redis's `lookupKeyWrite`: an expired (or idle) old version counts as an expiration and
+    /// is replaced as if absent; a live one counts as an access (LFU counter incremented,
+    /// visited bit set). Otherwise the LFU counter and visited bit of the version replaced
+    /// (if any) are kept.
+    ///
+    /// When the map exists and the write is far from every limit, the map's name is looked
+    /// up once for the whole write (deadline, budget check, upsert, memory sync).
     #[allow(clippy::too_many_arguments)]
     fn store_inner(
         &mut self,
         map: &[u8],
         key: &[u8],
         value: Bytes,
-        expire_at_ms: u64,
+        deadline: Deadline,
         now_ms: u64,
         touch_old: bool,
         room_made: bool,
     ) -> Result<(), CommandError> {
-        self.check_map_name(map)?;
-        self.check_key(key)?;
-        self.check_value_len(value.len() as u64)?;
         let value_len = value.len();
-        if !room_made {
-            self.make_room(map, key, value_len, expire_at_ms != 0, now_ms)?;
-        }
-        let version = self.next_version(now_ms);
-        let ratio = self.config.compaction_garbage_ratio;
-        let (log_factor, decay) = (self.config.lfu_log_factor, self.config.lfu_decay_minutes);
-        if !self.maps.contains_key(map) {
+        let max = self.config.maxmemory_bytes;
+        let lfu_params = self.lfu_params();
+        let (m, expire_at_ms) = 'found: {
+            // The deadline is resolved before the size checks (Redis checks it first).
+            let at = if let Some(m) = self.maps.get_mut(map) {
+                let at = deadline.resolve(&m.config, now_ms)?;
+                Self::check_write(&self.config, map, key, value_len)?;
+                // `make_room`'s fast path, on the map at hand.
+                if room_made
+                    || Self::fits_far_from_limits(
+                        &mut self.mem_total,
+                        m,
+                        max,
+                        key.len(),
+                        value_len,
+                        at != 0,
+                    )
+                {
+                    break 'found (m, at);
+                }
+                at
+            } else {
+                let at = deadline.resolve(&self.map_config(map), now_ms)?;
+                Self::check_write(&self.config, map, key, value_len)?;
+                at
+            };
+            if !room_made {
+                self.make_room(map, key, value_len, at != 0, now_ms)?;
+            }
             self.map_entry(map);
-        }
-        let Some(m) = self.maps.get_mut(map) else {
-            return Err(CommandError::OutOfMemory);
+            let Some(m) = self.maps.get_mut(map) else {
+                return Err(CommandError::OutOfMemory);
+            };
+            (m, at)
         };
+        let version = Self::bump_version(&mut self.last_version, now_ms);
+        let ratio = self.config.compaction_garbage_ratio;
         let rng = &mut self.rng;
         let access = access_floor(now_ms);
         let meta = Meta {
@@ -1030,6 +1174,7 @@ impl Shard {
         };
         let max_idle_ms = m.config.max_idle_ms;
         let mut expired_old = false;
+        let lfu_counts = lfu_params.counts(&m.config);
         let stored = m.upsert(key, value, meta, |old| {
             if !touch_old {
                 (old.lfu, old.visited)
@@ -1037,16 +1182,14 @@ impl Shard {
                 expired_old = true;
                 (LFU_INIT, false)
             } else {
-                let lfu = lfu_incremented(
-                    lfu_decayed(old.lfu, old.access_ms, now_ms, decay),
-                    log_factor,
-                    rng,
-                );
+                let lfu = lfu_params.touched(lfu_counts, old.lfu, old.access_ms, now_ms, rng);
                 (lfu, true)
             }
         });
         if stored.is_none() {
-            // The map has no table id left (see `Map::can_append`): nothing was changed.
+            // The map has no table id left (see `Map::can_append`): nothing was changed
+            // (but a new map may have been created: its memory is synced).
+            Self::sync_map(&mut self.mem_total, m);
             return Err(CommandError::MapFull);
         }
         if expired_old {
@@ -1072,8 +1215,47 @@ impl Shard {
                 grow_max,
             );
         }
-        self.sync(map);
+        Self::sync_map(&mut self.mem_total, m);
         Ok(())
+    }
+
+    /// The size checks of a write, in Redis's order.
+    fn check_write(
+        config: &EngineConfig,
+        map: &[u8],
+        key: &[u8],
+        value_len: usize,
+    ) -> Result<(), CommandError> {
+        if map.len() > config.map_name_bytes_max {
+            return Err(CommandError::Other(
+                "map name exceeds maximum allowed size".to_owned(),
+            ));
+        }
+        if key.len() > config.key_bytes_max {
+            return Err(CommandError::KeyTooLong);
+        }
+        if value_len as u64 > config.value_bytes_max as u64 {
+            return Err(CommandError::StringTooLong);
+        }
+        Ok(())
+    }
+
+    /// `make_room`'s fast path: syncs `m` and returns true when `m` has no per-map limits and
+    /// the write fits the budget even at the largest growth it could cause (so no eviction,
+    /// reclaim or exact estimate is needed).
+    fn fits_far_from_limits(
+        mem_total: &mut u64,
+        m: &mut Map,
+        max: u64,
+        key_len: usize,
+        value_len: usize,
+        ttl: bool,
+    ) -> bool {
+        if m.config.max_keys != 0 || m.config.max_bytes != 0 {
+            return false;
+        }
+        Self::sync_map(mem_total, m);
+        max == 0 || *mem_total + m.write_growth_bound(key_len, value_len, ttl) <= max
     }
 
     fn remove(&mut self, map: &[u8], key: &[u8]) -> bool {
@@ -1123,16 +1305,13 @@ impl Shard {
 
     /// Executes one command at time `now_ms`.
     pub fn execute(&mut self, command: Command, now_ms: u64) -> Reply {
-        let dmap = command.dmap().cloned();
         let reply = match self.run(command, now_ms) {
             Ok(r) => r,
             Err(e) => Reply::Error(e),
         };
-        // Lazy expiry may have removed keys of the command's map.
-        self.sync(DEFAULT_MAP);
-        if let Some(m) = dmap {
-            self.sync(&m);
-        }
+        // Every change of a map's memory (writes, removals, lazy expiry, eviction,
+        // compaction) synced the total where it happened; nothing is left to sync here.
+        debug_assert!(self.accounting_is_exact(), "memory accounting drifted");
         reply
     }
 
@@ -1212,7 +1391,7 @@ impl Shard {
                 self.make_room_batch(d, &pairs, ttl != 0, now)?;
                 for (k, v) in pairs {
                     // Each write as a plain SET's: one index probe, lookupKeyWrite's work.
-                    self.store_inner(d, &k, v, ttl, now, true, true)?;
+                    self.store_inner(d, &k, v, Deadline::At(ttl), now, true, true)?;
                 }
                 if nx {
                     Reply::Int(1)
@@ -1595,20 +1774,22 @@ impl Shard {
         kind: SetKind,
         now: u64,
     ) -> Result<Reply, CommandError> {
-        // The deadline is checked before anything else, as in Redis.
-        let probe = match self.maps.get(map) {
-            Some(m) => Self::deadline(expiry, None, &m.config, now, kind.name())?,
-            None => Self::deadline(expiry, None, &self.map_config(map), now, kind.name())?,
-        };
         if cond == Cond::Always
             && !get
             && expiry != Expiry::Keep
             && matches!(kind, SetKind::Set | SetKind::SetEx | SetKind::PSetEx)
         {
-            // Nothing depends on the old version: one index probe does the whole write.
-            self.store_unlooked(map, key, value, probe, now)?;
+            // Nothing depends on the old version: one index probe does the whole write (and
+            // `store_inner` resolves the deadline first, as below).
+            let deadline = Deadline::Resolve(expiry, kind.name());
+            self.store_inner(map, key, value, deadline, now, true, false)?;
             return Ok(Reply::Ok);
         }
+        // The deadline is checked before anything else, as in Redis.
+        let probe = match self.maps.get(map) {
+            Some(m) => Self::deadline(expiry, None, &m.config, now, kind.name())?,
+            None => Self::deadline(expiry, None, &self.map_config(map), now, kind.name())?,
+        };
         let old = if get {
             self.read(map, key, now)
         } else {
@@ -1938,5 +2119,62 @@ impl Shard {
     /// The highest version this shard has issued or received: no stored entry has a higher one.
     pub fn last_version(&self) -> u64 {
         self.last_version
+    }
+}
+
+#[cfg(test)]
+mod lfu_tests {
+    use super::*;
+    use crate::command::MapOption;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn lfu_after_reads(shard: &mut Shard, map: &[u8], reads: usize) -> u8 {
+        let put = |map: &[u8]| Command::DmPut {
+            map: Bytes::copy_from_slice(map),
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            expiry: Expiry::Default,
+            cond: Cond::Always,
+        };
+        assert_eq!(shard.execute(put(map), NOW), Reply::Ok);
+        for _ in 0..reads {
+            let get = Command::DmGet {
+                map: Bytes::copy_from_slice(map),
+                key: Bytes::from_static(b"k"),
+            };
+            assert!(matches!(shard.execute(get, NOW), Reply::Bulk(_)));
+        }
+        shard.maps.get(map).and_then(|m| m.meta(b"k")).unwrap().lfu
+    }
+
+    /// Reads keep the LFU counter when the shard's or the map's policy is LFU, and skip it
+    /// (the counter stays at its initial value) under any other policy.
+    #[test]
+    fn lfu_counter_is_kept_only_when_a_policy_reads_it() {
+        let mut lru = Shard::new(EngineConfig {
+            maxmemory_policy: EvictionPolicy::AllkeysLru,
+            ..EngineConfig::default()
+        });
+        assert_eq!(lfu_after_reads(&mut lru, b"m", 500), LFU_INIT);
+
+        let mut lfu = Shard::new(EngineConfig {
+            maxmemory_policy: EvictionPolicy::AllkeysLfu,
+            ..EngineConfig::default()
+        });
+        assert!(lfu_after_reads(&mut lfu, b"m", 500) > LFU_INIT + 2);
+
+        // The shard evicts by LRU, but the map's own limit evicts by LFU.
+        let mut per_map = Shard::new(EngineConfig {
+            maxmemory_policy: EvictionPolicy::AllkeysLru,
+            ..EngineConfig::default()
+        });
+        let set = Command::DmConfigSet {
+            map: Bytes::from_static(b"m"),
+            option: MapOption::Eviction(EvictionPolicy::AllkeysLfu),
+        };
+        assert_eq!(per_map.execute(set, NOW), Reply::Ok);
+        assert!(lfu_after_reads(&mut per_map, b"m", 500) > LFU_INIT + 2);
+        assert_eq!(lfu_after_reads(&mut per_map, b"other", 500), LFU_INIT);
     }
 }
