@@ -5,6 +5,18 @@
 //! a node accepts a table only from the coordinator it sees and only with a higher epoch. A new
 //! coordinator numbers its first table above every epoch it has seen (tables and gossiped epoch
 //! hints), so epochs stay monotonic across coordinator changes and healed partitions.
+//!
+//! Catch-up: a node that becomes coordinator, and a coordinator that sees a member appear (a
+//! join, or a rejoin with a renewed generation after it was declared down), plans and commits
+//! nothing until every live member has sent it an epoch hint ([`TableKeeper::observe_hint`])
+//! and it holds a table at least as new as every hinted epoch (fetched with `TableFetch`). A
+//! coordinator that planned from an older table than one a member holds would undo what that
+//! table decided: seed 4168 at 20 s, where the old coordinator, cut off, committed a verified
+//! migration, rejoined younger after the heal, and the new coordinator, planning at once from
+//! the table before that commit, abandoned the migration, so its target dropped the only copy
+//! the winning table named.
+
+use std::collections::BTreeMap;
 
 use crate::membership::coordinator;
 use crate::node::{NodeId, NodeInfo};
@@ -55,6 +67,11 @@ pub struct TableKeeper {
     /// replan on the coordinator publishes above it even if the plan did not change, or the
     /// members holding the other table would never move to ours.
     conflict: bool,
+    /// Whether this node was coordinator at the last [`Self::replan`] / [`Self::flush_commits`].
+    was_coordinator: bool,
+    /// While coordinator: per live member, the generation it had when it entered this view
+    /// (or when this node became coordinator) and the epoch of its latest hint since then.
+    heard: BTreeMap<NodeId, (u64, Option<u64>)>,
 }
 
 impl TableKeeper {
@@ -70,6 +87,8 @@ impl TableKeeper {
             commits: Vec::new(),
             foreign: None,
             conflict: false,
+            was_coordinator: false,
+            heard: BTreeMap::new(),
         }
     }
 
@@ -111,9 +130,20 @@ impl TableKeeper {
         epoch > self.epoch()
     }
 
-    /// A gossiped epoch hint with the coordinator that computed that table
-    /// (`Message::TableEpoch`); returns true when the caller should fetch that table. The same
-    /// epoch from another coordinator is a conflict, settled by the coordinator's next replan.
+    /// A gossiped epoch hint (`Message::TableEpoch`) from member `from`, with the coordinator
+    /// that computed that table; returns true when the caller should fetch that table from
+    /// `from`. The same epoch from another coordinator is a conflict, settled by the
+    /// coordinator's next replan. On the coordinator the hint also counts towards catch-up
+    /// (module docs): a coordinator plans only once every live member has hinted.
+    pub fn observe_hint(&mut self, from: NodeId, epoch: u64, coordinator: NodeId) -> bool {
+        if let Some(h) = self.heard.get_mut(&from) {
+            h.1 = Some(epoch);
+        }
+        self.observe_epoch_from(epoch, coordinator)
+    }
+
+    /// [`Self::observe_hint`] without the sender: detects conflicts and asks for fetches, but
+    /// does not count towards a coordinator's catch-up.
     pub fn observe_epoch_from(&mut self, epoch: u64, coordinator: NodeId) -> bool {
         if epoch == self.epoch()
             && self
@@ -143,15 +173,49 @@ impl TableKeeper {
             })
     }
 
-    /// On the coordinator (with quorum): computes and installs the next table if the members or
-    /// drains change the plan. Returns the new table to push to every member.
+    /// Whether this node is coordinator among `members` and caught up with them: every other
+    /// member hinted since it entered the view (or since this node became coordinator), and no
+    /// hinted epoch is above the newest table held (own or foreign; the fetch is in flight).
+    /// Updates the catch-up bookkeeping; idempotent for the same members.
+    fn caught_up(&mut self, members: &[NodeInfo]) -> bool {
+        let is_coordinator = coordinator(members) == Some(self.me);
+        if !is_coordinator || !self.was_coordinator {
+            // Hints heard before this node became coordinator may predate a table the old
+            // coordinator published: start afresh.
+            self.heard.clear();
+        }
+        self.was_coordinator = is_coordinator;
+        if !is_coordinator {
+            return false;
+        }
+        self.heard.retain(|id, (generation, _)| {
+            members
+                .iter()
+                .any(|m| m.id == *id && m.generation == *generation)
+        });
+        for m in members {
+            if m.id != self.me {
+                self.heard.entry(m.id).or_insert((m.generation, None));
+            }
+        }
+        let newest = self
+            .epoch()
+            .max(self.foreign.as_ref().map_or(0, |t| t.epoch));
+        self.heard
+            .values()
+            .all(|&(_, hinted)| hinted.is_some_and(|e| e <= newest))
+    }
+
+    /// On the coordinator (with quorum, caught up: module docs): computes and installs the next
+    /// table if the members or drains change the plan. Returns the new table to push to every
+    /// member.
     pub fn replan(
         &mut self,
         members: &[NodeInfo],
         has_quorum: bool,
         now_ms: u64,
     ) -> Option<&PartitionTable> {
-        if !has_quorum || coordinator(members) != Some(self.me) {
+        if !self.caught_up(members) || !has_quorum {
             return None;
         }
         if self.table.is_none() && self.foreign.is_none() && now_ms < self.first_plan_at_ms {
@@ -189,14 +253,22 @@ impl TableKeeper {
 
     /// On the coordinator: a source finished a handoff; committed at the next [`Self::flush_commits`].
     pub fn request_commit(&mut self, slot: Slot, id: MigrationId) {
-        self.commits.push((slot, id));
+        // Sources repeat their requests until the commit table comes: keep one of each.
+        if !self.commits.contains(&(slot, id)) {
+            self.commits.push((slot, id));
+        }
     }
 
     /// On the coordinator: publishes one table committing every requested migration that is
-    /// still current. Returns it to push to every member.
+    /// still current. Returns it to push to every member. Requests wait while the coordinator
+    /// is catching up (a commit on a stale table would revert what a newer one decided).
     pub fn flush_commits(&mut self, members: &[NodeInfo]) -> Option<&PartitionTable> {
+        let caught_up = self.caught_up(members);
         if self.commits.is_empty() || coordinator(members) != Some(self.me) {
             self.commits.clear();
+            return None;
+        }
+        if !caught_up {
             return None;
         }
         let commits = std::mem::take(&mut self.commits);
@@ -213,6 +285,17 @@ mod tests {
     use super::*;
     use crate::planner::test_node;
 
+    /// Every other member of `members` hints `epoch` to `k` (as the periodic hints do).
+    fn hints_from_all(k: &mut TableKeeper, members: &[NodeInfo], epoch: u64) {
+        k.caught_up(members);
+        let by = k.table().map_or(k.me, |t| t.coordinator);
+        for m in members {
+            if m.id != k.me {
+                k.observe_hint(m.id, epoch, by);
+            }
+        }
+    }
+
     #[test]
     fn only_the_coordinator_plans_and_epochs_only_grow() {
         let members = vec![test_node(1, 2), test_node(2, 2)];
@@ -225,6 +308,11 @@ mod tests {
             c.replan(&members, false, 0).is_none(),
             "no plan without quorum"
         );
+        assert!(
+            c.replan(&members, true, 0).is_none(),
+            "no plan before every member hinted"
+        );
+        hints_from_all(&mut c, &members, 0);
         let t1 = c.replan(&members, true, 0).unwrap().clone();
         assert!(c.replan(&members, true, 0).is_none(), "nothing changed");
         assert_eq!(o.offer(t1.clone(), oldest), Offer::Accepted);
@@ -250,6 +338,7 @@ mod tests {
         // Node 2 coordinated a partial view {2, 3} and published its table.
         let partial = vec![test_node(2, 2), test_node(3, 2)];
         let mut two = TableKeeper::new(test_node(2, 2).id, KeeperConfig::default(), 0);
+        hints_from_all(&mut two, &partial, 0);
         let theirs = two.replan(&partial, true, 0).unwrap().clone();
         // Node 1 (older) sees everyone; it refused node 2's table but plans from it.
         let mut one = TableKeeper::new(test_node(1, 2).id, KeeperConfig::default(), 0);
@@ -257,6 +346,7 @@ mod tests {
             one.offer(theirs.clone(), test_node(1, 2).id),
             Offer::WrongCoordinator
         );
+        hints_from_all(&mut one, &members, theirs.epoch);
         let next = one.replan(&members, true, 0).unwrap();
         assert!(next.epoch > theirs.epoch);
         // Slots node 2 and 3 served stay with them or migrate from them: none is reassigned
@@ -281,6 +371,7 @@ mod tests {
             ..KeeperConfig::default()
         };
         let mut k = TableKeeper::new(me, cfg, 1000);
+        hints_from_all(&mut k, &members, 0);
         assert!(k.replan(&members, true, 2000).is_none());
         assert!(k.replan(&members, true, 2500).is_some());
     }
@@ -290,6 +381,7 @@ mod tests {
         let members = vec![test_node(1, 2), test_node(2, 2), test_node(3, 1)];
         let me = coordinator(&members).unwrap();
         let mut k = TableKeeper::new(me, KeeperConfig::default(), 0);
+        hints_from_all(&mut k, &members, 0);
         k.replan(&members, true, 0).unwrap();
         let leaver = test_node(3, 1).id;
         assert!(!k.drained(leaver));
@@ -301,5 +393,72 @@ mod tests {
         let done = k.flush_commits(&members).unwrap();
         assert_eq!(done.epoch, t.epoch + 1);
         assert!(k.drained(leaver));
+    }
+
+    /// Seed 4168 at 20 s, reduced: the old coordinator committed migrations in a table the next
+    /// coordinator never received; the next one must plan from that table, not from its own
+    /// older one (which would abandon the committed migrations and make their targets drop the
+    /// copies the newer table names).
+    #[test]
+    fn a_new_coordinator_catches_up_before_planning() {
+        let members = vec![test_node(1, 2), test_node(2, 2), test_node(3, 2)];
+        let (one, two) = (test_node(1, 2).id, test_node(2, 2).id);
+        let mut k1 = TableKeeper::new(one, KeeperConfig::default(), 0);
+        let mut k2 = TableKeeper::new(two, KeeperConfig::default(), 0);
+        let two_of = |m: &[NodeInfo]| m[..2].to_vec();
+        hints_from_all(&mut k1, &two_of(&members), 0);
+        let t1 = k1.replan(&two_of(&members), true, 0).unwrap().clone();
+        assert_eq!(k2.offer(t1.clone(), one), Offer::Accepted);
+        // Node 3 joins: node 1 plans migrations towards it and commits them, while node 2
+        // (cut off) receives neither table.
+        hints_from_all(&mut k1, &members, t1.epoch);
+        let t2 = k1.replan(&members, true, 0).unwrap().clone();
+        for (slot, _, _, id) in t2.migrations() {
+            k1.request_commit(slot, id);
+        }
+        let t3 = k1.flush_commits(&members).unwrap().clone();
+        let committed: Vec<usize> = (0..crate::SLOT_COUNT)
+            .filter(|&s| t3.slots[s].primary != t1.slots[s].primary)
+            .collect();
+        assert!(!committed.is_empty());
+        // Node 1 was declared down meanwhile and rejoined younger: node 2 is now coordinator.
+        let mut view = members.clone();
+        view[0].generation = 5;
+        assert_eq!(coordinator(&view), Some(two));
+        assert!(k2.replan(&view, true, 0).is_none(), "no hints yet");
+        assert!(!k2.observe_hint(test_node(3, 2).id, t1.epoch, one));
+        assert!(k2.replan(&view, true, 0).is_none(), "node 1 not heard");
+        assert!(k2.observe_hint(one, t3.epoch, one), "fetch the newer table");
+        assert!(
+            k2.replan(&view, true, 0).is_none(),
+            "a member holds a newer table than any this node has"
+        );
+        assert!(k2.flush_commits(&view).is_none());
+        assert_eq!(k2.offer(t3.clone(), two), Offer::WrongCoordinator);
+        let next = k2.replan(&view, true, 0).unwrap();
+        assert!(next.epoch > t3.epoch);
+        for &s in &committed {
+            assert_eq!(
+                next.node(next.slots[s].primary.node).id,
+                t3.node(t3.slots[s].primary.node).id,
+                "slot {s}: a committed migration was undone"
+            );
+        }
+    }
+
+    #[test]
+    fn a_member_that_rejoins_must_hint_again() {
+        let members = vec![test_node(1, 2), test_node(2, 2)];
+        let me = coordinator(&members).unwrap();
+        let mut k = TableKeeper::new(me, KeeperConfig::default(), 0);
+        hints_from_all(&mut k, &members, 0);
+        let t = k.replan(&members, true, 0).unwrap().clone();
+        let mut rejoined = members.clone();
+        let other = rejoined.iter_mut().find(|m| m.id != me).unwrap();
+        other.generation = 9;
+        other.cores = 4;
+        assert!(k.replan(&rejoined, true, 0).is_none());
+        hints_from_all(&mut k, &rejoined, t.epoch);
+        assert!(k.replan(&rejoined, true, 0).is_some());
     }
 }

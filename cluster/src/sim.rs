@@ -431,7 +431,7 @@ impl Sim {
                 }
             }
             Message::TableEpoch { epoch, coordinator }
-                if self.nodes[i].keeper.observe_epoch_from(epoch, coordinator) =>
+                if self.nodes[i].keeper.observe_hint(from, epoch, coordinator) =>
             {
                 let have = self.nodes[i].keeper.epoch();
                 self.send_peer(me, from, &Message::TableFetch { have_epoch: have });
@@ -715,6 +715,16 @@ impl Sim {
                 pushed = Some(t);
             }
             if let Some(t) = pushed {
+                if let Some(ts) = self.trace {
+                    let view: Vec<(NodeId, u64)> =
+                        members.iter().map(|m| (m.id, m.generation)).collect();
+                    self.trace(ts, || {
+                        format!(
+                            "node {i} publishes epoch {} seeing (id, generation) {view:?}",
+                            t.epoch
+                        )
+                    });
+                }
                 self.installed(i)?;
                 for m in &members {
                     if m.id != me {

@@ -499,7 +499,11 @@ impl Driver {
                     Offer::Stale | Offer::WrongCoordinator => {}
                 }
             }
-            Message::TableEpoch { epoch, .. } if self.keeper.observe_epoch(epoch) => {
+            // The hint counts towards a new coordinator's catch-up (it plans only once every
+            // member hinted); the same epoch from another coordinator makes it republish above.
+            Message::TableEpoch { epoch, coordinator }
+                if self.keeper.observe_hint(from, epoch, coordinator) =>
+            {
                 let have_epoch = self.keeper.epoch();
                 self.send(from, Message::TableFetch { have_epoch });
             }
@@ -724,9 +728,15 @@ impl Driver {
             self.next_hint_ms = now + self.cfg.epoch_hint_interval_ms;
             let epoch = self.keeper.epoch();
             let coordinator = self.membership.coordinator();
+            // The hint names the coordinator that computed the table (cluster/README.md).
+            let computed_by = self.keeper.table().map_or(coordinator, |t| t.coordinator);
             for m in &members {
                 if m.id != self.me.id {
-                    self.send(m.id, Message::TableEpoch { epoch, coordinator });
+                    let hint = Message::TableEpoch {
+                        epoch,
+                        coordinator: computed_by,
+                    };
+                    self.send(m.id, hint);
                 }
             }
             if self.leaving && !self.left {
