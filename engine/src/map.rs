@@ -402,26 +402,14 @@ impl Map {
         let table_growth = if room >= total {
             0
         } else {
-            let new = self.next_size[chain].max(total) as u64;
             // A full head with nothing live is freed when the new table comes.
             let freed = if head_empty {
                 self.heads[chain].map_or(0, |id| table(&self.tables, id).allocated() as u64)
             } else {
                 0
             };
-            // A new table may also grow the table and scan-order vectors (each at most
-            // doubles).
-            let ids = if self.free_ids.is_empty() && self.tables.len() == self.tables.capacity() {
-                (self.tables.capacity().max(4) * std::mem::size_of::<Option<Table>>()) as u64
-            } else {
-                0
-            };
-            let order = if self.order.len() == self.order.capacity() {
-                (self.order.capacity().max(4) * 4) as u64
-            } else {
-                0
-            };
-            (new + ids + order).saturating_sub(freed)
+            // The new table and what the `tables` and `order` vectors grow by.
+            self.append_growth(chain, total).saturating_sub(freed)
         };
         let slab =
             if outline && self.slab_free.is_empty() && self.slab.len() == self.slab.capacity() {
