@@ -4,69 +4,31 @@
 //!
 //! Run: `cargo bench -p tessera-engine --bench getset -- --warm-up-time 1 --measurement-time 3`
 
-use std::collections::HashMap;
 use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use tessera_engine::{Command, Cond, EngineConfig, EvictionPolicy, Expiry, Reply, SetKind, Shard};
+use tessera_engine::Command;
 
-const KEYS: usize = 1_000_000;
-const NOW: u64 = 1_700_000_000_000;
+mod common;
+use common::{lcg, set_cmd, Loaded, NOW};
 
-fn key(i: usize) -> Bytes {
-    Bytes::from(format!("key:{i:012}").into_bytes())
-}
-
-fn value(i: usize) -> Bytes {
-    Bytes::from(format!("value:{i:026}").into_bytes())
-}
-
-/// A cheap deterministic sequence of indexes (an LCG), so lookups are not sequential.
+/// A cheap deterministic sequence of indexes, so lookups are not sequential.
 struct Walk(u64);
 
 impl Walk {
     fn next(&mut self) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) as usize) % KEYS
-    }
-}
-
-fn set_cmd(k: Bytes, v: Bytes) -> Command {
-    Command::Set {
-        key: k,
-        value: v,
-        cond: Cond::Always,
-        get: false,
-        expiry: Expiry::Default,
-        kind: SetKind::Set,
+        lcg(&mut self.0)
     }
 }
 
 fn bench(crit: &mut Criterion) {
-    let keys: Vec<Bytes> = (0..KEYS).map(key).collect();
-    let values: Vec<Bytes> = (0..KEYS).map(value).collect();
-    assert_eq!(keys[0].len(), 16);
-    assert_eq!(values[0].len(), 32);
-
-    // The engine pays for its budget checks and LRU bookkeeping: a budget that is set (but not
-    // reached) and an evicting policy.
-    let mut shard = Shard::new(EngineConfig {
-        maxmemory_bytes: 4 << 30,
-        maxmemory_policy: EvictionPolicy::AllkeysLru,
-        ..EngineConfig::default()
-    });
-    for i in 0..KEYS {
-        let r = shard.execute(set_cmd(keys[i].clone(), values[i].clone()), NOW);
-        assert_eq!(r, Reply::Ok);
-    }
-    let mut map: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    for i in 0..KEYS {
-        map.insert(keys[i].to_vec(), values[i].to_vec());
-    }
+    let Loaded {
+        keys,
+        values,
+        mut shard,
+        mut map,
+    } = common::load();
 
     let mut group = crit.benchmark_group("1M keys, 16 B keys, 32 B values");
     let mut walk = Walk(1);

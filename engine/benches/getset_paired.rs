@@ -12,39 +12,21 @@
 //! Run: `cargo bench -p tessera-engine --bench getset_paired` (optional argument: rounds,
 //! default 200; each round is 2 x 2 batches of 20 000 operations).
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tessera_engine::{Command, Cond, EngineConfig, EvictionPolicy, Expiry, Reply, SetKind, Shard};
+use tessera_engine::Command;
 
-const KEYS: usize = 1_000_000;
+mod common;
+use common::{lcg, set_cmd, Loaded, NOW};
+
 const BATCH: usize = 20_000;
-const NOW: u64 = 1_700_000_000_000;
 
-/// A cheap deterministic sequence of indexes (an LCG), so lookups are not sequential.
+/// `n` indexes of a cheap deterministic sequence, so lookups are not sequential.
 fn walk(seed: u64, n: usize) -> Vec<usize> {
     let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 33) as usize) % KEYS
-        })
-        .collect()
-}
-
-fn set_cmd(k: Bytes, v: Bytes) -> Command {
-    Command::Set {
-        key: k,
-        value: v,
-        cond: Cond::Always,
-        get: false,
-        expiry: Expiry::Default,
-        kind: SetKind::Set,
-    }
+    (0..n).map(|_| lcg(&mut s)).collect()
 }
 
 fn per_op(d: Duration) -> f64 {
@@ -61,25 +43,12 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(200);
-    let keys: Vec<Bytes> = (0..KEYS)
-        .map(|i| Bytes::from(format!("key:{i:012}").into_bytes()))
-        .collect();
-    let values: Vec<Bytes> = (0..KEYS)
-        .map(|i| Bytes::from(format!("value:{i:026}").into_bytes()))
-        .collect();
-    let mut shard = Shard::new(EngineConfig {
-        maxmemory_bytes: 4 << 30,
-        maxmemory_policy: EvictionPolicy::AllkeysLru,
-        ..EngineConfig::default()
-    });
-    for i in 0..KEYS {
-        let r = shard.execute(set_cmd(keys[i].clone(), values[i].clone()), NOW);
-        assert_eq!(r, Reply::Ok);
-    }
-    let mut map: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    for i in 0..KEYS {
-        map.insert(keys[i].to_vec(), values[i].to_vec());
-    }
+    let Loaded {
+        keys,
+        values,
+        mut shard,
+        mut map,
+    } = common::load();
 
     // (engine ns/op, HashMap ns/op, ratio) per round, for GET and for SET.
     let mut get = (Vec::new(), Vec::new(), Vec::new());
