@@ -8,8 +8,8 @@
 //!
 //! ```text
 //! +-------------------------------+-----------+----------------+--------+--------+-----+---------------+
-//! | flags:3 | lfu:8 | access_t:21 | version   | expire_at_ms   | klen   | vlen   | key | value         |
-//! | u32                           | u64       | u64, if TTL    | varint | varint |     | or u32 slab id|
+//! | flags:3 | lfu:8 | access_t:21 | dead:1 | version:63 | expire_at_ms | klen   | vlen   | key | value         |
+//! | u32                           | u64                 | u64, if TTL  | varint | varint |     | or u32 slab id|
 //! +-------------------------------+-----------+----------------+--------+--------+-----+---------------+
 //! ```
 //!
@@ -23,6 +23,15 @@
 //! clock back into an absolute time against the latest access it has written (Redis's
 //! `estimateObjectIdleTime`). The cost is resolution: access times (DM.GETENTRY's
 //! `last_access`), and so a map's `max_idle_ms`, are kept to 8 seconds.
+//!
+//! The second word is the entry's version in its low 63 bits; its top bit is the *dead* mark,
+//! set (`Table::set_dead`) when the entry stops being the current version of its key (it was
+//! overwritten, deleted, or moved by compaction). Walks over a table (compaction, the active
+//! expiry sweep, SIEVE) tell live entries from garbage by this bit alone, without an index
+//! probe; a live entry is never marked. Versions are therefore limited to `VERSION_MAX`
+//! (2^63 - 1): local versions are the write time in ms shifted left by 20 bits, which stays
+//! below 2^63 until the year 2248, and versions from peers above it are refused
+//! (`Shard::put_versioned`; the cluster refuses them already at `VERSION_LIMIT`).
 //!
 //! With 16-byte keys and values under 128 bytes an entry has 14 bytes of header.
 
@@ -42,6 +51,10 @@ pub const ACCESS_MASK: u32 = (1 << ACCESS_BITS) - 1;
 /// Milliseconds per unit of the stored access clock: 2^21 units span 194 days, the wrap of
 /// Redis's 24-bit clock of seconds.
 pub const ACCESS_UNIT_MS: u64 = 8000;
+/// Largest version an entry can store: the version word's top bit is the dead mark.
+pub const VERSION_MAX: u64 = (1 << 63) - 1;
+/// The dead mark in the version word.
+const DEAD_BIT: u64 = 1 << 63;
 const LFU_SHIFT: u32 = ACCESS_BITS;
 const FLAGS_SHIFT: u32 = ACCESS_BITS + 8;
 const OFF_VERSION: usize = 4;
@@ -100,6 +113,7 @@ pub struct Header {
     /// Last access in units of `ACCESS_UNIT_MS`, modulo 2^21 (only the low `ACCESS_BITS` are
     /// stored).
     pub access_t: u32,
+    /// At most `VERSION_MAX` (the stored word's top bit is the dead mark, see `Parsed::dead`).
     pub version: u64,
     pub expire_at_ms: u64,
 }
@@ -115,6 +129,8 @@ pub struct Parsed {
     pub value_len: usize,
     /// Total bytes of the entry in the table.
     pub total: usize,
+    /// The dead mark: the entry is no longer the current version of its key (garbage).
+    pub dead: bool,
 }
 
 impl Parsed {
@@ -193,6 +209,9 @@ impl Table {
         let off = self.data.len();
         let d = &mut self.data;
         d.extend_from_slice(&word(header.flags, header.lfu, header.access_t).to_le_bytes());
+        // A version with the top bit set would read as a dead entry: every path that makes
+        // versions keeps them at most `VERSION_MAX` (see the module docs).
+        assert!(header.version <= VERSION_MAX, "version below 2^63");
         d.extend_from_slice(&header.version.to_le_bytes());
         if header.flags & F_TTL != 0 {
             d.extend_from_slice(&header.expire_at_ms.to_le_bytes());
@@ -231,8 +250,15 @@ impl Table {
         self.set_word(off, if on { w | bit } else { w & !bit });
     }
 
+    /// Sets the version of a live entry (keeps it live).
     pub fn set_version(&mut self, off: usize, version: u64) {
+        assert!(version <= VERSION_MAX, "version below 2^63");
         self.data[off + OFF_VERSION..off + OFF_VERSION + 8].copy_from_slice(&version.to_le_bytes());
+    }
+
+    /// Marks the entry at `off` dead (see the module docs): one bit of the version word.
+    pub fn set_dead(&mut self, off: usize) {
+        self.data[off + OFF_VERSION + 7] |= (DEAD_BIT >> 56) as u8;
     }
 
     /// Changes an existing deadline in place (the entry must have `F_TTL`).
@@ -257,7 +283,8 @@ pub fn parse(data: &[u8], off: usize) -> Option<Parsed> {
     let flags = (w >> FLAGS_SHIFT) as u8;
     let lfu = (w >> LFU_SHIFT) as u8;
     let access_t = w & ACCESS_MASK;
-    let version = read_u64(data, off + OFF_VERSION)?;
+    let version_word = read_u64(data, off + OFF_VERSION)?;
+    let version = version_word & VERSION_MAX;
     let (expire_at_ms, at) = if flags & F_TTL != 0 {
         (read_u64(data, off + OFF_EXPIRE)?, off + OFF_EXPIRE + 8)
     } else {
@@ -287,6 +314,7 @@ pub fn parse(data: &[u8], off: usize) -> Option<Parsed> {
         value_start,
         value_len,
         total: end - off,
+        dead: version_word & DEAD_BIT != 0,
     })
 }
 
@@ -348,7 +376,7 @@ mod tests {
             flags: F_TTL | F_OUTLINE,
             lfu: 200,
             access_t: u32::MAX, // only the low 21 bits are kept
-            version: u64::MAX,
+            version: VERSION_MAX,
             expire_at_ms: 7,
         };
         let a = t.append(&h, b"k", b"", 10, Some(1));
@@ -356,7 +384,8 @@ mod tests {
         let p = parse(&t.data, a).unwrap();
         assert_eq!(p.header.flags, F_TTL | F_OUTLINE);
         assert_eq!(p.header.access_t, ACCESS_MASK);
-        assert_eq!((p.header.lfu, p.header.version), (200, u64::MAX));
+        assert_eq!((p.header.lfu, p.header.version), (200, VERSION_MAX));
+        assert!(!p.dead);
         assert_eq!(p.total, entry_len(1, 10, true, true));
         t.set_visited(a, true);
         t.set_lfu_access(a, 255, 12345);
@@ -372,6 +401,50 @@ mod tests {
         t.set_visited(a, true);
         let p = parse(&t.data, a).unwrap();
         assert_eq!((p.header.lfu, p.header.access_t), (0, ACCESS_MASK));
+    }
+
+    #[test]
+    fn the_dead_mark_is_the_version_words_top_bit_and_clobbers_nothing() {
+        let mut t = Table::new(1, 256, true);
+        let h = Header {
+            flags: F_TTL | F_VISITED,
+            lfu: 3,
+            access_t: 99,
+            version: VERSION_MAX,
+            expire_at_ms: u64::MAX,
+        };
+        let a = t.append(&h, b"key", b"value", 5, None);
+        let b = t.append(&Header { version: 1, ..h }, b"other", b"v", 1, None);
+        assert!(!parse(&t.data, a).unwrap().dead);
+        t.set_dead(a);
+        let p = parse(&t.data, a).unwrap();
+        assert!(p.dead);
+        // Every field reads as before, the version without the mark.
+        assert_eq!(p.header, h);
+        assert_eq!(p.key(&t.data), b"key");
+        assert_eq!(p.inline_value(&t.data), b"value");
+        // The neighbour is untouched.
+        let q = parse(&t.data, b).unwrap();
+        assert!(!q.dead);
+        assert_eq!((q.header.version, q.key(&t.data)), (1, &b"other"[..]));
+        // Patching metadata keeps the mark; only a new version (live entries only) clears it.
+        t.set_lfu_access(a, 7, 8);
+        t.set_visited(a, false);
+        t.set_expire(a, 5);
+        assert!(parse(&t.data, a).unwrap().dead);
+        t.set_version(a, 42);
+        assert!(!parse(&t.data, a).unwrap().dead);
+    }
+
+    #[test]
+    #[should_panic(expected = "version below 2^63")]
+    fn a_version_with_the_dead_bit_is_refused() {
+        let mut t = Table::new(1, 256, false);
+        let h = Header {
+            version: VERSION_MAX + 1,
+            ..Header::default()
+        };
+        t.append(&h, b"k", b"v", 1, None);
     }
 
     #[test]

@@ -773,11 +773,12 @@ impl Map {
         Some(loc(id, off))
     }
 
-    /// Marks the entry at `l` garbage and releases its slab value; frees its table when it
-    /// holds nothing live and is not a head.
+    /// Marks the entry at `l` garbage (in the table's accounting and with the dead mark in its
+    /// header, so walks skip it without an index probe) and releases its slab value; frees its
+    /// table when it holds nothing live and is not a head.
     /// `p` is the entry at `l` as parsed by the index probe that found it (not parsed again).
     fn retire_parsed(&mut self, l: u64, p: &Parsed) {
-        let (id, _) = loc_parts(l);
+        let (id, off) = loc_parts(l);
         let slab = {
             let t = table(&self.tables, id);
             p.outline().then(|| p.slab_id(&t.data))
@@ -796,6 +797,7 @@ impl Map {
         }
         let t = self.tables[id as usize].as_mut().expect("live table");
         t.live -= p.total;
+        t.set_dead(off);
         if t.live == 0 && !self.heads.contains(&Some(id)) {
             self.free_table(id);
         }
@@ -1157,7 +1159,14 @@ impl Map {
                 };
                 examined += 1;
                 let next = off + p.total;
-                if self.is_live(id, off, p.key(&t.data)) && !f(self, Found { id, off, parsed: p }) {
+                // The dead mark tells garbage from live entries without an index probe; debug
+                // builds (every test) check it against the index.
+                debug_assert_eq!(
+                    !p.dead,
+                    self.is_live(id, off, p.key(&t.data)),
+                    "the dead mark agrees with the index"
+                );
+                if !p.dead && !f(self, Found { id, off, parsed: p }) {
                     return Some(Cursor {
                         seq: t.seq,
                         off: next,
@@ -1428,9 +1437,12 @@ impl Map {
                 return step;
             }
             let p = parse(&t.data, off).expect("compaction walks entry boundaries");
-            let key = p.key(&t.data).to_vec();
-            let next = off + p.total;
-            if self.is_live(id, off, &key) {
+            debug_assert_eq!(
+                !p.dead,
+                self.is_live(id, off, p.key(&t.data)),
+                "the dead mark agrees with the index"
+            );
+            if !p.dead {
                 let chain = usize::from(p.header.flags & F_TTL != 0);
                 let growth = self.append_growth(chain, p.total);
                 if grown + growth > grow_max {
@@ -1439,27 +1451,21 @@ impl Map {
                     return step;
                 }
                 grown += growth;
-                let t = table(&self.tables, id);
-                let slab = p.outline().then(|| p.slab_id(&t.data));
-                let value: Vec<u8> = if slab.is_some() {
-                    Vec::new()
-                } else {
-                    p.inline_value(&t.data).to_vec()
-                };
-                let old_loc = loc(id, off);
-                let Some(new_loc) = self.append(&p.header, &key, &value, p.value_len, slab) else {
+                let Some(new_loc) = self.append_copy(id, off, p.total, chain) else {
                     // No table id left: stop here, try again later.
                     step.blocked = true;
                     return step;
                 };
-                // The entry moved; the copy is not a new version.
+                // The entry moved; the copy is not a new version, and the old bytes are garbage.
                 self.live_bytes -= p.total as u64;
                 self.garbage += p.total as u64;
-                if let Some(t) = self.tables[id as usize].as_mut() {
-                    t.live -= p.total;
-                }
-                let hash = self.hash(&key);
-                if let Some(&pos) = self.slot_pos.get(&key_slot(&key)) {
+                let t = self.tables[id as usize].as_mut().expect("compacted table");
+                t.live -= p.total;
+                t.set_dead(off);
+                let key = p.key(&table(&self.tables, id).data);
+                let (hash, slot) = (self.hash(key), key_slot(key));
+                let old_loc = loc(id, off);
+                if let Some(&pos) = self.slot_pos.get(&slot) {
                     if let Some(s) = self.slots[pos as usize]
                         .table
                         .find_mut(hash, |&q| unpack(q, bits) == old_loc)
@@ -1471,8 +1477,32 @@ impl Map {
                 step.entries += 1;
             }
             step.walked += p.total;
-            off = next;
+            off = off + p.total;
         }
+    }
+
+    /// Appends a verbatim copy of the `total`-byte entry at `off` of table `src` (not a head)
+    /// to the head of `chain`: compaction's move, with no re-encoding and no temporary copy of
+    /// the key or value. Returns the copy's location, or `None` when no table id is left.
+    fn append_copy(&mut self, src: u32, off: usize, total: usize, chain: usize) -> Option<u64> {
+        let id = match self.heads[chain] {
+            Some(id) if table(&self.tables, id).room() >= total => id,
+            _ => self.alloc_table(chain, total)?,
+        };
+        assert_ne!(id, src, "a head is never compacted");
+        let [s, d] = self
+            .tables
+            .get_disjoint_mut([src as usize, id as usize])
+            .expect("two distinct tables");
+        let (s, d) = (
+            s.as_ref().expect("compacted table"),
+            d.as_mut().expect("head exists"),
+        );
+        let at = d.data.len();
+        d.data.extend_from_slice(&s.data[off..off + total]);
+        d.live += total;
+        self.live_bytes += total as u64;
+        Some(loc(id, at))
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::arena::ACCESS_UNIT_MS;
+use crate::arena::{ACCESS_UNIT_MS, VERSION_MAX};
 use crate::command::{Command, Cond, ExpireCond, Expiry, SetKind};
 use crate::config::{EngineConfig, EvictionPolicy, MapConfig};
 use crate::error::CommandError;
@@ -348,8 +348,13 @@ impl Shard {
     }
 
     /// `next_version` on the field alone (for callers holding a map).
+    /// Versions stay at most `VERSION_MAX` (2^63 - 1; the stored word's top bit is the entry's
+    /// dead mark, see `arena`): the time part is capped at the year 2248 and a version that
+    /// would pass the limit stays at it (only reachable when a peer sent `VERSION_MAX`).
     fn bump_version(last_version: &mut u64, now_ms: u64) -> u64 {
-        let v = (now_ms << VERSION_COUNTER_BITS).max(*last_version + 1);
+        let v = ((now_ms.min(VERSION_MAX >> VERSION_COUNTER_BITS)) << VERSION_COUNTER_BITS)
+            .max(*last_version + 1)
+            .min(VERSION_MAX);
         *last_version = v;
         v
     }
@@ -442,7 +447,8 @@ impl Shard {
 
     /// Writes `key` with a given version (migration, replication): a no-op returning
     /// `Ok(false)` when the stored version is already at least `version`. Later local writes
-    /// get larger versions.
+    /// get larger versions. A version above `VERSION_MAX` (2^63 - 1) is refused with an
+    /// error and changes nothing.
     pub fn put_versioned(
         &mut self,
         map: &[u8],
@@ -452,6 +458,11 @@ impl Shard {
         version: u64,
         now_ms: u64,
     ) -> Result<bool, CommandError> {
+        if version > VERSION_MAX {
+            return Err(CommandError::Other(format!(
+                "version {version} out of range (at most 2^63 - 1)"
+            )));
+        }
         if let Some(m) = self.maps.get(map).and_then(|m| m.meta(key)) {
             if m.version >= version {
                 return Ok(false);
@@ -480,8 +491,12 @@ impl Shard {
     }
 
     /// Deletes `key` if its stored version is older than `version` (a migrated or replicated
-    /// delete); true when something was removed. Later local writes get larger versions.
+    /// delete); true when something was removed. Later local writes get larger versions. A
+    /// version above `VERSION_MAX` (2^63 - 1) is ignored (nothing removed).
     pub fn delete_versioned(&mut self, map: &[u8], key: &[u8], version: u64) -> bool {
+        if version > VERSION_MAX {
+            return false;
+        }
         self.last_version = self.last_version.max(version);
         let older = self
             .maps
