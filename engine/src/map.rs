@@ -445,8 +445,9 @@ impl Map {
         let slot = key_slot(key);
         if let Some(&p) = self.slot_pos.get(&slot) {
             let t = &self.slots[p as usize].table;
-            // `upsert` reserves room for one more entry before it probes, so a full table
-            // grows even when the key exists.
+            // Only an insert grows a full table (`upsert` reserves nothing for an overwrite);
+            // whether the key exists is not looked up here, so for an existing key in a full
+            // table this is an upper bound.
             if t.len() < t.capacity() {
                 0
             } else {
@@ -503,7 +504,7 @@ impl Map {
         for (slot, n) in per_slot {
             if let Some(&p) = self.slot_pos.get(&slot) {
                 let t = &self.slots[p as usize].table;
-                // `upsert` reserves room for one more before it probes.
+                // Upper bound: every pair counted as an insert.
                 if t.len() + n >= t.capacity() {
                     bytes += index_alloc(t.len() + n + 1);
                 }
@@ -832,9 +833,10 @@ impl Map {
         .is_some()
     }
 
-    /// Writes a new version of `key` with `meta` in one index probe (find-or-insert): the new
-    /// version is appended first, then the key's index slot is found or created and pointed
-    /// at it, and the old version (if any) is retired. `merge(old)` is called with the
+    /// Writes a new version of `key` with `meta`: the new version is appended first, then the
+    /// key's index slot is found (one probe; an overwrite points it at the new version and
+    /// reserves nothing) or, for a new key, inserted (a second probe that compares no keys,
+    /// and the only case that grows the index); the old version (if any) is retired. `merge(old)` is called with the
     /// metadata of the version being replaced and returns the LFU counter and visited bit the
     /// new version takes (patched in place; `meta`'s are kept when there is no old version).
     ///
@@ -906,47 +908,43 @@ impl Map {
         let pos = self.slot_index_mut(key_slot(key));
         let tables = &self.tables;
         let si = &mut self.slots[pos];
-        if si.table.len() == si.table.capacity() {
-            // `entry` reserves room for one more before probing, so it may grow or rehash the
-            // table (even when the key turns out to exist): scans restart the slot.
-            si.generation = si.generation.wrapping_add(1);
-        }
-        let idx = &mut si.table;
-        let before = idx.allocation_size() as u64;
         // The probe's key comparison parses the entry it finds; that parse is kept for the
-        // old version's metadata and its retirement below.
+        // old version's metadata and its retirement below. An overwrite only rewrites the
+        // slot's location: nothing is reserved, so it never grows or rehashes the index.
         let mut old_parsed = None;
-        let entry = idx.entry(
-            hash,
-            |&p| {
-                let (t, pe) = parsed_at(tables, unpack(p, bits));
-                let same = pe.key(&t.data) == key;
-                if same {
-                    old_parsed = Some(pe);
-                }
-                same
-            },
-            |&p| {
-                if colliding {
-                    0x5EED
-                } else {
-                    xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, unpack(p, bits)), seed)
-                }
-            },
-        );
-        let old = match entry {
-            hashbrown::hash_table::Entry::Occupied(mut e) => {
-                let o = unpack(*e.get(), bits);
-                *e.get_mut() = pack(new_loc, bits);
+        let found = si.table.find_mut(hash, |&p| {
+            let (t, pe) = parsed_at(tables, unpack(p, bits));
+            let same = pe.key(&t.data) == key;
+            if same {
+                old_parsed = Some(pe);
+            }
+            same
+        });
+        let old = match found {
+            Some(slot) => {
+                let o = unpack(*slot, bits);
+                *slot = pack(new_loc, bits);
                 Some(o)
             }
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(pack(new_loc, bits));
+            None => {
+                let idx = &mut si.table;
+                if idx.len() == idx.capacity() {
+                    // The insert grows or rehashes the table: scans restart the slot.
+                    si.generation = si.generation.wrapping_add(1);
+                }
+                let before = idx.allocation_size() as u64;
+                idx.insert_unique(hash, pack(new_loc, bits), |&p| {
+                    if colliding {
+                        0x5EED
+                    } else {
+                        xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, unpack(p, bits)), seed)
+                    }
+                });
+                let after = idx.allocation_size() as u64;
+                self.index_bytes = self.index_bytes + after - before;
                 None
             }
         };
-        let after = idx.allocation_size() as u64;
-        self.index_bytes = self.index_bytes + after - before;
         let old_meta = old.map(|o| {
             let op = old_parsed.expect("the probe parsed the entry it matched");
             let old_meta = self.meta_of(&op.header);
