@@ -34,6 +34,7 @@ pub mod error;
 pub mod evict;
 pub mod glob;
 pub mod map;
+mod maps;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
 pub mod number;

@@ -2,8 +2,6 @@
 //! lazy expiry, versions, the memory budget and eviction, the active expiry cycle, compaction
 //! steps, statistics.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 
 use crate::arena::{ACCESS_UNIT_MS, VERSION_MAX};
@@ -13,6 +11,7 @@ use crate::error::CommandError;
 use crate::evict::{lfu_decayed, lfu_incremented, score, Rng, LFU_INIT};
 use crate::glob::Glob;
 use crate::map::{Handle, Layout, Map, MapStats, Meta};
+use crate::maps::Maps;
 use crate::number::{incr_by_float, parse_i64};
 use crate::reply::Reply;
 use crate::slot::Slot;
@@ -105,7 +104,7 @@ pub struct SlotEntry {
 #[derive(Debug)]
 pub struct Shard {
     config: EngineConfig,
-    maps: BTreeMap<Bytes, Map>,
+    maps: Maps,
     last_version: u64,
     rng: Rng,
     evicted_keys: u64,
@@ -193,7 +192,7 @@ impl Shard {
         let rng = Rng::new(config.seed);
         Shard {
             config,
-            maps: BTreeMap::new(),
+            maps: Maps::default(),
             last_version: 0,
             mem_total: 0,
             rng,
@@ -313,7 +312,7 @@ impl Shard {
             expired_keys: self.expired_keys,
             ..ShardStats::default()
         };
-        for (name, m) in &self.maps {
+        for (name, m) in self.maps.iter() {
             s.keys += m.len() as u64;
             s.keys_with_ttl += m.volatile_len() as u64;
             s.live_bytes += m.live_bytes();
@@ -400,8 +399,8 @@ impl Shard {
     ) -> Option<SlotCursor> {
         let max = max.max(1);
         let mut taken = 0;
-        let start = std::ops::Bound::Included(cursor.map.clone());
-        for (name, m) in self.maps.range((start, std::ops::Bound::Unbounded)) {
+        let start = std::ops::Bound::Included(&cursor.map[..]);
+        for (name, m) in self.maps.range_from(start) {
             let same = *name == cursor.map;
             let (generation, bucket) = if same {
                 (cursor.generation, cursor.bucket)
@@ -429,10 +428,7 @@ impl Shard {
                 // Continue with the next map (or finish) on the next call.
                 let next_map = self
                     .maps
-                    .range::<Bytes, _>((
-                        std::ops::Bound::Excluded(name.clone()),
-                        std::ops::Bound::Unbounded,
-                    ))
+                    .range_from(std::ops::Bound::Excluded(&name[..]))
                     .next()
                     .map(|(n, m)| (n.clone(), m.slot_generation(slot)));
                 return next_map.map(|(map, generation)| SlotCursor {
@@ -556,10 +552,7 @@ impl Shard {
             // The first map at or after the cursor's that still has keys of the slot.
             let found = self
                 .maps
-                .range::<Bytes, _>((
-                    std::ops::Bound::Included(cursor.map.clone()),
-                    std::ops::Bound::Unbounded,
-                ))
+                .range_from(std::ops::Bound::Included(&cursor.map[..]))
                 .find(|(_, m)| m.slot_len(slot) > 0)
                 .map(|(n, _)| n.clone());
             let Some(name) = found else {
