@@ -83,6 +83,11 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 }
 
 fn get_varint(buf: &[u8], mut at: usize) -> Option<(u64, usize)> {
+    // One byte (lengths under 128, the common case) without the loop.
+    let first = *buf.get(at)?;
+    if first & 0x80 == 0 {
+        return Some((u64::from(first), at + 1));
+    }
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let b = *buf.get(at)?;
@@ -244,6 +249,13 @@ impl Table {
         self.set_word(off, word(flags, lfu, access_t));
     }
 
+    /// `set_lfu_access` and `set_visited(true)` in one write of the word (a read's touch).
+    pub fn set_lfu_access_visited(&mut self, off: usize, lfu: u8, access_t: u32) {
+        let w = self.word_at(off);
+        let flags = (w >> FLAGS_SHIFT) as u8 | F_VISITED;
+        self.set_word(off, word(flags, lfu, access_t));
+    }
+
     pub fn set_visited(&mut self, off: usize, on: bool) {
         let bit = u32::from(F_VISITED) << FLAGS_SHIFT;
         let w = self.word_at(off);
@@ -392,6 +404,12 @@ mod tests {
         let p = parse(&t.data, a).unwrap();
         assert_eq!(p.header.flags, F_TTL | F_OUTLINE | F_VISITED);
         assert_eq!((p.header.lfu, p.header.access_t), (255, 12345));
+        t.set_visited(a, false);
+        t.set_lfu_access_visited(a, 17, 99);
+        let p = parse(&t.data, a).unwrap();
+        assert_eq!(p.header.flags, F_TTL | F_OUTLINE | F_VISITED);
+        assert_eq!((p.header.lfu, p.header.access_t), (17, 99));
+        assert_eq!((p.header.version, p.header.expire_at_ms), (VERSION_MAX, 7));
         t.set_visited(a, false);
         t.set_lfu_access(a, 0, u32::MAX);
         let p = parse(&t.data, a).unwrap();
