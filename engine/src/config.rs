@@ -136,7 +136,10 @@ pub struct EngineConfig {
     /// the default); a write past it gets `-ERR map is full on this shard` and changes nothing.
     pub table_bytes_max: usize,
     /// A table whose garbage is at least this fraction of its used bytes is compacted.
-    /// Default 0.5. Must be in (0, 1].
+    /// Default 0.5. Must be in (0, 1]. While a map's garbage is at least this fraction of its
+    /// table bytes, each write also compacts a little (moving at most twice, and walking at
+    /// most 8 times, its own size plus 24 bytes); at a ratio of at least 5/12 that returns
+    /// memory at least as fast as the writes use it (see `Shard::store_inner`).
     pub compaction_garbage_ratio: f64,
     /// Keys sampled per eviction round for the sampled policies (Redis `maxmemory-samples`).
     /// Default 5. Must be 1..=64.

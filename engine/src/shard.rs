@@ -1205,23 +1205,26 @@ impl Shard {
             self.expired_keys += 1;
         }
         // Amortized garbage collection: when a map carries much garbage (at least `ratio` of
-        // its table bytes), each write moves twice its own size of live entries. Compacting a
-        // table with garbage ratio g frees g bytes per (1 - g) moved, so at g >= 1/3 this
-        // returns memory at least as fast as writes use it, even without background
-        // `compact_step` calls.
-        // Bounded by live bytes moved only (the argument above needs it), and by the memory
-        // budget: this step can stop mid-table, with its copies allocated beside the old table.
+        // its table bytes), each write compacts a little: it moves up to twice its own size
+        // `s` (key + value + 24) of live entries, and walks at most 4 times that (8 s, live or
+        // dead: walking a dead entry costs a parse, its dead mark saying it is garbage), so a
+        // write's share of compaction is bounded whatever the table holds.
+        // Break-even: a table of T bytes with garbage ratio g takes at most
+        // T / 8s (walk-bounded) + (1 - g) T / 2s (move-bounded) steps and frees g T, so each
+        // step (one write, adding at most s) frees at least 8 g s / (5 - 4 g) >= s when
+        // g >= 5/12; tables qualify at g >= `compaction_garbage_ratio` (0.5 by default), so
+        // writes return memory at least as fast as they use it, even without background
+        // `compact_step` calls. (Bounded by moved bytes only, the bound was g >= 1/3, but
+        // one write could walk a whole table.)
+        // Also bounded by the memory budget: this step can stop mid-table, with its copies
+        // allocated beside the old table.
         if m.garbage_pressure(ratio) {
             let grow_max = match self.config.maxmemory_bytes {
                 0 => u64::MAX,
                 max => max.saturating_sub(self.mem_total - m.accounted + m.memory_bytes()),
             };
-            m.compact_step(
-                (2 * (key.len() + value_len + 24)).max(128),
-                usize::MAX,
-                ratio,
-                grow_max,
-            );
+            let moved = (2 * (key.len() + value_len + 24)).max(128);
+            m.compact_step(moved, 4 * moved, ratio, grow_max);
         }
         Self::sync_map(&mut self.mem_total, m);
         Ok(())
