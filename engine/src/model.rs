@@ -125,7 +125,7 @@ impl Op {
         let mut it = data.chunks_exact(4);
         for c in &mut it {
             let (a, b, x) = (c[1] % 24, c[2], c[3]);
-            ops.push(match c[0] % 23 {
+            ops.push(match c[0] % 24 {
                 0 => Op::Set {
                     key: a,
                     value: b,
@@ -182,7 +182,16 @@ impl Op {
                     value: b,
                     len: x,
                 },
-                _ => Op::ScanAll { count: b % 16 + 1 },
+                22 => Op::ScanAll { count: b % 16 + 1 },
+                // The clock-edge op of the proptest: the edges it picks, or any point of an
+                // 8 s unit.
+                _ => Op::AdvanceTo {
+                    rem_ms: if x & 1 == 0 {
+                        [0, 999, 1000, 1999, 2000, 7999][usize::from(b) % 6]
+                    } else {
+                        u16::from_le_bytes([b, x]) % 8000
+                    },
+                },
             });
         }
         ops
@@ -1261,6 +1270,10 @@ mod tests {
         let data: Vec<u8> = (0..4000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
+        // The decoder reaches every kind of step, the clock edges included.
+        let ops = Op::decode(&data);
+        assert!(ops.iter().any(|o| matches!(o, Op::AdvanceTo { .. })));
+        assert!(ops.iter().any(|o| matches!(o, Op::ScanAll { .. })));
         for setup in [
             Setup {
                 policy: EvictionPolicy::AllkeysLru,
