@@ -423,35 +423,35 @@ mod tests {
 
     #[test]
     fn the_dead_mark_is_the_version_words_top_bit_and_clobbers_nothing() {
-        let mut t = Table::new(1, 256, true);
-        let h = Header {
+        let mut table = Table::new(1, 256, true);
+        let hdr = Header {
             flags: F_TTL | F_VISITED,
             lfu: 3,
             access_t: 99,
             version: VERSION_MAX,
             expire_at_ms: u64::MAX,
         };
-        let a = t.append(&h, b"key", b"value", 5, None);
-        let b = t.append(&Header { version: 1, ..h }, b"other", b"v", 1, None);
-        assert!(!parse(&t.data, a).unwrap().dead);
-        t.set_dead(a);
-        let p = parse(&t.data, a).unwrap();
-        assert!(p.dead);
+        let first = table.append(&hdr, b"key", b"value", 5, None);
+        let second = table.append(&Header { version: 1, ..hdr }, b"other", b"v", 1, None);
+        assert!(!parse(&table.data, first).unwrap().dead);
+        table.set_dead(first);
+        let pa = parse(&table.data, first).unwrap();
+        assert!(pa.dead);
         // Every field reads as before, the version without the mark.
-        assert_eq!(p.header, h);
-        assert_eq!(p.key(&t.data), b"key");
-        assert_eq!(p.inline_value(&t.data), b"value");
+        assert_eq!(pa.header, hdr);
+        assert_eq!(pa.key(&table.data), b"key");
+        assert_eq!(pa.inline_value(&table.data), b"value");
         // The neighbour is untouched.
-        let q = parse(&t.data, b).unwrap();
-        assert!(!q.dead);
-        assert_eq!((q.header.version, q.key(&t.data)), (1, &b"other"[..]));
+        let pb = parse(&table.data, second).unwrap();
+        assert!(!pb.dead);
+        assert_eq!((pb.header.version, pb.key(&table.data)), (1, &b"other"[..]));
         // Patching metadata keeps the mark; only a new version (live entries only) clears it.
-        t.set_lfu_access(a, 7, 8);
-        t.set_visited(a, false);
-        t.set_expire(a, 5);
-        assert!(parse(&t.data, a).unwrap().dead);
-        t.set_version(a, 42);
-        assert!(!parse(&t.data, a).unwrap().dead);
+        table.set_lfu_access(first, 7, 8);
+        table.set_visited(first, false);
+        table.set_expire(first, 5);
+        assert!(parse(&table.data, first).unwrap().dead);
+        table.set_version(first, 42);
+        assert!(!parse(&table.data, first).unwrap().dead);
     }
 
     #[test]

@@ -288,9 +288,8 @@ fn key_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     if (8..=16).contains(&n) {
-        let word = |s: &[u8], at: usize| {
-            u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"))
-        };
+        let word =
+            |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
         return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
     }
     a == b
@@ -935,30 +934,27 @@ impl Map {
             }
             same
         });
-        let old = match found {
-            Some(slot) => {
-                let o = unpack(*slot, bits);
-                *slot = pack(new_loc, bits);
-                Some(o)
+        let old = if let Some(slot) = found {
+            let o = unpack(*slot, bits);
+            *slot = pack(new_loc, bits);
+            Some(o)
+        } else {
+            let idx = &mut si.table;
+            if idx.len() == idx.capacity() {
+                // The insert grows or rehashes the table: scans restart the slot.
+                si.generation = si.generation.wrapping_add(1);
             }
-            None => {
-                let idx = &mut si.table;
-                if idx.len() == idx.capacity() {
-                    // The insert grows or rehashes the table: scans restart the slot.
-                    si.generation = si.generation.wrapping_add(1);
+            let before = idx.allocation_size() as u64;
+            idx.insert_unique(hash, pack(new_loc, bits), |&p| {
+                if colliding {
+                    0x5EED
+                } else {
+                    xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, unpack(p, bits)), seed)
                 }
-                let before = idx.allocation_size() as u64;
-                idx.insert_unique(hash, pack(new_loc, bits), |&p| {
-                    if colliding {
-                        0x5EED
-                    } else {
-                        xxhash_rust::xxh3::xxh3_64_with_seed(key_at(tables, unpack(p, bits)), seed)
-                    }
-                });
-                let after = idx.allocation_size() as u64;
-                self.index_bytes = self.index_bytes + after - before;
-                None
-            }
+            });
+            let after = idx.allocation_size() as u64;
+            self.index_bytes = self.index_bytes + after - before;
+            None
         };
         let old_meta = old.map(|o| {
             let op = old_parsed.expect("the probe parsed the entry it matched");
@@ -1490,7 +1486,7 @@ impl Map {
                 step.entries += 1;
             }
             step.walked += p.total;
-            off = off + p.total;
+            off += p.total;
         }
     }
 
@@ -1503,10 +1499,13 @@ impl Map {
             _ => self.alloc_table(chain, total)?,
         };
         assert_ne!(id, src, "a head is never compacted");
-        let [s, d] = self
-            .tables
-            .get_disjoint_mut([src as usize, id as usize])
-            .expect("two distinct tables");
+        // Two distinct elements of `tables` (MSRV 1.80: no `get_disjoint_mut`).
+        let (lo, hi) = self.tables.split_at_mut(src.max(id) as usize);
+        let (s, d) = if src < id {
+            (&lo[src as usize], &mut hi[0])
+        } else {
+            (&hi[0], &mut lo[id as usize])
+        };
         let (s, d) = (
             s.as_ref().expect("compacted table"),
             d.as_mut().expect("head exists"),

@@ -168,16 +168,25 @@ mod tests {
         assert_eq!(maps.values().count(), 7);
         assert_eq!(maps.values_mut().count(), 7);
         // Every start bound gives the names at or after it, as a BTreeMap's range does.
-        let reference: BTreeMap<&[u8], ()> = names.iter().map(|n| (*n, ())).collect();
+        let reference: std::collections::BTreeSet<&[u8]> = names.iter().copied().collect();
         let probes: [&[u8]; 10] = [
-            b"", b"\0", b"a", b"b", b"defaul", b"default", b"default\0", b"defaulu", b"e", b"zz",
+            b"",
+            b"\0",
+            b"a",
+            b"b",
+            b"defaul",
+            b"default",
+            b"default\0",
+            b"defaulu",
+            b"e",
+            b"zz",
         ];
         for p in probes {
             for lo in [Bound::Included(p), Bound::Excluded(p)] {
                 let got: Vec<&[u8]> = maps.range_from(lo).map(|(k, _)| &k[..]).collect();
                 let want: Vec<&[u8]> = reference
                     .range::<[u8], _>((lo, Bound::Unbounded))
-                    .map(|(k, _)| *k)
+                    .copied()
                     .collect();
                 assert_eq!(got, want, "from {lo:?}");
             }

@@ -814,7 +814,7 @@ impl Shard {
         // the largest growth it could cause.
         let max = self.config.maxmemory_bytes;
         if let Some(m) = self.maps.get_mut(map) {
-            if Self::fits_far_from_limits(&self.mem_total, m, max, key.len(), value_len, ttl) {
+            if Self::fits_far_from_limits(self.mem_total, m, max, key.len(), value_len, ttl) {
                 return Ok(());
             }
         }
@@ -1144,7 +1144,7 @@ impl Shard {
                 // `make_room`'s fast path, on the map at hand.
                 if room_made
                     || Self::fits_far_from_limits(
-                        &self.mem_total,
+                        self.mem_total,
                         m,
                         max,
                         key.len(),
@@ -1255,7 +1255,7 @@ impl Shard {
     /// budget even at the largest growth it could cause (so no eviction, reclaim or exact
     /// estimate is needed). `m` is already synced: every change of memory syncs on the spot.
     fn fits_far_from_limits(
-        mem_total: &u64,
+        mem_total: u64,
         m: &mut Map,
         max: u64,
         key_len: usize,
@@ -1266,7 +1266,7 @@ impl Shard {
             return false;
         }
         debug_assert_eq!(m.accounted, m.memory_bytes(), "map synced before a write");
-        max == 0 || *mem_total + m.write_growth_bound(key_len, value_len, ttl) <= max
+        max == 0 || mem_total + m.write_growth_bound(key_len, value_len, ttl) <= max
     }
 
     fn remove(&mut self, map: &[u8], key: &[u8]) -> bool {
