@@ -74,15 +74,12 @@ pub fn varint_len(mut v: u64) -> usize {
     n
 }
 
-/// Writes the varint of `v` into `buf` at `at` (room for 10 bytes); returns the end.
-fn write_varint(buf: &mut [u8], mut at: usize, mut v: u64) -> usize {
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
-        buf[at] = (v as u8) | 0x80;
+        buf.push((v as u8) | 0x80);
         v >>= 7;
-        at += 1;
     }
-    buf[at] = v as u8;
-    at + 1
+    buf.push(v as u8);
 }
 
 fn get_varint(buf: &[u8], mut at: usize) -> Option<(u64, usize)> {
@@ -215,24 +212,17 @@ impl Table {
         slab_id: Option<u32>,
     ) -> usize {
         let off = self.data.len();
+        let d = &mut self.data;
+        d.extend_from_slice(&word(header.flags, header.lfu, header.access_t).to_le_bytes());
         // A version with the top bit set would read as a dead entry: every path that makes
         // versions keeps them at most `VERSION_MAX` (see the module docs).
         assert!(header.version <= VERSION_MAX, "version below 2^63");
-        // The header is assembled on the stack and appended in one copy (the fields one by
-        // one cost a capacity check each).
-        let mut head = [0u8; FIXED_HEADER + 8 + 2 * 10];
-        head[..4].copy_from_slice(&word(header.flags, header.lfu, header.access_t).to_le_bytes());
-        head[OFF_VERSION..OFF_VERSION + 8].copy_from_slice(&header.version.to_le_bytes());
-        let mut n = FIXED_HEADER;
+        d.extend_from_slice(&header.version.to_le_bytes());
         if header.flags & F_TTL != 0 {
-            head[n..n + 8].copy_from_slice(&header.expire_at_ms.to_le_bytes());
-            n += 8;
+            d.extend_from_slice(&header.expire_at_ms.to_le_bytes());
         }
-        n = write_varint(&mut head, n, key.len() as u64);
-        n = write_varint(&mut head, n, value_len as u64);
-        // The caller checked `room()`: nothing here reallocates (a table never grows).
-        let d = &mut self.data;
-        d.extend_from_slice(&head[..n]);
+        put_varint(d, key.len() as u64);
+        put_varint(d, value_len as u64);
         d.extend_from_slice(key);
         match slab_id {
             Some(id) => d.extend_from_slice(&id.to_le_bytes()),
