@@ -5,7 +5,7 @@
 //! map's garbage to reach `compaction_garbage_ratio` (about 1M overwrites of the 1M keys): its
 //! SET figure leaves out the amortised compaction that every SET pays afterwards. This binary
 //! loads the data set of `getset` (benches/common), overwrites `PRE` random keys (default
-//! 1 200 000, past the point where writes compact), and then runs four measured loops of `N`
+//! 1 500 000, past the point where writes compact), and then runs four measured loops of `N`
 //! operations each (default 100 000), each in its own function so that callgrind can collect
 //! exactly one of them:
 //!
@@ -81,7 +81,7 @@ fn main() {
     let mut args = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse::<usize>().ok());
-    let pre = args.next().unwrap_or(1_200_000);
+    let pre = args.next().unwrap_or(1_500_000);
     let n = args.next().unwrap_or(100_000);
     let Loaded {
         keys,
