@@ -7,10 +7,10 @@
 //! Entry layout (little-endian, no padding):
 //!
 //! ```text
-//! +-------------------------------+-----------+----------------+--------+--------+-----+---------------+
-//! | flags:3 | lfu:8 | access_t:21 | dead:1 | version:63 | expire_at_ms | klen   | vlen   | key | value         |
-//! | u32                           | u64                 | u64, if TTL  | varint | varint |     | or u32 slab id|
-//! +-------------------------------+-----------+----------------+--------+--------+-----+---------------+
+//! +-------------------------------+---------------------+--------------+--------+--------+-----+----------------+
+//! | flags:3 | lfu:8 | access_t:21 | dead:1 | version:63 | expire_at_ms | klen   | vlen   | key | value          |
+//! | u32                           | u64                 | u64, if TTL  | varint | varint |     | or u32 slab id |
+//! +-------------------------------+---------------------+--------------+--------+--------+-----+----------------+
 //! ```
 //!
 //! The first word packs, from the top bit down: `flags` (bit 0 the entry has a TTL, bit 1 the

@@ -850,9 +850,10 @@ impl Map {
     /// Writes a new version of `key` with `meta`: the new version is appended first, then the
     /// key's index slot is found (one probe; an overwrite points it at the new version and
     /// reserves nothing) or, for a new key, inserted (a second probe that compares no keys,
-    /// and the only case that grows the index); the old version (if any) is retired. `merge(old)` is called with the
-    /// metadata of the version being replaced and returns the LFU counter and visited bit the
-    /// new version takes (patched in place; `meta`'s are kept when there is no old version).
+    /// and the only case that grows the index); the old version (if any) is retired.
+    /// `merge(old)` is called with the metadata of the version being replaced and returns the
+    /// LFU counter and visited bit the new version takes (patched in place; `meta`'s are kept
+    /// when there is no old version).
     ///
     /// Returns `None` (changing nothing) when the map has no table id left (see
     /// `can_append`), otherwise `Some(old metadata)`.
