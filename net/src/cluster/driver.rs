@@ -815,6 +815,7 @@ fn to_core(core: &Core, c: usize, req: Request) {
     match mesh.try_send(req) {
         Ok(()) => {}
         Err(crossbeam_channel::TrySendError::Full(req)) => {
+            tracing::debug!(core = c, "core mailbox full: relayed by a retry task");
             runtime::spawn(async move {
                 let mut req = req;
                 loop {

@@ -4,8 +4,9 @@
 //! Inputs, all on the owning core's executor: a newer table ([`on_table`], after a view is
 //! installed), a stream message relayed by the cluster task ([`on_message`]), a broken peer
 //! link ([`on_link_lost`]), the core's migration timer ([`poll`], see [`run`]), and every
-//! command this core executes ([`before`] gates it: `-TRYAGAIN` during a handoff, `-MOVED` once
-//! the slot is gone or not yet ours; [`after`] tees what it wrote into the slot's stream). The
+//! command this core executes ([`before`] gates it: `-TRYAGAIN` for writes during a handoff
+//! and for every command once the target verified it, `-MOVED` once the slot is gone or not
+//! yet ours; [`after`] tees what it wrote into the slot's stream). The
 //! envelopes these return go to the cluster task on core 0, which owns the peer links
 //! ([`emit`]).
 //!
@@ -148,10 +149,16 @@ pub fn before(core: &Core, cmd: &Command) -> Option<Reply> {
         // to the owner the table names.
         return Some(redirect(moved(slot, table.node(owner.node))));
     }
-    match host.write_gate(slot) {
+    // Reads are gated too: once the target verified, the commit table may have reached it and
+    // it may have taken writes this copy does not see.
+    let gate = if cmd.is_write() {
+        host.write_gate(slot)
+    } else {
+        host.read_gate(slot)
+    };
+    match gate {
         Gate::Serve => None,
-        Gate::TryAgain if cmd.is_write() => Some(redirect(TRYAGAIN.into())),
-        Gate::TryAgain => None,
+        Gate::TryAgain => Some(redirect(TRYAGAIN.into())),
         Gate::Moved(to) => {
             let node = table
                 .node_index(to.node)
