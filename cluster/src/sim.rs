@@ -277,6 +277,9 @@ impl Sim {
                 KeeperConfig {
                     planner: PlannerConfig::default(),
                     first_plan_delay_ms: 1000,
+                    // Crashed and cut-off owners lose their slots at once here (the sweeps
+                    // check the loss bookkeeping); the grace has its own keeper test.
+                    down_grace_ms: 0,
                 },
                 self.now,
             ),

@@ -176,6 +176,7 @@ impl Driver {
             KeeperConfig {
                 planner: PlannerConfig::default(),
                 first_plan_delay_ms: cfg.first_plan_delay_ms,
+                down_grace_ms: cfg.member_down_grace_ms,
             },
             0,
         );
