@@ -102,7 +102,9 @@ pub struct ClusterConfig {
     /// Frames queued for one peer: on its outgoing link while it is up or being dialled, or
     /// held while it waits to be re-dialled. A frame that finds the queue full fails at once
     /// to its sender (a proxied request answers `-TRYAGAIN`, a migration sees the link lost);
-    /// an up link is then closed (both sides restart the migrations that used it).
+    /// an up link is then closed (both sides restart the migrations that used it). Also the
+    /// bound of each core's relay queue (stream frames for a core whose mailbox is full,
+    /// kept in order); a frame that finds it full closes the link to its sender the same way.
     /// Default 65536, 16..=1048576.
     pub link_queue_frames: usize,
     /// Most peer links accepted at once (authenticated or not); more are closed at once.
