@@ -8,7 +8,12 @@
 //! (key, version); the target checks both and acks. The source then asks the coordinator to
 //! commit: the coordinator's next table names the target. The target serves only from that
 //! epoch on, the source answers `-MOVED` from it, so there is never a second writer in one epoch.
-//! Until the commit either side may abort; the target then drops what it received.
+//! Until the commit either side may abort; the target then drops what it received. A source that
+//! starts again streams from sequence 0 under a higher attempt number, which every stream
+//! message carries: each side ignores messages of other attempts (late frames of an abandoned
+//! stream), and a verified target is replaced only by the start of a newer attempt. From the
+//! target's verdict to the commit table the source refuses reads too
+//! ([`SourceMigration::read_gate`]): the target may already serve the slot.
 //!
 //! Both machines work against [`SlotStore`] (entries as map, key, value, version, deadline) so
 //! they do not depend on the engine's internals (`store::ShardStore` adapts the engine). The driver owns links and timers: these machines only
