@@ -257,15 +257,19 @@ impl TableKeeper {
         has_quorum: bool,
         now_ms: u64,
     ) -> Option<&PartitionTable> {
+        // The coordinator role and the catch-up go by the live view; slots stay with owners
+        // that left it for `down_grace_ms`. Tracked on every call, coordinator or not: a node
+        // that flaps (back in the view while this one is not coordinator, gone again) gets a
+        // fresh grace each time it leaves (the join test at load 15-18: without this, the
+        // grace counted from its first departure and ran out while it came and went).
+        let planning = self.planning_members(members, now_ms);
         if !self.caught_up(members) || !has_quorum {
             return None;
         }
         if self.table.is_none() && self.foreign.is_none() && now_ms < self.first_plan_at_ms {
             return None;
         }
-        // The coordinator role and the catch-up go by the live view; slots stay with owners
-        // that left it for `down_grace_ms`.
-        let members = &self.planning_members(members, now_ms);
+        let members = &planning;
         let draining: Vec<NodeId> = self
             .draining
             .iter()
@@ -526,9 +530,17 @@ mod tests {
         };
         assert_eq!(primaries(again), primaries(&t));
         assert!(again.migrations().next().is_none());
-        // Gone again, for longer than the grace: its slots go to the live members.
-        assert!(k.replan(&without, true, 7000).is_none());
-        let moved = k.replan(&without, true, 12_000).unwrap();
+        // It flaps: back while this node plans nothing (no quorum here), gone again: the grace
+        // counts from the last departure.
+        assert!(k.replan(&without, true, 6500).is_none());
+        assert!(k.replan(&back, false, 8000).is_none());
+        assert!(k.replan(&without, true, 9000).is_none());
+        assert!(
+            k.replan(&without, true, 13_000).is_none(),
+            "grace from 9000, not 6500"
+        );
+        // Gone for longer than the grace: its slots go to the live members.
+        let moved = k.replan(&without, true, 14_000).unwrap();
         assert_eq!(owned(moved), 0);
         // Without a grace, at once.
         let mut k = TableKeeper::new(me, KeeperConfig::default(), 0);
