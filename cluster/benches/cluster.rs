@@ -52,6 +52,7 @@ fn codec(c: &mut Criterion) {
     let batch = Message::MigrateBatch(MigrateBatch {
         id: MigrationId(1),
         slot: 7,
+        attempt: 1,
         first_seq: 0,
         ops: (0..256u64)
             .map(|i| {

@@ -94,6 +94,13 @@ pub struct HostStats {
     pub turns_cut: u64,
     /// Keys removed from slots that left this core (in `drop_keys_max` steps).
     pub keys_dropped: u64,
+    /// Verified targets that a stream message from sequence 0 sent back to receiving.
+    pub verified_resets: u64,
+    /// Tables that named this core owner of a slot whose target had not verified it.
+    pub commits_unverified: u64,
+    /// Stream messages of an older attempt than their target follows (a slow relay or an old
+    /// link delivered them late), ignored.
+    pub stale_messages: u64,
 }
 
 #[derive(Debug)]
@@ -126,6 +133,9 @@ pub struct CoreMigrations<C> {
     pump_from: Slot,
     busy: bool,
     epoch: u64,
+    /// The attempt of the last source started here: the next one is above it and at least the
+    /// clock in ms (so a restarted process, whose clock moved on, starts above its past ones).
+    last_attempt: u64,
     /// Counters.
     pub stats: HostStats,
 }
@@ -180,6 +190,7 @@ impl<C: Clone + Default + std::fmt::Debug> CoreMigrations<C> {
             pump_from: 0,
             busy: false,
             epoch: 0,
+            last_attempt: 0,
             stats: HostStats::default(),
         }
     }
@@ -273,6 +284,20 @@ impl<C: Clone + Default + std::fmt::Debug> CoreMigrations<C> {
             Some(t) if t.m.phase() != TargetPhase::Committed => Gate::Moved(t.from),
             _ => Gate::Serve,
         }
+    }
+
+    /// How to answer a read of `slot` (call only for slots the table routes to this core): a
+    /// source whose target verified refuses reads too ([`SourceMigration::read_gate`]), a core
+    /// that only receives the slot sends the client to the source.
+    pub fn read_gate(&self, slot: Slot) -> Gate {
+        if let Some(s) = self.sources.get(&slot) {
+            return match s.read_gate() {
+                WriteGate::Serve => Gate::Serve,
+                WriteGate::TryAgain => Gate::TryAgain,
+                WriteGate::Moved => Gate::Moved(s.to),
+            };
+        }
+        self.write_gate(slot)
     }
 
     /// Records a write this core executed on `slot` after [`Gate::Serve`] (the key's new state,
@@ -390,7 +415,17 @@ impl<C: Clone + Default + std::fmt::Debug> CoreMigrations<C> {
         for slot in slots {
             let t = self.targets.get_mut(&slot).expect("listed");
             let from = t.from.node;
+            let was = t.m.phase();
             send(from, t.m.on_table(store, table), &mut out);
+            if was != TargetPhase::Verified && owner(slot) == self.me {
+                self.stats.commits_unverified += 1;
+                tracing::warn!(
+                    slot,
+                    ?was,
+                    epoch = table.epoch,
+                    "commit of a slot this core did not verify"
+                );
+            }
             match t.m.phase() {
                 TargetPhase::Committed => {
                     self.targets.remove(&slot);
@@ -458,8 +493,12 @@ impl<C: Clone + Default + std::fmt::Debug> CoreMigrations<C> {
             .collect();
         for (slot, id, to) in new {
             self.restart_at.remove(&slot);
-            self.sources
-                .insert(slot, SourceMigration::new(id, slot, to, self.cfg.clone()));
+            self.last_attempt = self.last_attempt.saturating_add(1).max(now_ms);
+            let attempt = self.last_attempt;
+            self.sources.insert(
+                slot,
+                SourceMigration::new(id, slot, to, attempt, self.cfg.clone()),
+            );
             self.set_source_bit(slot, true);
             self.stats.sources_started += 1;
         }
@@ -543,12 +582,18 @@ impl<C: Clone + Default + std::fmt::Debug> CoreMigrations<C> {
         self.backoff.remove(&from);
         match msg {
             Message::MigrateBatch(b) => {
-                self.stream_in(from, b.id, b.slot, b.first_seq == 0, msg, store, &mut out);
+                let start = b.first_seq == 0;
+                self.stream_in(from, b.id, b.slot, b.attempt, start, msg, store, &mut out);
             }
             Message::Handoff {
-                id, slot, end_seq, ..
+                id,
+                slot,
+                attempt,
+                end_seq,
+                ..
             } => {
-                self.stream_in(from, *id, *slot, *end_seq == 0, msg, store, &mut out);
+                let start = *end_seq == 0;
+                self.stream_in(from, *id, *slot, *attempt, start, msg, store, &mut out);
             }
             Message::MigrateAck { id, slot, .. } | Message::HandoffAck { id, slot, .. } => {
                 let Some(s) = self.sources.get_mut(slot).filter(|s| s.id == *id) else {
@@ -596,6 +641,7 @@ impl<C: Clone + Default + std::fmt::Debug> CoreMigrations<C> {
         from: NodeId,
         id: MigrationId,
         slot: Slot,
+        attempt: u64,
         is_start: bool,
         msg: &Message,
         store: &mut S,
@@ -619,7 +665,12 @@ impl<C: Clone + Default + std::fmt::Debug> CoreMigrations<C> {
                 self.stats.streams_refused += 1;
                 out.push(Envelope {
                     to: To::Node(from),
-                    message: Message::Abort { id, slot, reason },
+                    message: Message::Abort {
+                        id,
+                        slot,
+                        attempt,
+                        reason,
+                    },
                 });
                 return;
             };
@@ -637,7 +688,7 @@ impl<C: Clone + Default + std::fmt::Debug> CoreMigrations<C> {
             self.targets.insert(
                 slot,
                 Target {
-                    m: TargetMigration::new(id, slot, self.me),
+                    m: TargetMigration::new(id, slot, self.me, attempt),
                     from: src,
                 },
             );
@@ -646,7 +697,16 @@ impl<C: Clone + Default + std::fmt::Debug> CoreMigrations<C> {
         if t.from.node != from {
             return;
         }
+        let (was, was_attempt) = (t.m.phase(), t.m.attempt());
         send(from, t.m.on_message(store, msg), out);
+        if was == TargetPhase::Verified && t.m.phase() == TargetPhase::Receiving {
+            self.stats.verified_resets += 1;
+            tracing::debug!(slot, kind = ?msg.kind(), "verified target reset by a newer attempt");
+        }
+        if attempt < was_attempt {
+            self.stats.stale_messages += 1;
+            tracing::debug!(slot, attempt, current = was_attempt, ?was, start = is_start, kind = ?msg.kind(), "stale stream message ignored");
+        }
         if matches!(t.m.phase(), TargetPhase::Aborted(_)) {
             self.targets.remove(&slot);
             self.stats.targets_aborted += 1;
@@ -1528,8 +1588,11 @@ mod tests {
                 "call {calls}: {n} entries"
             );
             for e in &out {
-                if let Message::Handoff { id, slot, .. } = e.message {
-                    handoffs.push((id, slot));
+                if let Message::Handoff {
+                    id, slot, attempt, ..
+                } = e.message
+                {
+                    handoffs.push((id, slot, attempt));
                 }
             }
             if !host.busy() {
@@ -1545,8 +1608,13 @@ mod tests {
         assert!(host.stats.turns_cut > 0);
         // The target verified them all; the commit table drops 4000 keys, 100 per call.
         let mut commits = Vec::new();
-        for (id, slot) in handoffs {
-            let ack = Message::HandoffAck { id, slot, ok: true };
+        for (id, slot, attempt) in handoffs {
+            let ack = Message::HandoffAck {
+                id,
+                slot,
+                attempt,
+                ok: true,
+            };
             host.on_message(b.id, &ack, T0, &mut ShardStore::new(&mut shard, T0));
             commits.push((slot, id));
         }
@@ -1618,6 +1686,88 @@ mod tests {
         assert_eq!(c.keys_in(src, slot), 0, "stale copy served again");
     }
 
+    /// The net driver relays stream frames through mailboxes and links that a loaded node may
+    /// deliver late (a retry task, a closed link still being read): here the first batch of
+    /// attempt 1 arrives after attempt 2 was verified, just before the commit. Before streams
+    /// named their attempt, it sent the verified target back to receiving and the commit
+    /// table then found it unverified: the slot committed to a target that had dropped its
+    /// copy, and every key of it was lost (`join_and_graceful_leave_lose_nothing` under load).
+    #[test]
+    fn a_late_batch_of_an_earlier_attempt_loses_nothing_at_commit() {
+        let (t0, t1, tags, moving, _) = scenario();
+        let mut c = Cluster::new(17, &t0);
+        for _ in 0..1000 {
+            c.write(&tags);
+        }
+        let slot = moving[0];
+        let src = addr(&t1, t1.entry(slot).primary);
+        let SlotState::Migrating { id, to, .. } = t1.entry(slot).state else {
+            panic!()
+        };
+        let dst = addr(&t1, to);
+        c.install(&t1);
+        let si = c.core_index(src);
+        let first = c.cores[si].host.source(slot).expect("streaming").attempt;
+        // The link breaks: every stream starts again, under a higher attempt.
+        c.break_link();
+        let mut steps = 0;
+        while !moving
+            .iter()
+            .all(|s| c.commits.iter().any(|(cs, _)| cs == s))
+        {
+            steps += 1;
+            assert!(steps < 100_000);
+            if !c.deliver_some() {
+                for i in 0..c.cores.len() {
+                    c.poll(i);
+                }
+                c.now += 1;
+            }
+        }
+        let second = c.cores[si]
+            .host
+            .source(slot)
+            .expect("awaiting commit")
+            .attempt;
+        assert!(second > first);
+        let di = c.core_index(dst);
+        assert_eq!(
+            c.cores[di].host.target(slot).map(TargetMigration::phase),
+            Some(TargetPhase::Verified)
+        );
+        let late = Message::MigrateBatch(crate::wire::MigrateBatch {
+            id,
+            slot,
+            attempt: first,
+            first_seq: 0,
+            ops: Vec::new(),
+        });
+        let (now, from) = (c.now, src.node);
+        let core = &mut c.cores[di];
+        let out =
+            core.host
+                .on_message(from, &late, now, &mut ShardStore::new(&mut core.shard, now));
+        assert_eq!(core.host.stats.stale_messages, 1, "{out:?}");
+        c.send(dst.node, out);
+        c.deliver_all();
+        let t2 =
+            commit_migrations(&t1, &c.commits, t1.coordinator, &PlannerConfig::default()).unwrap();
+        c.install(&t2);
+        c.finish_drops();
+        let unverified: u64 = c
+            .cores
+            .iter()
+            .map(|c| c.host.stats.commits_unverified)
+            .sum();
+        assert_eq!(unverified, 0);
+        assert_eq!(
+            strip(&c.owned_snapshot(&t2, &moving)),
+            c.live_model(&moving),
+            "every acknowledged write is on the new owners"
+        );
+        assert!(c.keys_in(dst, slot) > 0);
+    }
+
     #[test]
     fn broken_links_restart_and_still_converge() {
         let mut restarted = 0;
@@ -1659,6 +1809,7 @@ mod tests {
         let batch = Message::MigrateBatch(crate::wire::MigrateBatch {
             id,
             slot,
+            attempt: 1,
             first_seq: 0,
             ops: vec![],
         });
@@ -1683,6 +1834,7 @@ mod tests {
         let mid = Message::MigrateBatch(crate::wire::MigrateBatch {
             id,
             slot,
+            attempt: 1,
             first_seq: 3,
             ops: vec![],
         });
@@ -1714,6 +1866,7 @@ mod tests {
         let bad = Message::MigrateBatch(crate::wire::MigrateBatch {
             id,
             slot,
+            attempt: 2,
             first_seq: 0,
             ops: vec![StreamOp::Put(crate::wire::Entry {
                 map: b"default".to_vec(),
@@ -1751,16 +1904,23 @@ mod tests {
         let batch = Message::Handoff {
             id,
             slot,
+            attempt: 1,
             end_seq: 0,
             digest: crate::wire::SlotDigest::default(),
             cutoff_ms: 0,
         };
         assert_eq!(message_cores(Some(&t1), b, &batch), vec![1]);
-        let ack = Message::HandoffAck { id, slot, ok: true };
+        let ack = Message::HandoffAck {
+            id,
+            slot,
+            attempt: 1,
+            ok: true,
+        };
         assert_eq!(message_cores(Some(&t1), b, &ack), vec![0]);
         let abort = Message::Abort {
             id,
             slot,
+            attempt: 1,
             reason: AbortReason::LinkLost,
         };
         assert_eq!(message_cores(Some(&t1), b, &abort), vec![1, 0]);

@@ -47,6 +47,13 @@ pub struct KeeperConfig {
     /// coordinator and publish conflicting first tables). A few probe periods; default 0 (plan
     /// at once), tesserad should set about `3 * probe_period_ms`.
     pub first_plan_delay_ms: u64,
+    /// A member that owns slots in the current table and leaves the live view (declared down,
+    /// or cut off) keeps them in the plans for this long, milliseconds, before they are
+    /// reassigned to live members (without their data: there is no other copy). A node that
+    /// was only slow (a loaded machine fails probes) and comes back within it loses nothing;
+    /// a dead node's slots stay unavailable that much longer. Default 0 (reassign at once);
+    /// `tessera-net` sets `[cluster] member_down_grace_ms`.
+    pub down_grace_ms: u64,
 }
 
 /// One node's table state.
@@ -72,6 +79,10 @@ pub struct TableKeeper {
     /// While coordinator: per live member, the generation it had when it entered this view
     /// (or when this node became coordinator) and the epoch of its latest hint since then.
     heard: BTreeMap<NodeId, (u64, Option<u64>)>,
+    /// Owners in the current table that left the live view, and since when (ms): planned as
+    /// members until `down_grace_ms` has passed.
+    gone: BTreeMap<NodeId, (NodeInfo, u64)>,
+    down_grace_ms: u64,
 }
 
 impl TableKeeper {
@@ -89,7 +100,38 @@ impl TableKeeper {
             conflict: false,
             was_coordinator: false,
             heard: BTreeMap::new(),
+            gone: BTreeMap::new(),
+            down_grace_ms: cfg.down_grace_ms,
         }
+    }
+
+    /// The members a plan places slots on: the live ones, and the owners of the current table
+    /// that left the live view less than `down_grace_ms` ago (see [`KeeperConfig`]).
+    fn planning_members(&mut self, live: &[NodeInfo], now_ms: u64) -> Vec<NodeInfo> {
+        let is_live = |id: NodeId| live.iter().any(|m| m.id == id);
+        let Some(table) = &self.table else {
+            self.gone.clear();
+            return live.to_vec();
+        };
+        self.gone
+            .retain(|id, _| !is_live(*id) && table.node_index(*id).is_some());
+        if self.down_grace_ms > 0 {
+            for (i, n) in table.nodes.iter().enumerate() {
+                let owns = || table.slots.iter().any(|e| usize::from(e.primary.node) == i);
+                if !is_live(n.id) && !self.gone.contains_key(&n.id) && owns() {
+                    self.gone.insert(n.id, (n.clone(), now_ms));
+                }
+            }
+        }
+        let grace = self.down_grace_ms;
+        let mut members = live.to_vec();
+        members.extend(
+            self.gone
+                .values()
+                .filter(|(_, since)| now_ms < since.saturating_add(grace))
+                .map(|(n, _)| n.clone()),
+        );
+        members
     }
 
     /// The table this node routes by.
@@ -215,12 +257,19 @@ impl TableKeeper {
         has_quorum: bool,
         now_ms: u64,
     ) -> Option<&PartitionTable> {
+        // The coordinator role and the catch-up go by the live view; slots stay with owners
+        // that left it for `down_grace_ms`. Tracked on every call, coordinator or not: a node
+        // that flaps (back in the view while this one is not coordinator, gone again) gets a
+        // fresh grace each time it leaves (the join test at load 15-18: without this, the
+        // grace counted from its first departure and ran out while it came and went).
+        let planning = self.planning_members(members, now_ms);
         if !self.caught_up(members) || !has_quorum {
             return None;
         }
         if self.table.is_none() && self.foreign.is_none() && now_ms < self.first_plan_at_ms {
             return None;
         }
+        let members = &planning;
         let draining: Vec<NodeId> = self
             .draining
             .iter()
@@ -444,6 +493,60 @@ mod tests {
                 "slot {s}: a committed migration was undone"
             );
         }
+    }
+
+    /// Under load a live node fails its probes and is declared down for a second or two
+    /// (`join_and_graceful_leave_lose_nothing` at load 15: the coordinator reassigned the
+    /// slots of a node that was up, and 2887 acknowledged keys were gone): its slots stay with
+    /// it for `down_grace_ms`, and move only if it stays away.
+    #[test]
+    fn an_owner_that_leaves_the_view_keeps_its_slots_for_the_grace() {
+        let members = vec![test_node(1, 2), test_node(2, 2), test_node(3, 2)];
+        let me = coordinator(&members).unwrap();
+        let cfg = KeeperConfig {
+            down_grace_ms: 5000,
+            ..KeeperConfig::default()
+        };
+        let mut k = TableKeeper::new(me, cfg, 0);
+        hints_from_all(&mut k, &members, 0);
+        let t = k.replan(&members, true, 0).unwrap().clone();
+        let three = test_node(3, 2).id;
+        let owned = |t: &PartitionTable| {
+            let i = t.node_index(three);
+            t.slots.iter().filter(|e| Some(e.primary.node) == i).count()
+        };
+        assert!(owned(&t) > 0);
+        let without: Vec<NodeInfo> = members[..2].to_vec();
+        assert!(k.replan(&without, true, 1000).is_none(), "nothing moves");
+        assert!(k.replan(&without, true, 5999).is_none(), "nothing moves");
+        // Back within the grace with a renewed generation (as after a rejoin): the table
+        // records the generation, every slot stays where it was.
+        let mut back = members.clone();
+        back[2].generation = 7;
+        hints_from_all(&mut k, &back, t.epoch);
+        let again = k.replan(&back, true, 5999).unwrap();
+        let primaries = |t: &PartitionTable| -> Vec<NodeId> {
+            t.slots.iter().map(|e| t.node(e.primary.node).id).collect()
+        };
+        assert_eq!(primaries(again), primaries(&t));
+        assert!(again.migrations().next().is_none());
+        // It flaps: back while this node plans nothing (no quorum here), gone again: the grace
+        // counts from the last departure.
+        assert!(k.replan(&without, true, 6500).is_none());
+        assert!(k.replan(&back, false, 8000).is_none());
+        assert!(k.replan(&without, true, 9000).is_none());
+        assert!(
+            k.replan(&without, true, 13_000).is_none(),
+            "grace from 9000, not 6500"
+        );
+        // Gone for longer than the grace: its slots go to the live members.
+        let moved = k.replan(&without, true, 14_000).unwrap();
+        assert_eq!(owned(moved), 0);
+        // Without a grace, at once.
+        let mut k = TableKeeper::new(me, KeeperConfig::default(), 0);
+        hints_from_all(&mut k, &members, 0);
+        k.replan(&members, true, 0).unwrap();
+        assert_eq!(owned(k.replan(&without, true, 1).unwrap()), 0);
     }
 
     #[test]

@@ -8,7 +8,12 @@
 //! (key, version); the target checks both and acks. The source then asks the coordinator to
 //! commit: the coordinator's next table names the target. The target serves only from that
 //! epoch on, the source answers `-MOVED` from it, so there is never a second writer in one epoch.
-//! Until the commit either side may abort; the target then drops what it received.
+//! Until the commit either side may abort; the target then drops what it received. A source that
+//! starts again streams from sequence 0 under a higher attempt number, which every stream
+//! message carries: each side ignores messages of other attempts (late frames of an abandoned
+//! stream), and a verified target is replaced only by the start of a newer attempt. From the
+//! target's verdict to the commit table the source refuses reads too
+//! ([`SourceMigration::read_gate`]): the target may already serve the slot.
 //!
 //! Both machines work against [`SlotStore`] (entries as map, key, value, version, deadline) so
 //! they do not depend on the engine's internals (`store::ShardStore` adapts the engine). The driver owns links and timers: these machines only
@@ -279,6 +284,9 @@ pub struct SourceMigration<C> {
     pub slot: Slot,
     /// Where it goes.
     pub to: ShardAddr,
+    /// This start of the migration: every start (restarts included) streams under a higher
+    /// attempt, and messages of other attempts are ignored (see [`Message::MigrateAck`]).
+    pub attempt: u64,
     cursor: Option<C>,
     tee: std::collections::VecDeque<StreamOp>,
     next_seq: u64,
@@ -290,12 +298,20 @@ pub struct SourceMigration<C> {
 }
 
 impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
-    /// Starts streaming `slot` to `to`.
-    pub fn new(id: MigrationId, slot: Slot, to: ShardAddr, cfg: MigrationConfig) -> Self {
+    /// Starts streaming `slot` to `to` as attempt `attempt` (above every earlier attempt of
+    /// this migration).
+    pub fn new(
+        id: MigrationId,
+        slot: Slot,
+        to: ShardAddr,
+        attempt: u64,
+        cfg: MigrationConfig,
+    ) -> Self {
         SourceMigration {
             id,
             slot,
             to,
+            attempt,
             cursor: Some(C::default()),
             tee: std::collections::VecDeque::new(),
             next_seq: 0,
@@ -323,6 +339,19 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
             SourcePhase::Streaming | SourcePhase::Aborted(_) => WriteGate::Serve,
             SourcePhase::HandingOff | SourcePhase::AwaitingCommit => WriteGate::TryAgain,
             SourcePhase::Committed => WriteGate::Moved,
+        }
+    }
+
+    /// How to answer a read of the slot now. Served while streaming and during the handoff
+    /// (the target serves nothing before the commit, and writes are paused); refused with
+    /// `-TRYAGAIN` once the target verified, since the commit table may already have reached
+    /// the target, which then takes writes this copy does not see: a read here would miss an
+    /// acknowledged write.
+    pub fn read_gate(&self) -> WriteGate {
+        match self.phase {
+            SourcePhase::AwaitingCommit => WriteGate::TryAgain,
+            SourcePhase::Committed => WriteGate::Moved,
+            _ => WriteGate::Serve,
         }
     }
 
@@ -393,6 +422,7 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
             return Some(Outgoing::Peer(Message::MigrateBatch(MigrateBatch {
                 id: self.id,
                 slot: self.slot,
+                attempt: self.attempt,
                 first_seq,
                 ops,
             })));
@@ -402,6 +432,7 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
             return Some(Outgoing::Peer(Message::Handoff {
                 id: self.id,
                 slot: self.slot,
+                attempt: self.attempt,
                 end_seq: self.next_seq,
                 digest: store.digest(self.slot, now_ms),
                 cutoff_ms: now_ms,
@@ -410,9 +441,17 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
         None
     }
 
-    /// Handles a message from the target. Returns what to send in answer.
+    /// Handles a message from the target. Returns what to send in answer. Messages about
+    /// another attempt are ignored: they answer a stream this source no longer sends.
     pub fn on_message(&mut self, msg: &Message) -> Option<Outgoing> {
         match *msg {
+            Message::MigrateAck { attempt, .. }
+            | Message::HandoffAck { attempt, .. }
+            | Message::Abort { attempt, .. }
+                if attempt != self.attempt =>
+            {
+                None
+            }
             Message::MigrateAck { id, next_seq, .. } if id == self.id => {
                 if next_seq <= self.next_seq {
                     self.acked_seq = self.acked_seq.max(next_seq);
@@ -465,6 +504,7 @@ impl<C: Clone + Default + std::fmt::Debug> SourceMigration<C> {
         Some(Outgoing::Peer(Message::Abort {
             id: self.id,
             slot: self.slot,
+            attempt: self.attempt,
             reason,
         }))
     }
@@ -541,17 +581,22 @@ pub struct TargetMigration {
     pub slot: Slot,
     /// This shard (the destination).
     pub me: ShardAddr,
+    /// The source's attempt this target follows: a start (sequence 0) of a higher one
+    /// replaces it, messages of a lower one are stale and change nothing.
+    attempt: u64,
     expected_seq: u64,
     phase: TargetPhase,
 }
 
 impl TargetMigration {
-    /// Prepares to receive `slot` as shard `me` (call when a table shows the migration).
-    pub fn new(id: MigrationId, slot: Slot, me: ShardAddr) -> TargetMigration {
+    /// Prepares to receive `slot` as shard `me` from the source's attempt `attempt` (call on
+    /// the first message of a migration a table shows).
+    pub fn new(id: MigrationId, slot: Slot, me: ShardAddr, attempt: u64) -> TargetMigration {
         TargetMigration {
             id,
             slot,
             me,
+            attempt,
             expected_seq: 0,
             phase: TargetPhase::Receiving,
         }
@@ -567,18 +612,44 @@ impl TargetMigration {
         self.expected_seq
     }
 
+    /// The source's attempt this target follows.
+    pub fn attempt(&self) -> u64 {
+        self.attempt
+    }
+
+    /// A message of the source's attempt `attempt` starting a stream (`start`: a batch from
+    /// sequence 0, or the handoff of an empty slot): a start of a higher attempt than ours
+    /// replaces our stream (the source started again), even a verified one, whose source has
+    /// then abandoned it. Returns the abort to answer when the message belongs to another
+    /// attempt (a lower one is stale: a slow relay or an old link delivered it late; a higher
+    /// one that does not start joined mid-way), `None` when it is ours to handle.
+    fn follow(&mut self, attempt: u64, start: bool) -> Option<Outgoing> {
+        if attempt > self.attempt && start && self.phase != TargetPhase::Committed {
+            self.attempt = attempt;
+            self.expected_seq = 0;
+            self.phase = TargetPhase::Receiving;
+        }
+        (attempt != self.attempt).then_some(Outgoing::Peer(Message::Abort {
+            id: self.id,
+            slot: self.slot,
+            attempt,
+            reason: AbortReason::Sequence,
+        }))
+    }
+
     /// Handles a message from the source; returns the answer to send.
     pub fn on_message<S: SlotStore>(&mut self, store: &mut S, msg: &Message) -> Option<Outgoing> {
         match msg {
             Message::MigrateBatch(b) if b.id == self.id => {
-                if b.first_seq == 0 && self.phase != TargetPhase::Committed {
-                    // The source started this migration again (after a broken link): so do we.
-                    store.drop_slot(self.slot);
-                    self.expected_seq = 0;
-                    self.phase = TargetPhase::Receiving;
+                if let Some(abort) = self.follow(b.attempt, b.first_seq == 0) {
+                    return Some(abort);
                 }
                 if self.phase != TargetPhase::Receiving {
                     return None;
+                }
+                if b.first_seq == 0 && self.expected_seq == 0 {
+                    // A stream starts from an empty slot: whatever this store held is stale.
+                    store.drop_slot(self.slot);
                 }
                 if b.first_seq != self.expected_seq || b.slot != self.slot {
                     return self.abort(store, AbortReason::Sequence);
@@ -592,23 +663,23 @@ impl TargetMigration {
                 Some(Outgoing::Peer(Message::MigrateAck {
                     id: self.id,
                     slot: self.slot,
+                    attempt: self.attempt,
                     next_seq: self.expected_seq,
                 }))
             }
             Message::Handoff {
                 id,
+                attempt,
                 end_seq,
                 digest,
                 cutoff_ms,
                 ..
             } if *id == self.id => {
-                if *end_seq == 0 && self.phase == TargetPhase::Verified {
-                    // The source started again (its link broke before our verdict reached it)
-                    // and the slot is now empty: the handoff is this stream's first message,
-                    // like a batch from sequence 0 (seed 115 at 12 s: the source waited for a
-                    // verdict forever).
-                    self.expected_seq = 0;
-                    self.phase = TargetPhase::Receiving;
+                // The handoff of an empty slot is its stream's first message, like a batch from
+                // sequence 0 (seed 115 at 12 s: a source that started again after its link
+                // broke before our verdict reached it waited for a verdict forever).
+                if let Some(abort) = self.follow(*attempt, *end_seq == 0) {
+                    return Some(abort);
                 }
                 if self.phase != TargetPhase::Receiving {
                     return None;
@@ -633,10 +704,18 @@ impl TargetMigration {
                 Some(Outgoing::Peer(Message::HandoffAck {
                     id: self.id,
                     slot: self.slot,
+                    attempt: self.attempt,
                     ok,
                 }))
             }
-            Message::Abort { id, reason, .. } if *id == self.id => {
+            // An abort of an older attempt is stale; one of a newer attempt ends ours too (the
+            // source has abandoned it).
+            Message::Abort {
+                id,
+                attempt,
+                reason,
+                ..
+            } if *id == self.id && *attempt >= self.attempt => {
                 if matches!(self.phase, TargetPhase::Receiving | TargetPhase::Verified) {
                     store.drop_slot(self.slot);
                     self.phase = TargetPhase::Aborted(*reason);
@@ -666,6 +745,7 @@ impl TargetMigration {
         Some(Outgoing::Peer(Message::Abort {
             id: self.id,
             slot: self.slot,
+            attempt: self.attempt,
             reason,
         }))
     }
@@ -813,8 +893,8 @@ mod tests {
             window_ops_max: 256,
             ..MigrationConfig::default()
         };
-        let mut s: SourceMigration<Option<MapKey>> = SourceMigration::new(id, slot, to, cfg);
-        let mut t = TargetMigration::new(id, slot, to);
+        let mut s: SourceMigration<Option<MapKey>> = SourceMigration::new(id, slot, to, 1, cfg);
+        let mut t = TargetMigration::new(id, slot, to, 1);
         let mut dst = MemStore::default();
         let mut version = 10_000;
         let mut step = 0;
@@ -905,35 +985,115 @@ mod tests {
         };
         let id = MigrationId(4);
         let mut dst = MemStore::default();
-        let mut t = TargetMigration::new(id, slot, me);
+        let mut t = TargetMigration::new(id, slot, me, 1);
         let batch = Message::MigrateBatch(MigrateBatch {
             id,
             slot,
+            attempt: 1,
             first_seq: 0,
             ops: vec![StreamOp::Put(entry("a", 1))],
         });
         t.on_message(&mut dst, &batch);
         let mut one = MemStore::default();
         one.put(slot, entry("a", 1));
-        let handoff = |end_seq, digest| Message::Handoff {
+        let handoff = |attempt, end_seq, digest| Message::Handoff {
             id,
             slot,
+            attempt,
             end_seq,
             digest,
             cutoff_ms: 0,
         };
-        let ack = |ok| Some(Outgoing::Peer(Message::HandoffAck { id, slot, ok }));
+        let ack = |attempt, ok| {
+            Some(Outgoing::Peer(Message::HandoffAck {
+                id,
+                slot,
+                attempt,
+                ok,
+            }))
+        };
         assert_eq!(
-            t.on_message(&mut dst, &handoff(1, one.digest(slot, 0))),
-            ack(true)
+            t.on_message(&mut dst, &handoff(1, 1, one.digest(slot, 0))),
+            ack(1, true)
         );
         assert_eq!(t.phase(), TargetPhase::Verified);
         // The verdict was lost with the link; the key was deleted meanwhile; the source starts
-        // again and its first message is the handoff of an empty slot.
+        // again (attempt 2) and its first message is the handoff of an empty slot.
         let empty = SlotDigest::default();
-        assert_eq!(t.on_message(&mut dst, &handoff(0, empty)), ack(true));
+        assert_eq!(t.on_message(&mut dst, &handoff(2, 0, empty)), ack(2, true));
         assert_eq!(t.phase(), TargetPhase::Verified);
         assert!(dst.slots.is_empty(), "the old copy is gone");
+    }
+
+    /// A slow relay (or an old link) delivers the first batch of attempt 1 after attempt 2 was
+    /// verified: it must not send the verified copy back to receiving (the commit would then
+    /// name a target holding only that stale batch, or nothing).
+    #[test]
+    fn a_stale_start_of_an_older_attempt_changes_nothing() {
+        let slot = 3;
+        let me = ShardAddr {
+            node: NodeId([2; 20]),
+            core: 0,
+        };
+        let id = MigrationId(4);
+        let batch = |attempt, key| {
+            Message::MigrateBatch(MigrateBatch {
+                id,
+                slot,
+                attempt,
+                first_seq: 0,
+                ops: vec![StreamOp::Put(entry(key, 1))],
+            })
+        };
+        let mut dst = MemStore::default();
+        let mut t = TargetMigration::new(id, slot, me, 2);
+        t.on_message(&mut dst, &batch(2, "b"));
+        let mut src = MemStore::default();
+        src.put(slot, entry("b", 1));
+        let handoff = Message::Handoff {
+            id,
+            slot,
+            attempt: 2,
+            end_seq: 1,
+            digest: src.digest(slot, 0),
+            cutoff_ms: 0,
+        };
+        t.on_message(&mut dst, &handoff);
+        assert_eq!(t.phase(), TargetPhase::Verified);
+        let stale = t.on_message(&mut dst, &batch(1, "a"));
+        assert!(
+            matches!(
+                stale,
+                Some(Outgoing::Peer(Message::Abort {
+                    attempt: 1,
+                    reason: AbortReason::Sequence,
+                    ..
+                }))
+            ),
+            "{stale:?}"
+        );
+        let abort = Message::Abort {
+            id,
+            slot,
+            attempt: 1,
+            reason: AbortReason::LinkLost,
+        };
+        assert_eq!(t.on_message(&mut dst, &abort), None);
+        assert_eq!(t.phase(), TargetPhase::Verified);
+        assert_eq!(dst, src, "the verified copy is intact");
+        // And the source ignores answers to another attempt.
+        let mut s: SourceMigration<Option<MapKey>> =
+            SourceMigration::new(id, slot, me, 3, MigrationConfig::default());
+        let ok = Message::HandoffAck {
+            id,
+            slot,
+            attempt: 2,
+            ok: true,
+        };
+        while s.poll(&src, 0).is_some() {}
+        assert_eq!(s.phase(), SourcePhase::HandingOff);
+        assert_eq!(s.on_message(&ok), None);
+        assert_eq!(s.phase(), SourcePhase::HandingOff);
     }
 
     #[test]
@@ -975,8 +1135,8 @@ mod tests {
         let mut src = MemStore::default();
         src.put(slot, entry("x", 3));
         let mut s: SourceMigration<Option<MapKey>> =
-            SourceMigration::new(id, slot, to, MigrationConfig::default());
-        let mut t = TargetMigration::new(id, slot, to);
+            SourceMigration::new(id, slot, to, 1, MigrationConfig::default());
+        let mut t = TargetMigration::new(id, slot, to, 1);
         let mut dst = MemStore::default();
         while let Some(Outgoing::Peer(m)) = s.poll(&src, 0) {
             if let Some(Outgoing::Peer(r)) = t.on_message(&mut dst, &m) {
@@ -1023,11 +1183,12 @@ mod tests {
             core: 0,
         };
         let mut dst = MemStore::default();
-        let mut t = TargetMigration::new(MigrationId(9), slot, me);
+        let mut t = TargetMigration::new(MigrationId(9), slot, me, 1);
         let batch = |first_seq| {
             Message::MigrateBatch(MigrateBatch {
                 id: MigrationId(9),
                 slot,
+                attempt: 1,
                 first_seq,
                 ops: vec![StreamOp::Put(entry("a", 1))],
             })
@@ -1043,12 +1204,13 @@ mod tests {
         ));
         assert!(dst.slots.is_empty(), "aborted target drops what it got");
 
-        let mut t = TargetMigration::new(MigrationId(9), slot, me);
+        let mut t = TargetMigration::new(MigrationId(9), slot, me, 1);
         let mut dst = MemStore::default();
         t.on_message(&mut dst, &batch(0));
         let handoff = Message::Handoff {
             id: MigrationId(9),
             slot,
+            attempt: 1,
             end_seq: 1,
             digest: SlotDigest { count: 1, sum: 0 },
             cutoff_ms: 0,
@@ -1058,6 +1220,7 @@ mod tests {
             Some(Outgoing::Peer(Message::HandoffAck {
                 id: MigrationId(9),
                 slot,
+                attempt: 1,
                 ok: false
             }))
         );
@@ -1087,8 +1250,8 @@ mod tests {
         let mut src = MemStore::default();
         src.put(slot, entry("x", 3));
         let mut s: SourceMigration<Option<MapKey>> =
-            SourceMigration::new(id, slot, to, MigrationConfig::default());
-        let mut t = TargetMigration::new(id, slot, to);
+            SourceMigration::new(id, slot, to, 1, MigrationConfig::default());
+        let mut t = TargetMigration::new(id, slot, to, 1);
         let mut dst = MemStore::default();
         assert!(s.on_table(&t1).is_none());
         while let Some(Outgoing::Peer(m)) = s.poll(&src, 0) {
@@ -1122,8 +1285,8 @@ mod tests {
 
         // A replan that cancels the migration aborts both sides; the target drops its copy.
         let mut s: SourceMigration<Option<MapKey>> =
-            SourceMigration::new(id, slot, to, MigrationConfig::default());
-        let mut t = TargetMigration::new(id, slot, to);
+            SourceMigration::new(id, slot, to, 1, MigrationConfig::default());
+        let mut t = TargetMigration::new(id, slot, to, 1);
         let mut dst = MemStore::default();
         if let Some(Outgoing::Peer(m)) = s.poll(&src, 0) {
             t.on_message(&mut dst, &m);

@@ -10,6 +10,9 @@
 //! - one writer per slot per epoch;
 //! - no acknowledged write is lost and no deleted key comes back, for every slot that only ever
 //!   moved by planned migration (slots of crashed or cut-off owners are excluded from then on);
+//! - a read after commit sees every acknowledged write: a client read served by the newest
+//!   table's owner, or by the shard a planned commit moved the slot away from (which must
+//!   refuse it if it cannot know), returns the last acknowledged write (`client_read`);
 //! - a migration reaches its handoff only with a contiguous stream, equal content and digest;
 //! - epochs only grow on every node.
 //!
@@ -89,6 +92,11 @@ pub struct SimReport {
     pub slot_losses: u64,
     /// Writes acknowledged by an owner whose table was already superseded for that slot.
     pub stale_writes: u64,
+    /// Client reads served and checked against the acknowledged writes.
+    pub reads_checked: u64,
+    /// Reads served by a shard that lost the slot other than by a planned commit (cut off,
+    /// declared down): not checked (PA, see README).
+    pub stale_reads: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -209,6 +217,14 @@ struct Sim {
     /// Migrations whose handoff the target verified: only these may move data by commit.
     verified: std::collections::HashSet<crate::MigrationId>,
     auth: Option<PartitionTable>,
+    /// Per slot: the shard the newest table's last change moved it away from by a planned
+    /// commit (so a read there must still see every acknowledged write, or be refused).
+    committed_from: HashMap<Slot, ShardAddr>,
+    /// The key of the last acknowledged write (half the reads read it back: read-your-writes).
+    last_written: Option<crate::migration::MapKey>,
+    /// Client reads draw from their own generator: they change nothing, so a seed replays
+    /// the same run with or without them.
+    read_rng: SmallRng,
     report: SimReport,
     /// Migration counters of nodes replaced by a restart.
     retired: HostStats,
@@ -261,6 +277,9 @@ impl Sim {
                 KeeperConfig {
                     planner: PlannerConfig::default(),
                     first_plan_delay_ms: 1000,
+                    // Crashed and cut-off owners lose their slots at once here (the sweeps
+                    // check the loss bookkeeping); the grace has its own keeper test.
+                    down_grace_ms: 0,
                 },
                 self.now,
             ),
@@ -676,7 +695,10 @@ impl Sim {
                         self.now, prev.epoch, table.epoch
                     );
                 }
-                if !planned {
+                if planned {
+                    self.committed_from.insert(slot, p_owner);
+                } else {
+                    self.committed_from.remove(&slot);
                     lost.insert(slot);
                 }
             }
@@ -832,6 +854,7 @@ impl Sim {
             let node = &mut self.nodes[at];
             let core = &mut node.cores[usize::from(owner.core)];
             let store = &mut core.store;
+            self.last_written = Some((map.to_vec(), key.clone()));
             let op = if delete {
                 store.delete(slot, map, &key);
                 self.expect
@@ -873,6 +896,90 @@ impl Sim {
             return Ok(());
         }
         self.report.writes_refused += 1;
+        Ok(())
+    }
+
+    /// One client read through a random node, following one `-MOVED`, served as a real node
+    /// serves it (the owner core by the node's table, gated by `read_gate`): a read served by
+    /// the slot's owner in the newest table, or by the shard a planned commit moved it away
+    /// from, must see the last acknowledged write (a read after commit sees every acknowledged
+    /// write). Reads at shards that lost the slot otherwise (cut off, declared down) are PA
+    /// and only counted.
+    fn client_read(&mut self) -> Result<(), SimFailure> {
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].up)
+            .collect();
+        if up.is_empty() {
+            return Ok(());
+        }
+        let mut at = up[self.read_rng.random_range(0..up.len())];
+        let pick = match &self.last_written {
+            Some(k) if self.read_rng.random_bool(0.5) => self.expect.get_key_value(k),
+            _ => self
+                .expect
+                .iter()
+                .nth(self.read_rng.random_range(0..self.expect.len().max(1))),
+        };
+        let Some(((map, key), exp)) = pick.map(|(k, e)| (k.clone(), *e)) else {
+            return Ok(());
+        };
+        let slot = key_slot(&key);
+        for _hop in 0..2 {
+            let node = &self.nodes[at];
+            let Some(table) = node.keeper.table() else {
+                return Ok(());
+            };
+            if !node.membership.has_quorum() {
+                return Ok(());
+            }
+            let owner = table.entry(slot).primary;
+            let owner_id = table.node(owner.node).id;
+            if owner_id != node.info.id {
+                match self.index_of(owner_id) {
+                    Some(j) => {
+                        at = j;
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            }
+            let core = &node.cores[usize::from(owner.core)];
+            if core.host.read_gate(slot) != Gate::Serve {
+                return Ok(());
+            }
+            let shard = ShardAddr {
+                node: node.info.id,
+                core: owner.core,
+            };
+            let got = core.store.get(slot, &map, &key).map(|e| e.version);
+            let auth = self.auth.as_ref().expect("a node has a table");
+            let authoritative = shard_addr(auth, auth.entry(slot).primary) == shard
+                || self.committed_from.get(&slot) == Some(&shard);
+            if !authoritative {
+                self.report.stale_reads += 1;
+                return Ok(());
+            }
+            self.report.reads_checked += 1;
+            let ok = match (exp, got) {
+                (Expect::Put(v), Some(g)) => g >= v,
+                (Expect::Put(_), None) => false,
+                (Expect::Deleted(_), None) => true,
+                (Expect::Deleted(v), Some(g)) => g > v,
+            };
+            self.trace(slot, || {
+                format!("read at node {at} {shard:?}: {got:?}, expected {exp:?}")
+            });
+            if !ok {
+                return Err(self.fail(format!(
+                    "read of {}/{} (slot {slot}) at {shard:?} (table epoch {}, newest {}) found {got:?}, expected {exp:?}",
+                    String::from_utf8_lossy(&map),
+                    String::from_utf8_lossy(&key),
+                    table.epoch,
+                    auth.epoch
+                )));
+            }
+            return Ok(());
+        }
         Ok(())
     }
 
@@ -937,6 +1044,7 @@ impl Sim {
                 }
             }
             self.client_op()?;
+            self.client_read()?;
             self.check_data()?;
             self.now += STEP_MS;
             let Some(auth) = &self.auth else { continue };
@@ -1117,6 +1225,9 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         writers: HashMap::new(),
         verified: std::collections::HashSet::new(),
         auth: None,
+        committed_from: HashMap::new(),
+        last_written: None,
+        read_rng: SmallRng::seed_from_u64(cfg.seed ^ 0x5EED_F04E_AD00),
         report: SimReport::default(),
         retired: HostStats::default(),
     };
@@ -1188,6 +1299,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
             for _ in 0..2 {
                 sim.client_op()?;
             }
+            sim.client_read()?;
         }
         sim.check_data()?;
         sim.now += STEP_MS;
@@ -1262,6 +1374,8 @@ mod tests {
             assert_eq!(r.stale_writes, 0, "{r:?}");
             assert!(r.migrations_committed > 0, "{r:?}");
             assert!(r.writes_acked > 1000, "{r:?}");
+            assert!(r.reads_checked > 500, "{r:?}");
+            assert_eq!(r.stale_reads, 0, "{r:?}");
         }
     }
 

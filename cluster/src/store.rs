@@ -534,6 +534,7 @@ mod tests {
             crate::MigrationId(1),
             slot,
             to,
+            1,
             crate::MigrationConfig {
                 batch_ops_max: 7,
                 window_ops_max: 1 << 20,

@@ -26,8 +26,9 @@ use crate::Slot;
 /// First four bytes of every frame.
 pub const MAGIC: u32 = 0x5453_5246;
 /// Version of this header and schema; bumped on any incompatible change (2: stream entries
-/// and deletes name their map; 3: a forwarded request names the protocol of its reply).
-pub const WIRE_VERSION: u16 = 3;
+/// and deletes name their map; 3: a forwarded request names the protocol of its reply; 4:
+/// migration stream messages name the source's attempt).
+pub const WIRE_VERSION: u16 = 4;
 /// Header size in bytes.
 pub const HEADER_BYTES: usize = 16;
 /// Bodies are padded to a multiple of this.
@@ -112,6 +113,8 @@ pub struct MigrateBatch {
     pub id: MigrationId,
     /// The slot.
     pub slot: Slot,
+    /// The source's attempt (see [`Message::MigrateAck`]).
+    pub attempt: u64,
     /// Sequence number of `ops[0]`; sequences start at 0 and have no gaps.
     pub first_seq: u64,
     /// The operations, in stream order.
@@ -201,11 +204,18 @@ pub enum Message {
     /// Migration stream data (source -> target).
     MigrateBatch(MigrateBatch),
     /// Flow control: the target applied everything below `next_seq` (target -> source).
+    ///
+    /// Every stream message (batch, ack, handoff, verdict, abort) names the source's attempt:
+    /// a source that starts a migration again (after a broken link, a refusal) streams from
+    /// sequence 0 under a higher attempt, and each side ignores what belongs to an older one,
+    /// which a slow relay or an old link may still deliver after the new stream began.
     MigrateAck {
         /// Migration.
         id: MigrationId,
         /// Slot.
         slot: Slot,
+        /// The source's attempt this acknowledges.
+        attempt: u64,
         /// First sequence not yet received.
         next_seq: u64,
     },
@@ -216,6 +226,8 @@ pub enum Message {
         id: MigrationId,
         /// Slot.
         slot: Slot,
+        /// The source's attempt.
+        attempt: u64,
         /// Number of ops in the stream.
         end_seq: u64,
         /// Digest of the source's live content at `cutoff_ms`.
@@ -229,6 +241,8 @@ pub enum Message {
         id: MigrationId,
         /// Slot.
         slot: Slot,
+        /// The source's attempt this judges.
+        attempt: u64,
         /// Sequence and digest matched.
         ok: bool,
     },
@@ -245,6 +259,8 @@ pub enum Message {
         id: MigrationId,
         /// Slot.
         slot: Slot,
+        /// The source's attempt abandoned.
+        attempt: u64,
         /// Why.
         reason: AbortReason,
     },
@@ -683,6 +699,7 @@ mod tests {
             Message::MigrateBatch(MigrateBatch {
                 id: MigrationId(77),
                 slot: 12,
+                attempt: 3,
                 first_seq: 40,
                 ops: vec![
                     StreamOp::Put(Entry {
@@ -702,11 +719,13 @@ mod tests {
             Message::MigrateAck {
                 id: MigrationId(77),
                 slot: 12,
+                attempt: 3,
                 next_seq: 42,
             },
             Message::Handoff {
                 id: MigrationId(77),
                 slot: 12,
+                attempt: 3,
                 end_seq: 42,
                 digest: SlotDigest { count: 3, sum: 99 },
                 cutoff_ms: 5,
@@ -714,6 +733,7 @@ mod tests {
             Message::HandoffAck {
                 id: MigrationId(77),
                 slot: 12,
+                attempt: 3,
                 ok: true,
             },
             Message::CommitRequest {
@@ -723,6 +743,7 @@ mod tests {
             Message::Abort {
                 id: MigrationId(77),
                 slot: 12,
+                attempt: 3,
                 reason: AbortReason::Digest,
             },
             Message::Forward {

@@ -473,7 +473,15 @@ impl Core {
                 Some(Received::Request(Request::Cluster(update))) => {
                     self.cluster.borrow_mut().install(update);
                     let env = crate::cluster::migrate::on_table(&self);
-                    crate::cluster::migrate::emit(&self, env);
+                    crate::cluster::migrate::emit_wait(&self, env).await;
+                }
+                Some(Received::Request(Request::ToDriver(
+                    job @ crate::cluster::migrate::DriverJob::Send(_),
+                ))) => {
+                    // Migration messages from another core: wait for room rather than drop
+                    // one (a dropped handoff or verdict left its source paused forever).
+                    let sent = self.proxy.send_job(job).await;
+                    tracing::trace!(sent, "migration messages to the cluster task");
                 }
                 Some(Received::Request(Request::ToDriver(job))) => {
                     let origin = match &job {
@@ -494,7 +502,7 @@ impl Core {
                 }
                 Some(Received::Request(Request::Migration { from, msg })) => {
                     let env = crate::cluster::migrate::on_message(&self, from, &msg);
-                    crate::cluster::migrate::emit(&self, env);
+                    crate::cluster::migrate::emit_wait(&self, env).await;
                 }
                 Some(Received::Request(Request::LinkLost(node))) => {
                     crate::cluster::migrate::on_link_lost(&self, node);
@@ -581,6 +589,15 @@ impl Core {
             ("migration_turns_cut", host.turns_cut),
             ("migration_keys_dropped", host.keys_dropped),
             ("migration_removals_teed", host.removals_teed),
+            ("migration_sources_started", host.sources_started),
+            ("migration_sources_committed", host.sources_committed),
+            ("migration_sources_aborted", host.sources_aborted),
+            ("migration_targets_committed", host.targets_committed),
+            ("migration_targets_aborted", host.targets_aborted),
+            ("migration_streams_refused", host.streams_refused),
+            ("migration_verified_resets", host.verified_resets),
+            ("migration_commits_unverified", host.commits_unverified),
+            ("migration_stale_messages", host.stale_messages),
             (
                 "pubsub_channels",
                 self.pubsub.borrow().channel_count() as u64,

@@ -291,12 +291,34 @@ fn redis_cluster_client_against_one_node() {
 
 const SECRET: &str = "cluster tests secret";
 
+/// Added to every cluster port: `TESSERA_TEST_PORT_OFFSET` lets two copies of these tests (two
+/// worktrees, a repeat loop) run at once on one machine.
+fn port_offset() -> u16 {
+    std::env::var("TESSERA_TEST_PORT_OFFSET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `TESSERA_TEST_LOG=<filter>` (e.g. `info`, `tessera_net=debug`): the nodes' logs on stderr,
+/// with the thread (each node's cores are threads of this process).
+fn init_log() {
+    if let Ok(filter) = std::env::var("TESSERA_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_thread_names(true)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 fn cluster_config(cores: usize, cluster_port: u16, seed_port: u16, quorum: usize) -> NodeConfig {
+    init_log();
     let mut cfg = config(cores);
     let c = &mut cfg.cluster;
     c.enabled = true;
-    c.cluster_port = cluster_port;
-    c.seeds = vec![format!("127.0.0.1:{seed_port}")];
+    c.cluster_port = cluster_port + port_offset();
+    c.seeds = vec![format!("127.0.0.1:{}", seed_port + port_offset())];
     c.secret = SECRET.into();
     c.member_count_quorum = quorum;
     c.probe_period_ms = 200;
@@ -479,7 +501,7 @@ fn garbage_on_the_peer_port_closes_that_link_only() {
     use std::io::{Read, Write};
     let nodes = start_cluster(&[1, 1], 24030);
     let before = wait_agreement(&nodes, 2);
-    let peer_port = 24030;
+    let peer_port = 24030 + port_offset();
     let cases: Vec<Vec<u8>> = vec![
         b"*1\r\n$4\r\nPING\r\n".to_vec(),
         (0..4096u32)
@@ -774,6 +796,8 @@ fn join_and_graceful_leave_lose_nothing() {
     wait_agreement(&nodes, 3);
     let mut con = cluster_client(&nodes);
     let mut keys: Vec<(String, String)> = Vec::new();
+    // The TTLs checked below count down from the first SET (a loaded machine takes minutes).
+    let first_set = std::time::Instant::now();
     for i in 0..10_000 {
         let (k, v) = (format!("key:{i}"), format!("value:{i}"));
         let _: () = con.set_ex(&k, &v, 1000).unwrap();
@@ -803,15 +827,44 @@ fn join_and_graceful_leave_lose_nothing() {
                 .unwrap()
         })
         .collect();
+    if sizes.iter().sum::<i64>() != keys.len() as i64 {
+        // Before failing: keys lost, or only counted in a window (DBSIZE again later)?
+        let mut fresh = cluster_client(&nodes);
+        let missing: std::collections::BTreeSet<u16> = keys
+            .iter()
+            .filter(|(k, v)| {
+                let got: Option<String> = fresh.get(k).ok().flatten();
+                got.as_deref() != Some(v.as_str())
+            })
+            .map(|(k, _)| tessera_engine::key_slot(k.as_bytes()))
+            .collect();
+        std::thread::sleep(Duration::from_secs(2));
+        let later: Vec<i64> = nodes
+            .iter()
+            .map(|n| {
+                redis::cmd("DBSIZE")
+                    .query::<i64>(&mut client(n.local_addr().unwrap()))
+                    .unwrap()
+            })
+            .collect();
+        eprintln!(
+            "DBSIZE {sizes:?}, 2 s later {later:?}, {} keys expected; slots whose keys GET misses: {} {:?}",
+            keys.len(),
+            missing.len(),
+            missing.iter().take(40).collect::<Vec<_>>()
+        );
+    }
     assert_eq!(sizes.iter().sum::<i64>(), keys.len() as i64, "{sizes:?}");
     assert!(sizes[3] > 0, "the new node holds keys: {sizes:?}");
     let mut fresh = cluster_client(&nodes);
     check_all(&mut fresh, &keys);
     for i in (0..10_000).step_by(97) {
         let ttl: i64 = fresh.ttl(format!("key:{i}")).unwrap();
+        // Whole seconds, rounded: one more than the time passed may be gone.
+        let low = 1000 - first_set.elapsed().as_secs() as i64 - 1;
         assert!(
-            (900..=1000).contains(&ttl),
-            "TTL kept across the move: {ttl}"
+            (low..=1000).contains(&ttl),
+            "TTL kept across the move: {ttl}, at least {low} expected"
         );
     }
 

@@ -76,6 +76,12 @@ pub struct ClusterConfig {
     /// A node without a table waits this long after its start before planning the first one,
     /// so the membership views converge first, milliseconds. Default 3000, at most 600000.
     pub first_plan_delay_ms: u64,
+    /// A member that owns slots and leaves the live view (declared down) keeps its slots in
+    /// the coordinator's plans this long before they are reassigned to live members without
+    /// their data, milliseconds: a node that only failed its probes for a while (a loaded
+    /// machine) and comes back loses nothing; a dead node's slots stay unavailable this much
+    /// longer. Default 10000, at most 600000 (0: reassign at once).
+    pub member_down_grace_ms: u64,
     /// Interval at which the coordinator re-plans (and commits finished migrations),
     /// milliseconds. Default 300, 10..=60000.
     pub replan_interval_ms: u64,
@@ -96,7 +102,9 @@ pub struct ClusterConfig {
     /// Frames queued for one peer: on its outgoing link while it is up or being dialled, or
     /// held while it waits to be re-dialled. A frame that finds the queue full fails at once
     /// to its sender (a proxied request answers `-TRYAGAIN`, a migration sees the link lost);
-    /// an up link is then closed (both sides restart the migrations that used it).
+    /// an up link is then closed (both sides restart the migrations that used it). Also the
+    /// bound of each core's relay queue (stream frames for a core whose mailbox is full,
+    /// kept in order); a frame that finds it full closes the link to its sender the same way.
     /// Default 65536, 16..=1048576.
     pub link_queue_frames: usize,
     /// Most peer links accepted at once (authenticated or not); more are closed at once.
@@ -153,6 +161,7 @@ impl Default for ClusterConfig {
             down_announce_ms: 5000,
             gossip_packet_bytes: 1400,
             first_plan_delay_ms: 3000,
+            member_down_grace_ms: 10_000,
             replan_interval_ms: 300,
             epoch_hint_interval_ms: 500,
             link_connect_timeout_ms: 1000,
@@ -226,6 +235,12 @@ impl ClusterConfig {
         range(
             "cluster.first_plan_delay_ms",
             self.first_plan_delay_ms,
+            0,
+            600_000,
+        )?;
+        range(
+            "cluster.member_down_grace_ms",
+            self.member_down_grace_ms,
             0,
             600_000,
         )?;

@@ -152,6 +152,12 @@ pub struct Driver {
     table: Option<Arc<PartitionTable>>,
     /// Cores whose mailbox was full at the last publication (retried on the next tick).
     unsent: Vec<usize>,
+    /// Per core: stream frames and link losses for it that found its mailbox full, in order,
+    /// at most `link_queue_frames`; one task per core drains them ([`Driver::relay`]), so a
+    /// later frame never overtakes an earlier one.
+    relay: Vec<std::collections::VecDeque<Request>>,
+    /// Per core: its relay task is running.
+    relaying: Vec<bool>,
     datagrams: Vec<(SocketAddr, Bytes)>,
     /// Proxy routing: forwarded requests waiting for the owner's reply, by request id.
     forwards: HashMap<u64, Waiting>,
@@ -168,6 +174,7 @@ pub struct Driver {
 
 impl Driver {
     fn new(core: Rc<Core>, me: NodeInfo, seeds: Vec<SocketAddr>) -> Result<Driver, String> {
+        let cores = core.shared.cores;
         let cfg = core.shared.config.cluster.clone();
         let membership = SwimMembership::new(&me, cfg.membership(seeds), rand::random())
             .map_err(|e| e.to_string())?;
@@ -176,6 +183,7 @@ impl Driver {
             KeeperConfig {
                 planner: PlannerConfig::default(),
                 first_plan_delay_ms: cfg.first_plan_delay_ms,
+                down_grace_ms: cfg.member_down_grace_ms,
             },
             0,
         );
@@ -200,6 +208,10 @@ impl Driver {
             published: None,
             table: None,
             unsent: Vec::new(),
+            relay: (0..cores)
+                .map(|_| std::collections::VecDeque::new())
+                .collect(),
+            relaying: vec![false; cores],
             datagrams: Vec::new(),
             forwards: HashMap::new(),
             down: std::collections::HashSet::new(),
@@ -537,7 +549,7 @@ impl Driver {
                             from,
                             msg: msg.clone(),
                         };
-                        to_core(&self.core, c, req);
+                        self.relay(c, req);
                     }
                 }
             }
@@ -579,7 +591,7 @@ impl Driver {
             if c == self.core.id {
                 migrate::on_link_lost(&self.core, node);
             } else {
-                to_core(&self.core, c, Request::LinkLost(node));
+                self.relay(c, Request::LinkLost(node));
             }
         }
     }
@@ -806,27 +818,58 @@ impl Driver {
     fn link_params(&self) -> LinkParams {
         self.params.clone()
     }
-}
 
-/// Sends `req` to core `c`'s mailbox; a full mailbox is retried from a task (these messages
-/// must not be lost: migration streams, link losses).
-fn to_core(core: &Core, c: usize, req: Request) {
-    let mesh = core.shared.mesh[c].clone();
-    match mesh.try_send(req) {
-        Ok(()) => {}
-        Err(crossbeam_channel::TrySendError::Full(req)) => {
-            runtime::spawn(async move {
-                let mut req = req;
-                loop {
-                    runtime::yield_now().await;
+    /// Sends `req` (a stream frame or a link loss) to core `c`'s mailbox, in order: behind
+    /// what is already waiting for it, else at once if there is room, else it waits in
+    /// `relay[c]` for the core's relay task. A full relay queue fails a stream frame like a
+    /// full link queue: the link to its sender closes and the migrations with it restart.
+    fn relay(&mut self, c: usize, req: Request) {
+        let mut req = req;
+        if self.relay[c].is_empty() {
+            match self.core.shared.mesh[c].try_send(req) {
+                Ok(()) | Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
+                Err(crossbeam_channel::TrySendError::Full(r)) => req = r,
+            }
+        }
+        if self.relay[c].len() >= self.cfg.link_queue_frames {
+            if let Request::Migration { from, .. } = req {
+                tracing::warn!(core = c, peer = ?from, "core relay queue full: frame failed, link closed");
+                if let Some(l) = self.links.get_mut(&from) {
+                    l.tx = None;
+                }
+                self.lose_link(from);
+            } else {
+                tracing::warn!(core = c, "core relay queue full: link loss not relayed");
+            }
+            return;
+        }
+        self.relay[c].push_back(req);
+        if self.relaying[c] {
+            return;
+        }
+        self.relaying[c] = true;
+        let (this, mesh) = (self.this.clone(), self.core.shared.mesh[c].clone());
+        runtime::spawn(async move {
+            loop {
+                // Also steps out of the driver's borrow (glommio polls a task in `spawn`).
+                runtime::yield_now().await;
+                let Some(d) = this.upgrade() else { return };
+                let mut dm = d.borrow_mut();
+                while let Some(req) = dm.relay[c].pop_front() {
                     match mesh.try_send(req) {
-                        Err(crossbeam_channel::TrySendError::Full(r)) => req = r,
-                        _ => break,
+                        Ok(()) | Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+                        Err(crossbeam_channel::TrySendError::Full(r)) => {
+                            dm.relay[c].push_front(r);
+                            break;
+                        }
                     }
                 }
-            });
-        }
-        Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
+                if dm.relay[c].is_empty() {
+                    dm.relaying[c] = false;
+                    return;
+                }
+            }
+        });
     }
 }
 

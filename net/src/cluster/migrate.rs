@@ -4,8 +4,9 @@
 //! Inputs, all on the owning core's executor: a newer table ([`on_table`], after a view is
 //! installed), a stream message relayed by the cluster task ([`on_message`]), a broken peer
 //! link ([`on_link_lost`]), the core's migration timer ([`poll`], see [`run`]), and every
-//! command this core executes ([`before`] gates it: `-TRYAGAIN` during a handoff, `-MOVED` once
-//! the slot is gone or not yet ours; [`after`] tees what it wrote into the slot's stream). The
+//! command this core executes ([`before`] gates it: `-TRYAGAIN` for writes during a handoff
+//! and for every command once the target verified it, `-MOVED` once the slot is gone or not
+//! yet ours; [`after`] tees what it wrote into the slot's stream). The
 //! envelopes these return go to the cluster task on core 0, which owns the peer links
 //! ([`emit`]).
 //!
@@ -148,10 +149,16 @@ pub fn before(core: &Core, cmd: &Command) -> Option<Reply> {
         // to the owner the table names.
         return Some(redirect(moved(slot, table.node(owner.node))));
     }
-    match host.write_gate(slot) {
+    // Reads are gated too: once the target verified, the commit table may have reached it and
+    // it may have taken writes this copy does not see.
+    let gate = if cmd.is_write() {
+        host.write_gate(slot)
+    } else {
+        host.read_gate(slot)
+    };
+    match gate {
         Gate::Serve => None,
-        Gate::TryAgain if cmd.is_write() => Some(redirect(TRYAGAIN.into())),
-        Gate::TryAgain => None,
+        Gate::TryAgain => Some(redirect(TRYAGAIN.into())),
         Gate::Moved(to) => {
             let node = table
                 .node_index(to.node)
@@ -202,15 +209,21 @@ pub fn after(core: &Core, written: &Written, now_ms: u64) {
     emit(core, env);
 }
 
-/// Hands envelopes to the cluster task (core 0): directly on core 0, else through the mailbox
-/// (a full mailbox is retried from a task: stream messages must not be lost on the way).
+/// Hands envelopes to the cluster task (core 0) without waiting: the calls that cannot wait
+/// (after a bulk write). A full queue is waited for by a task: migration messages are never
+/// dropped (a dropped handoff or verdict left its source paused forever). The timer and the
+/// mailbox loop use [`emit_wait`], which holds the producer back instead.
 pub fn emit(core: &Core, env: Vec<Envelope>) {
     if env.is_empty() {
         return;
     }
     if core.id == 0 {
-        if !core.proxy.submit_job(DriverJob::Send(env)) {
-            tracing::warn!("cluster task queue full: migration messages dropped");
+        if let Some(job) = core.proxy.submit_job_or_return(DriverJob::Send(env)) {
+            if let Some(tx) = core.proxy.job_sender() {
+                runtime::spawn(async move {
+                    let _ = tx.send(job).await;
+                });
+            }
         }
         return;
     }
@@ -233,13 +246,40 @@ pub fn emit(core: &Core, env: Vec<Envelope>) {
     }
 }
 
+/// Hands envelopes to the cluster task (core 0), waiting while its queue (core 0's job queue,
+/// `link_queue_frames` jobs, or core 0's mailbox, `runtime.mesh_capacity`) is full: the
+/// caller (the migration timer, the mailbox loop) makes no more until they are queued.
+pub async fn emit_wait(core: &Core, env: Vec<Envelope>) {
+    if env.is_empty() {
+        return;
+    }
+    if core.id == 0 {
+        if !core.proxy.send_job(DriverJob::Send(env)).await {
+            tracing::debug!("no cluster task: migration messages not sent");
+        }
+        return;
+    }
+    let mesh = core.shared.mesh[0].clone();
+    let mut req = Request::ToDriver(DriverJob::Send(env));
+    loop {
+        match mesh.try_send(req) {
+            Err(crossbeam_channel::TrySendError::Full(r)) => {
+                req = r;
+                runtime::yield_now().await;
+            }
+            _ => return,
+        }
+    }
+}
+
 /// The core's migration timer: polls every `tick` until the core shuts down; while there is
 /// more to do, again as soon as the requests that arrived meanwhile were served (one bounded
-/// turn, then the reactor's I/O: [`runtime::yield_to_io`]).
+/// turn, then the reactor's I/O: [`runtime::yield_to_io`]). It waits for room for what it
+/// emitted before polling again (backpressure on the sources).
 pub async fn run(core: std::rc::Rc<Core>, tick: Duration) {
     while !core.shutdown.is_fired() {
         let (env, busy) = poll(&core);
-        emit(&core, env);
+        emit_wait(&core, env).await;
         if busy {
             runtime::yield_to_io().await;
         } else {
