@@ -333,12 +333,12 @@ fi
 # between rounds cancels out; the servers' CPU with no load (timers, membership, spinning) is
 # measured first and reported beside it, with the ratio net of it.
 # P13_ROUNDS (default 15) alternating rounds; P13_SPIN sets runtime.spin_before_park_us of all
-# four servers (unset: the default, 50 us); P13_IDLE (default 3s) the no-load measurement.
+# four servers (unset: the default, 50 us); P13_IDLE (default 5s) the no-load measurement.
 # On a machine with 5+ cores set P13_SPREAD=1 to pin node i to CPU i+2.
 if want P13; then
   P13_TITLE="3-node cluster, throughput per node / single node"
   P13_ROUNDS=${P13_ROUNDS:-15}
-  P13_IDLE=${P13_IDLE:-3s}
+  P13_IDLE=${P13_IDLE:-5s}
   P13_ENV=()
   if [ -n "${P13_SPIN:-}" ]; then
     printf '[runtime]\nspin_before_park_us = %s\n' "$P13_SPIN" >"$OUT/p13.toml"

@@ -294,7 +294,7 @@ pub fn compare(
             out.last_intervals[i] = run.intervals;
         }
     }
-    for i in 0..n {
+    for (i, &idle_pct) in idle_percent.iter().enumerate() {
         let rs: Vec<&Round> = out.rounds.iter().filter(|r| r.target == i).collect();
         let col = |f: &dyn Fn(&Round) -> f64| {
             Spread::of(&rs.iter().map(|r| f(r)).collect::<Vec<_>>()).expect("rounds >= 1")
@@ -314,8 +314,8 @@ pub fn compare(
             p99_ratio: 1.0,
             cpu_per_op_ratio: None,
             cpu_per_op_ratio_paired: None,
-            server_idle_cpu_percent: idle_percent[i],
-            server_cpu_per_op_net_us: idle_percent[i].and_then(|idle| {
+            server_idle_cpu_percent: idle_pct,
+            server_cpu_per_op_net_us: idle_pct.and_then(|idle| {
                 // The idle CPU rate (seconds per second) over the throughput.
                 let net: Vec<f64> = rs
                     .iter()
@@ -410,16 +410,21 @@ pub fn format_compare(out: &CompareOutcome) -> String {
             );
         }
     }
-    for t in out.targets.iter().filter(|t| t.server_idle_cpu_percent.is_some()) {
+    for t in out
+        .targets
+        .iter()
+        .filter(|t| t.server_idle_cpu_percent.is_some())
+    {
         let _ = writeln!(
             s,
             "\n{}: server CPU with no load {:.2}% of one core; CPU/op net of it {} us.",
             t.label,
             t.server_idle_cpu_percent.unwrap_or(0.0),
-            t.server_cpu_per_op_net_us.map_or("-".to_string(), |c| format!(
-                "{:.2} ({:.2}-{:.2})",
-                c.median, c.min, c.max
-            )),
+            t.server_cpu_per_op_net_us
+                .map_or("-".to_string(), |c| format!(
+                    "{:.2} ({:.2}-{:.2})",
+                    c.median, c.min, c.max
+                )),
         );
     }
     for t in out.targets.iter().filter(|t| t.errors > 0) {

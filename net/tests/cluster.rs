@@ -883,7 +883,10 @@ fn a_join_migrates_promptly_although_idle_cores_sleep_long() {
     let on_new: i64 = redis::cmd("DBSIZE")
         .query(&mut client(nodes[2].local_addr().unwrap()))
         .unwrap();
-    assert!(on_new > 0, "slots moved to the new node (join took {took:?})");
+    assert!(
+        on_new > 0,
+        "slots moved to the new node (join took {took:?})"
+    );
     for n in nodes {
         n.shutdown();
     }

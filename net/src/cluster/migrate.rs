@@ -138,21 +138,20 @@ pub fn before(core: &Core, cmd: &Command, slot: Option<Slot>) -> Option<Reply> {
     }
     let host = core.migrations.borrow();
     let host = host.as_ref()?;
-    let slot = match slot {
-        Some(s) => s,
-        None => {
-            let keys = cmd.keys();
-            let Some(first) = keys.first() else {
-                // FLUSHALL, DM.DESTROY: not while a handoff waits for its verdict.
-                return match Written::of(cmd) {
-                    Written::Bulk if host.bulk_gate() == Gate::TryAgain => {
-                        Some(redirect(TRYAGAIN.into()))
-                    }
-                    _ => None,
-                };
+    let slot = if let Some(s) = slot {
+        s
+    } else {
+        let keys = cmd.keys();
+        let Some(first) = keys.first() else {
+            // FLUSHALL, DM.DESTROY: not while a handoff waits for its verdict.
+            return match Written::of(cmd) {
+                Written::Bulk if host.bulk_gate() == Gate::TryAgain => {
+                    Some(redirect(TRYAGAIN.into()))
+                }
+                _ => None,
             };
-            key_slot(first)
-        }
+        };
+        key_slot(first)
     };
     let table = view.table.as_ref()?;
     // The view's per-slot local owners, not the table's slot entry: the same answer without
