@@ -24,6 +24,8 @@
 #   ONLY=           measurements to run, e.g. ONLY="P13" or ONLY="P1 P5" (ids as in the output;
 #                   P2 covers P2-16/P2-64, P5 both pipelines, P8 is P8/P9, YCSB is YCSB-A);
 #                   empty: all. A partial run leaves docs/benchmarks.md alone (results in $OUT).
+#   P13_ROUNDS=15 P13_IDLE=5s P13_SPIN= P13_SPREAD=   P13's rounds, no-load measurement,
+#                   runtime.spin_before_park_us of its servers, one CPU per node (see P13 below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
