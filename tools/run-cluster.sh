@@ -7,7 +7,10 @@
 # CLUSTER_BASE_PORT+i; every node is seeded with node 0. Environment:
 #   BASE_PORT (7000), CLUSTER_BASE_PORT (17000), CORES (1 per node), LOG_LEVEL (info),
 #   TESSERAD (a tesserad binary; default: build the release one with cargo),
-#   TESSERA_CLUSTER_SECRET (default: a random one for this run), LOG_DIR (default: a temp dir).
+#   TESSERA_CLUSTER_SECRET (default: a random one for this run), LOG_DIR (default: a temp dir),
+#   SPIN_US (runtime.spin_before_park_us of every node; default: 0 when the nodes share CPUs,
+#   N x CORES > the CPUs here, so an idle node parks instead of holding a CPU another node has
+#   work for; else the server's default. Ignored when TESSERA_CONFIG names a config file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +33,14 @@ if [ -z "$bin" ]; then
   bin="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/tesserad"
 fi
 
+spin="${SPIN_US:-}"
+if [ -z "$spin" ] && [ $((n * cores)) -gt "$(nproc)" ]; then spin=0; fi
+config_env=()
+if [ -n "$spin" ] && [ -z "${TESSERA_CONFIG:-}" ]; then
+  printf '[runtime]\nspin_before_park_us = %s\n' "$spin" >"$logs/tesserad.toml"
+  config_env=(TESSERA_CONFIG="$logs/tesserad.toml")
+fi
+
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -46,7 +57,7 @@ stop() {
 trap stop INT TERM EXIT
 
 for ((i = 0; i < n; i++)); do
-  TESSERA_CLUSTER_SECRET="$secret" "$bin" \
+  env "${config_env[@]}" TESSERA_CLUSTER_SECRET="$secret" "$bin" \
     --bind 127.0.0.1 --port $((base + i)) --cores "$cores" \
     --cluster --cluster-port $((cbase + i)) --seeds "127.0.0.1:$cbase" \
     --log-level "$level" >"$logs/node$i.log" 2>&1 &
@@ -73,5 +84,6 @@ echo "  connect:   redis-cli -c -p $base"
 echo "  members:   redis-cli -p $base cluster.members"
 echo "  slots:     redis-cli -p $base cluster slots"
 echo "  logs:      $logs"
+[ -n "$spin" ] && [ -z "${TESSERA_CONFIG:-}" ] && echo "  runtime.spin_before_park_us = $spin (nodes share CPUs: SPIN_US overrides)"
 echo "Ctrl-C stops every node."
 wait

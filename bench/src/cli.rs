@@ -163,6 +163,10 @@ pub struct CompareArgs {
     /// (`--server-pid 101,201+202+203`): its CPU/op and RSS are their sums.
     #[arg(long, value_delimiter = ',', value_parser = parse_pid_set)]
     pub server_pid: Vec<Vec<u32>>,
+    /// After the preload, measure each target's server CPU with no load for this long
+    /// (targets with a `--server-pid`): reported beside the CPU/op, with the CPU/op net of it.
+    #[arg(long, value_parser = parse_duration)]
+    pub idle: Option<Duration>,
     /// Write the JSON result here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -450,6 +454,7 @@ fn compare_cmd(a: &CompareArgs, out_w: &mut dyn Write) -> Result<(), BenchError>
         a.rounds,
         &a.server_pid,
         a.load.preload,
+        a.idle,
         a.hdr_log_dir.as_deref(),
     )?;
     ignore_broken_pipe(write!(

@@ -66,7 +66,8 @@ pub struct Round {
     pub throughput: f64,
     /// Latency percentiles, all commands together.
     pub latency: Percentiles,
-    /// Server CPU per operation, microseconds (when the server's pid is known).
+    /// Server CPU per operation, microseconds (when the server's pid is known): the servers'
+    /// CPU time over the measured window (warm-up excluded) per request completed in it.
     pub server_cpu_per_op_us: Option<f64>,
     /// Server RSS after the round, bytes (when the server's pid is known).
     pub server_rss_bytes: Option<u64>,
@@ -106,6 +107,16 @@ pub struct TargetSummary {
     pub p99_ratio: f64,
     /// Median server CPU per op / first target's.
     pub cpu_per_op_ratio: Option<f64>,
+    /// Server CPU per op / first target's in the same round, over rounds: paired, so a drift
+    /// of the machine's speed between rounds cancels out (`None` without CPU figures).
+    pub cpu_per_op_ratio_paired: Option<Spread>,
+    /// Server CPU with no load, percent of one core (`--idle`; `None` when not measured):
+    /// timers, membership, idle spinning. Under load part of it is still spent and counted in
+    /// the CPU per op.
+    pub server_idle_cpu_percent: Option<f64>,
+    /// Server CPU per op net of the idle CPU rate (the CPU/op if the idle work stopped under
+    /// load), over rounds (`None` without `--idle`).
+    pub server_cpu_per_op_net_us: Option<Spread>,
     /// Error replies over all rounds.
     pub errors: u64,
     /// Reads that hit / reads, over all rounds (`None` without reads).
@@ -141,16 +152,34 @@ fn sum_over<T: std::iter::Sum<T>>(
         .map(Some)
 }
 
+/// The CPU seconds of `pids` together, for [`runner::run_probed`] (`None` when one cannot be
+/// read, e.g. a server exited).
+fn cpu_probe(pids: &[u32]) -> runner::Probe {
+    let pids = pids.to_vec();
+    std::sync::Arc::new(move || sum_over(&pids, procfs::cpu_seconds).ok().flatten())
+}
+
+/// CPU of `pids` together over `duration` with no load, percent of one core.
+fn idle_cpu_percent(pids: &[u32], duration: std::time::Duration) -> Result<f64, BenchError> {
+    let start = std::time::Instant::now();
+    let before = sum_over(pids, procfs::cpu_seconds)?.unwrap_or(0.0);
+    std::thread::sleep(duration);
+    let after = sum_over(pids, procfs::cpu_seconds)?.unwrap_or(0.0);
+    Ok(100.0 * (after - before) / start.elapsed().as_secs_f64())
+}
+
 /// Runs `base`'s workload against each of its targets in turn, `rounds` times (A B A B ...).
 /// `pids[i]` are target i's server processes, if local (several for a cluster: CPU time and
 /// RSS are summed over them; empty when unknown). Each target is preloaded with `preload`
-/// keys first. With `hdr_log_dir`, each round's interval log is written there as
+/// keys first. With `idle`, each target's servers' CPU with no load is measured for that long
+/// after the preload. With `hdr_log_dir`, each round's interval log is written there as
 /// `<label>.round<N>.hlog`.
 pub fn compare(
     base: &RunConfig,
     rounds: usize,
     pids: &[Vec<u32>],
     preload: u64,
+    idle: Option<std::time::Duration>,
     hdr_log_dir: Option<&Path>,
 ) -> Result<CompareOutcome, BenchError> {
     if rounds == 0 {
@@ -165,6 +194,17 @@ pub fn compare(
     };
     for i in 0..n {
         runner::preload(&single(i), preload)?;
+    }
+    let mut idle_percent: Vec<Option<f64>> = vec![None; n];
+    if let Some(d) = idle {
+        for (i, slot) in idle_percent.iter_mut().enumerate() {
+            let pid: &[u32] = pids.get(i).map_or(&[], Vec::as_slice);
+            if !pid.is_empty() {
+                // Let the server settle after the preload first.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                *slot = Some(idle_cpu_percent(pid, d)?);
+            }
+        }
     }
     let mut out = CompareOutcome {
         rounds: Vec::new(),
@@ -184,7 +224,8 @@ pub fn compare(
             };
             let hops_before = counters(&base.targets[i])?;
             let cpu_before = sum_over(pid, procfs::cpu_seconds)?;
-            let run = match hdr_log_dir {
+            let probe = (!pid.is_empty()).then(|| cpu_probe(pid));
+            let (run, window) = match hdr_log_dir {
                 Some(dir) => {
                     let name: String = base.targets[i]
                         .label
@@ -195,9 +236,9 @@ pub fn compare(
                     let file = std::fs::File::create(&path)
                         .map_err(|e| BenchError::Output(format!("{}: {e}", path.display())))?;
                     let mut w = std::io::BufWriter::new(file);
-                    runner::run(&cfg, Some(&mut w))?
+                    runner::run_probed(&cfg, Some(&mut w), probe)?
                 }
-                None => runner::run(&cfg, None)?,
+                None => runner::run_probed(&cfg, None, probe)?,
             };
             let cpu_after = sum_over(pid, procfs::cpu_seconds)?;
             let rss = sum_over(pid, procfs::rss_bytes)?;
@@ -225,18 +266,22 @@ pub fn compare(
             let count = total.as_ref().map_or(0, crate::stats::KindStats::count);
             let h = total.map_or_else(new_histogram, |t| t.latency);
             out.histograms[i].add(&h).expect("same bounds");
-            let server_cpu_per_op_us = match (cpu_before, cpu_after) {
-                (Some(a), Some(b)) if count > 0 => Some((b - a) * 1e6 / count as f64),
+            let throughput = if run.measured_s > 0.0 {
+                count as f64 / run.measured_s
+            } else {
+                0.0
+            };
+            // CPU seconds per second of the measured window over requests per second of it;
+            // without a window (a run that stopped during its warm-up), the whole run's CPU.
+            let server_cpu_per_op_us = match (window, cpu_before, cpu_after) {
+                (Some(w), _, _) if throughput > 0.0 => Some(w.rate() * 1e6 / throughput),
+                (None, Some(a), Some(b)) if count > 0 => Some((b - a) * 1e6 / count as f64),
                 _ => None,
             };
             out.rounds.push(Round {
                 target: i,
                 round,
-                throughput: if run.measured_s > 0.0 {
-                    count as f64 / run.measured_s
-                } else {
-                    0.0
-                },
+                throughput,
                 latency: Percentiles::of(&h),
                 server_cpu_per_op_us,
                 server_rss_bytes: rss,
@@ -249,7 +294,7 @@ pub fn compare(
             out.last_intervals[i] = run.intervals;
         }
     }
-    for i in 0..n {
+    for (i, &idle_pct) in idle_percent.iter().enumerate() {
         let rs: Vec<&Round> = out.rounds.iter().filter(|r| r.target == i).collect();
         let col = |f: &dyn Fn(&Round) -> f64| {
             Spread::of(&rs.iter().map(|r| f(r)).collect::<Vec<_>>()).expect("rounds >= 1")
@@ -268,6 +313,19 @@ pub fn compare(
             throughput_ratio: 1.0,
             p99_ratio: 1.0,
             cpu_per_op_ratio: None,
+            cpu_per_op_ratio_paired: None,
+            server_idle_cpu_percent: idle_pct,
+            server_cpu_per_op_net_us: idle_pct.and_then(|idle| {
+                // The idle CPU rate (seconds per second) over the throughput.
+                let net: Vec<f64> = rs
+                    .iter()
+                    .filter_map(|r| {
+                        let cpu = r.server_cpu_per_op_us?;
+                        (r.throughput > 0.0).then(|| cpu - idle / 100.0 * 1e6 / r.throughput)
+                    })
+                    .collect();
+                Spread::of(&net)
+            }),
             errors: rs.iter().map(|r| r.errors).sum(),
             read_hit_ratio: (reads > 0)
                 .then(|| rs.iter().map(|r| r.read_hits).sum::<u64>() as f64 / reads as f64),
@@ -284,7 +342,27 @@ pub fn compare(
             _ => None,
         };
     }
+    for i in 0..n {
+        let paired = paired_ratios(&out.rounds, i, |r| r.server_cpu_per_op_us);
+        out.targets[i].cpu_per_op_ratio_paired = Spread::of(&paired);
+    }
     Ok(out)
+}
+
+/// Per round, `f` of target `i` over `f` of target 0 in the same round (rounds where either
+/// is missing or target 0's is 0 are left out).
+pub fn paired_ratios(rounds: &[Round], i: usize, f: impl Fn(&Round) -> Option<f64>) -> Vec<f64> {
+    rounds
+        .iter()
+        .filter(|r| r.target == i)
+        .filter_map(|r| {
+            let first = rounds
+                .iter()
+                .find(|b| b.target == 0 && b.round == r.round)?;
+            let (a, b) = (f(r)?, f(first)?);
+            (b > 0.0).then(|| a / b)
+        })
+        .collect()
 }
 
 fn total_errors(stats: &crate::stats::Stats) -> u64 {
@@ -321,6 +399,32 @@ pub fn format_compare(out: &CompareOutcome) -> String {
             opt(t.read_hit_ratio.map(|r| r * 100.0), 1),
             t.errors,
             opt(t.cross_core.map(|c| c.median * 100.0), 1),
+        );
+    }
+    for t in out.targets.iter().skip(1) {
+        if let Some(p) = t.cpu_per_op_ratio_paired {
+            let _ = writeln!(
+                s,
+                "\n{}: server CPU/op / {}'s in the same round, paired over rounds: {:.3} ({:.3}-{:.3}).",
+                t.label, out.targets[0].label, p.median, p.min, p.max
+            );
+        }
+    }
+    for t in out
+        .targets
+        .iter()
+        .filter(|t| t.server_idle_cpu_percent.is_some())
+    {
+        let _ = writeln!(
+            s,
+            "\n{}: server CPU with no load {:.2}% of one core; CPU/op net of it {} us.",
+            t.label,
+            t.server_idle_cpu_percent.unwrap_or(0.0),
+            t.server_cpu_per_op_net_us
+                .map_or("-".to_string(), |c| format!(
+                    "{:.2} ({:.2}-{:.2})",
+                    c.median, c.min, c.max
+                )),
         );
     }
     for t in out.targets.iter().filter(|t| t.errors > 0) {
@@ -484,6 +588,54 @@ mod tests {
         let one = sum_over(&[me], procfs::rss_bytes).unwrap().unwrap();
         let two = sum_over(&[me, me], procfs::rss_bytes).unwrap().unwrap();
         assert!(two >= one && two <= 3 * one, "{one} {two}");
+    }
+
+    fn round(target: usize, round: usize, cpu: Option<f64>) -> Round {
+        Round {
+            target,
+            round,
+            throughput: 1.0,
+            latency: Percentiles::of(&new_histogram()),
+            server_cpu_per_op_us: cpu,
+            server_rss_bytes: None,
+            generator_cores: 0.0,
+            errors: 0,
+            read_hits: 0,
+            reads: 0,
+            cross_core: None,
+        }
+    }
+
+    #[test]
+    fn paired_ratios_divide_within_each_round() {
+        // Target 0 drifts from 2 to 4 us/op between rounds; target 1 is always 1.5x it. The
+        // ratio of medians would mix rounds; the paired ratios are 1.5 in every round.
+        let rounds = vec![
+            round(0, 0, Some(2.0)),
+            round(1, 0, Some(3.0)),
+            round(0, 1, Some(4.0)),
+            round(1, 1, Some(6.0)),
+            round(0, 2, Some(3.0)),
+            round(1, 2, Some(4.5)),
+            // A round with a missing figure is left out, not counted as 0.
+            round(0, 3, None),
+            round(1, 3, Some(9.0)),
+        ];
+        let r = paired_ratios(&rounds, 1, |r| r.server_cpu_per_op_us);
+        assert_eq!(r.len(), 3);
+        assert!(r.iter().all(|x| (x - 1.5).abs() < 1e-12), "{r:?}");
+        let own = paired_ratios(&rounds, 0, |r| r.server_cpu_per_op_us);
+        assert_eq!(own, vec![1.0, 1.0, 1.0]);
+        assert!(paired_ratios(&rounds, 2, |r| r.server_cpu_per_op_us).is_empty());
+    }
+
+    #[test]
+    fn idle_cpu_of_a_sleeping_process_is_small() {
+        let me = std::process::id();
+        let p = idle_cpu_percent(&[me], std::time::Duration::from_millis(300)).unwrap();
+        // This process sleeps meanwhile (other test threads may run: bounded loosely).
+        assert!((0.0..=200.0).contains(&p), "{p}");
+        assert!(idle_cpu_percent(&[u32::MAX - 1], std::time::Duration::ZERO).is_err());
     }
 }
 

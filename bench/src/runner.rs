@@ -274,6 +274,57 @@ pub struct RunOutcome {
     pub unsent: u64,
 }
 
+/// A counter sampled at the start and at the end of a run's measured window (after the
+/// warm-up, until the deadline or an earlier stop), such as a server's CPU seconds: `None` when
+/// it cannot be read.
+pub type Probe = Arc<dyn Fn() -> Option<f64> + Send + Sync>;
+
+/// A [`Probe`]'s values at both ends of the measured window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeWindow {
+    /// The value when the warm-up ended.
+    pub start: f64,
+    /// The value at the deadline (or when the run stopped, if earlier).
+    pub end: f64,
+    /// Seconds between the two samples.
+    pub seconds: f64,
+}
+
+impl ProbeWindow {
+    /// (end - start) per second of the window (0 for an empty window).
+    pub fn rate(&self) -> f64 {
+        if self.seconds > 0.0 {
+            (self.end - self.start) / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Samples `probe` when the warm-up ends (`warm_at`) and at `end_at`, or at once when `stop`
+/// says the run is over (before the warm-up ended: no window).
+fn sample_window(
+    probe: &Probe,
+    stop: &mpsc::Receiver<()>,
+    warm_at: Instant,
+    end_at: Instant,
+) -> Option<ProbeWindow> {
+    match stop.recv_timeout(warm_at.saturating_duration_since(Instant::now())) {
+        Err(mpsc::RecvTimeoutError::Timeout) => {}
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+    }
+    let t0 = Instant::now();
+    let start = probe()?;
+    // A message or the sender's drop both mean "stopped": sample now.
+    let _ = stop.recv_timeout(end_at.saturating_duration_since(Instant::now()));
+    let end = probe()?;
+    Some(ProbeWindow {
+        start,
+        end,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
 impl RunOutcome {
     /// Generator CPU as a fraction of one core over the run.
     pub fn generator_cores(&self) -> f64 {
@@ -493,6 +544,16 @@ struct IntervalMsg {
 
 /// Runs `cfg` to completion; writes the HdrHistogram interval log to `log` if given.
 pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, BenchError> {
+    run_probed(cfg, log, None).map(|(run, _)| run)
+}
+
+/// [`run`], sampling `probe` at both ends of the measured window (the window is `None` when
+/// the run stopped before its warm-up ended or the probe could not be read).
+pub fn run_probed(
+    cfg: &RunConfig,
+    log: Option<&mut dyn Write>,
+    probe: Option<Probe>,
+) -> Result<(RunOutcome, Option<ProbeWindow>), BenchError> {
     cfg.validate()?;
     let (expanded, nodes) = expand_cluster(cfg)?;
     let cfg = &expanded;
@@ -552,6 +613,15 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
     let wall_start = SystemTime::now();
     let cpu_before = crate::procfs::self_cpu_seconds().ok();
     gate.open(Some(start));
+    // Dropping `probe_stop` (when the workers are done, or on an early return) ends the window.
+    let (probe_stop, probe_rx) = mpsc::channel::<()>();
+    let sampler = probe.and_then(|p| {
+        let (warm_at, end_at) = (start + cfg.warmup, start + cfg.warmup + cfg.duration);
+        std::thread::Builder::new()
+            .name("bench-probe".into())
+            .spawn(move || sample_window(&p, &probe_rx, warm_at, end_at))
+            .ok()
+    });
 
     let measure_base = wall_start + cfg.warmup;
     let mut log = match log {
@@ -625,6 +695,8 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
             }
         }
     }
+    drop(probe_stop);
+    let window = sampler.and_then(|h| h.join().ok().flatten());
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -641,7 +713,7 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
     let wall_s = start.elapsed().as_secs_f64();
     let cpu_after = crate::procfs::self_cpu_seconds().ok();
     let warmup_ns = cfg.warmup.as_nanos() as u64;
-    Ok(RunOutcome {
+    let outcome = RunOutcome {
         stats,
         measured_s: end_ns.saturating_sub(warmup_ns) as f64 / 1e9,
         intervals: points,
@@ -653,7 +725,8 @@ pub fn run(cfg: &RunConfig, log: Option<&mut dyn Write>) -> Result<RunOutcome, B
         workers,
         unfinished,
         unsent,
-    })
+    };
+    Ok((outcome, window))
 }
 
 fn target_labels(cfg: &RunConfig) -> Vec<String> {
@@ -1291,6 +1364,58 @@ mod tests {
         assert!("memcache://127.0.0.1:1?route=owner"
             .parse::<Target>()
             .is_err());
+    }
+
+    #[test]
+    fn probe_window_spans_warmup_end_to_deadline_or_stop() {
+        use std::sync::atomic::AtomicU64;
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = Arc::clone(&calls);
+        // Each sample returns how many samples were taken before it.
+        let probe: Probe = Arc::new(move || Some(c.fetch_add(1, Ordering::SeqCst) as f64));
+        let now = Instant::now();
+        // Runs to its deadline: two samples about 40 ms apart.
+        let (_tx, rx) = mpsc::channel::<()>();
+        let w = sample_window(
+            &probe,
+            &rx,
+            now + Duration::from_millis(20),
+            now + Duration::from_millis(60),
+        )
+        .expect("a window");
+        assert_eq!((w.start, w.end), (0.0, 1.0));
+        assert!(w.seconds >= 0.035 && w.seconds < 5.0, "{}", w.seconds);
+        assert!((w.rate() - 1.0 / w.seconds).abs() < 1e-9);
+        // Stopped before the warm-up ended: no window, and no sample taken.
+        let (tx, rx) = mpsc::channel::<()>();
+        drop(tx);
+        let far = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(sample_window(&probe, &rx, far, far), None);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Stopped during the window: the end is sampled at the stop, not at the deadline.
+        let (tx, rx) = mpsc::channel::<()>();
+        let t = std::thread::spawn({
+            let probe = Arc::clone(&probe);
+            move || sample_window(&probe, &rx, Instant::now(), far)
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        drop(tx);
+        let w = t.join().unwrap().expect("a window");
+        assert!(w.seconds < 60.0, "{}", w.seconds);
+        assert!((w.end - w.start - 1.0).abs() < 1e-12, "{w:?}");
+        // A probe that cannot be read gives no window.
+        let broken: Probe = Arc::new(|| None);
+        let (_tx, rx) = mpsc::channel::<()>();
+        assert_eq!(
+            sample_window(&broken, &rx, Instant::now(), Instant::now()),
+            None
+        );
+        let empty = ProbeWindow {
+            start: 1.0,
+            end: 2.0,
+            seconds: 0.0,
+        };
+        assert!(empty.rate().abs() < 1e-12);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use crossbeam_channel::TrySendError;
 use tessera_cluster::SlotTable;
-use tessera_engine::{Command, CommandError, EvictionPolicy, Reply, Shard};
+use tessera_engine::{Command, CommandError, EvictionPolicy, Reply, Shard, Slot};
 
 use crate::config::NodeConfig;
 use crate::pubsub::{PubSub, ThreadSubscriber};
@@ -252,6 +252,10 @@ pub struct Core {
     pub proxy: crate::cluster::proxy::ProxyState,
     /// This core's slot migrations (cluster mode only).
     pub migrations: RefCell<Option<crate::cluster::migrate::Host>>,
+    /// Wakes this core's migration task from its idle sleep (fired and replaced by
+    /// [`crate::cluster::migrate::wake`] when a table, stream message or link loss may have
+    /// started a migration).
+    pub migration_wake: RefCell<Signal>,
 }
 
 impl Core {
@@ -271,6 +275,7 @@ impl Core {
             cluster: RefCell::new(view),
             proxy: crate::cluster::proxy::ProxyState::default(),
             migrations: RefCell::new(None),
+            migration_wake: RefCell::new(Signal::new()),
         }
     }
 
@@ -279,21 +284,26 @@ impl Core {
         crate::cluster::owner_core(self, key)
     }
 
+    /// Executes one data command on this core's shard, after the cluster's owner checks
+    /// (`slot`: the slot its keys hash to when the caller knows it, so the checks need not hash
+    /// them again). Never awaits.
+    pub fn execute_cmd(&self, cmd: Command, slot: Option<Slot>, now_ms: u64) -> Reply {
+        if let Some(r) = crate::cluster::migrate::before(self, &cmd, slot) {
+            return r;
+        }
+        let written = crate::cluster::migrate::written(self, &cmd);
+        bump(&self.stats.executed, 1);
+        let r = self.shard.borrow_mut().execute(cmd, now_ms);
+        if let Some(w) = written {
+            crate::cluster::migrate::after(self, &w, now_ms);
+        }
+        r
+    }
+
     /// Executes one op on this core's shard. Never awaits: an op is atomic on its core.
     pub fn execute(&self, op: Op, now_ms: u64) -> Reply {
         match op {
-            Op::Cmd(cmd) => {
-                if let Some(r) = crate::cluster::migrate::before(self, &cmd) {
-                    return r;
-                }
-                let written = crate::cluster::migrate::written(self, &cmd);
-                bump(&self.stats.executed, 1);
-                let r = self.shard.borrow_mut().execute(cmd, now_ms);
-                if let Some(w) = written {
-                    crate::cluster::migrate::after(self, &w, now_ms);
-                }
-                r
-            }
+            Op::Cmd(cmd) => self.execute_cmd(cmd, None, now_ms),
             Op::KeyVersion { map, key } => {
                 match self.shard.borrow_mut().key_version(&map, &key, now_ms) {
                     Some(v) => Reply::Int(v as i64),

@@ -10,7 +10,7 @@
 //! top 8 bits.
 
 use bytes::{Bytes, BytesMut};
-use tessera_engine::{Command, CommandError, Reply, SCAN_CURSOR_LIMIT};
+use tessera_engine::{Command, CommandError, Reply, Slot, SCAN_CURSOR_LIMIT};
 
 use crate::core::{Core, Op, SendFuture, Watched};
 use crate::resp::{encode, Protocol};
@@ -113,6 +113,17 @@ impl Batch {
             Part::Ready(core.execute(op, self.now_ms))
         } else {
             self.remote[target].push(op);
+            Part::Remote { core: target }
+        }
+    }
+
+    /// Runs `cmd`, whose keys all hash to `slot`, on `target` (as [`Batch::op`]); executed
+    /// inline, the owner's cluster checks use `slot` instead of hashing the keys again.
+    pub fn op_in_slot(&mut self, core: &Core, target: usize, slot: Slot, cmd: Command) -> Part {
+        if target == core.id && !self.defer_local {
+            Part::Ready(core.execute_cmd(cmd, Some(slot), self.now_ms))
+        } else {
+            self.remote[target].push(Op::Cmd(cmd));
             Part::Remote { core: target }
         }
     }
@@ -427,9 +438,10 @@ fn group(core: &Core, keys: &[&Bytes]) -> Vec<(usize, Vec<usize>)> {
 
 /// Routes one parsed data command (not DM.LOCK, which waits) and returns its reply slot.
 pub fn route(core: &Core, batch: &mut Batch, cmd: Command) -> Out {
-    if let Err(out) = crate::cluster::admit(core, &cmd) {
-        return out;
-    }
+    let admitted = match crate::cluster::admit(core, &cmd) {
+        Ok(slot) => slot,
+        Err(out) => return out,
+    };
     let cores = core.shared.cores;
     let fan = |batch: &mut Batch, cmd: &Command| -> Vec<Part> {
         (0..cores)
@@ -514,13 +526,19 @@ pub fn route(core: &Core, batch: &mut Batch, cmd: Command) -> Out {
             })
         }
         other => {
+            if let Some(slot) = admitted {
+                // Cluster mode: admit checked that every key is in `slot` and that it is
+                // served here; one hash of the key per request, not one per check.
+                let owner = crate::cluster::owner_core_of_slot(core, slot);
+                return Out::One(batch.op_in_slot(core, owner, slot, other));
+            }
             let keys = other.keys();
             let Some(first) = keys.first() else {
                 // A keyless command not listed above would be a routing bug; run it here.
                 return Out::One(batch.op(core, core.id, Op::Cmd(other)));
             };
             let owner = core.owner(first);
-            if keys.iter().any(|k| core.owner(k) != owner) {
+            if keys[1..].iter().any(|k| core.owner(k) != owner) {
                 return raw_error(CROSSSLOT);
             }
             Out::One(batch.op(core, owner, Op::Cmd(other)))

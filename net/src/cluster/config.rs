@@ -126,6 +126,12 @@ pub struct ClusterConfig {
     /// Migration timer of every core (next batches, handoffs, commit requests), milliseconds.
     /// Default 5, 1..=1000.
     pub migration_tick_ms: u64,
+    /// Migration timer of a core with no migration (nothing streams in or out of it),
+    /// milliseconds: a table, stream message or link loss that starts one wakes the core's
+    /// migration task at once, so this tick is only a safety net. Keeps idle cluster nodes from
+    /// waking 1000 / `migration_tick_ms` times a second for nothing (each wake-up costs CPU,
+    /// and co-located nodes share it). Default 100, `migration_tick_ms..=60000`.
+    pub migration_idle_tick_ms: u64,
     /// Migration: entries the sources of one core put into stream messages per executor turn,
     /// all migrating slots together (a handoff counts the entries its digest reads; a turn
     /// may go over by one batch); the core yields to requests between turns. Bounds the
@@ -175,6 +181,7 @@ impl Default for ClusterConfig {
             migration_window_ops_max: 4096,
             migration_tee_ops_max: 65536,
             migration_tick_ms: 5,
+            migration_idle_tick_ms: 100,
             migration_turn_ops_max: 512,
             migration_drop_keys_max: 1024,
             leave_timeout_ms: 120_000,
@@ -288,6 +295,12 @@ impl ClusterConfig {
             65_000,
         )?;
         range("cluster.migration_tick_ms", self.migration_tick_ms, 1, 1000)?;
+        range(
+            "cluster.migration_idle_tick_ms",
+            self.migration_idle_tick_ms,
+            self.migration_tick_ms,
+            60_000,
+        )?;
         self.wire()
             .validate()
             .map_err(|e| bad("cluster.frame_bytes_max", e.to_string()))?;

@@ -216,21 +216,24 @@ pub fn random_node_id() -> NodeId {
 }
 
 /// The cluster checks of one keyed data command on this core, before it is routed: `Err(reply)`
-/// to answer instead of executing. Outside cluster mode everything is admitted (multi-key
-/// commands are split over cores as on any single node).
-pub fn admit(core: &Core, cmd: &Command) -> Result<(), Out> {
+/// to answer instead of executing. `Ok(Some(slot))` in cluster mode when every key of `cmd`
+/// hashes to `slot` and this node serves it: routing and the owner core's checks take the slot
+/// from here instead of hashing the keys again. `Ok(None)` for a keyless command, and outside
+/// cluster mode, where everything is admitted unchecked (multi-key commands are split over
+/// cores as on any single node).
+pub fn admit(core: &Core, cmd: &Command) -> Result<Option<Slot>, Out> {
     if !core.cluster.borrow().enabled {
-        return Ok(());
+        return Ok(None);
     }
     let keys = cmd.keys();
     let Some(first) = keys.first() else {
-        return Ok(());
+        return Ok(None);
     };
     let slot = key_slot(first);
     if keys[1..].iter().any(|k| key_slot(k) != slot) {
         return Err(raw_error(CROSSSLOT));
     }
-    admit_slot(core, slot, cmd.is_write())
+    admit_slot(core, slot, cmd.is_write()).map(|()| Some(slot))
 }
 
 /// The cluster checks of a request for `slot` (a write when `write`): `-CLUSTERDOWN` without a

@@ -175,10 +175,11 @@ pub fn forward(core: &Core, cmd: &Command, args: &[Bytes], proto: Protocol) -> O
         if cmd.is_write() && !view.quorum {
             return None;
         }
-        let owner = table.owner(slot);
-        if Some(owner.node) == view.me_idx {
+        if view.local_core(slot).is_some() {
+            // Served here (the view's per-slot local owners: no look at the table's entry).
             return None;
         }
+        let owner = table.owner(slot);
         (table.node(owner.node).id, slot, owner.core)
     };
     Some(match send(core, to, slot, owner_core, args, proto) {

@@ -27,7 +27,8 @@ pub struct RuntimeConfig {
     pub cores: usize,
     /// How long an idle executor keeps polling before it parks (sleeps in the kernel), in
     /// microseconds. Bounds the idle CPU burned after each burst of work; a parked executor costs
-    /// ~30 us to wake. 0 = park at once. Default 50, at most 10000.
+    /// ~30 us to wake. 0 = park at once: recommended when several nodes share CPUs (a
+    /// spinning executor holds a CPU another node has work for). Default 50, at most 10000.
     pub spin_before_park_us: u64,
     /// io_uring registered memory per executor, in bytes (storage I/O buffers; the network does
     /// not use it). It is locked memory, so it must fit `ulimit -l` for all executors. Default
