@@ -321,7 +321,11 @@ async fn executor_main(
         let host = crate::cluster::migrate::new_host(shared.node_id, core_id, cfg.migration());
         *core.migrations.borrow_mut() = Some(host);
         let tick = Duration::from_millis(cfg.migration_tick_ms);
-        runtime::spawn(crate::cluster::migrate::run(Rc::clone(&core), tick));
+        runtime::spawn(crate::cluster::migrate::run(
+            Rc::clone(&core),
+            tick,
+            cfg.migration_duty_percent,
+        ));
     }
     let inbox_task = runtime::spawn(Rc::clone(&core).serve_inbox(inbox));
     let bg = runtime::background_queue();

@@ -142,7 +142,7 @@ TOML
   for i in 0 1 2 3; do
     # One line per core: coreN:field=value,...
     redis-cli -p $((base + i)) INFO shards 2>/dev/null | tr -d '\r' | tr ',' '\n' |
-      awk -v n="$i" '/^migration_(calls|us_total|us_max|calls_over_1ms|turns_cut|keys_dropped)=/ { s = s " " $0 }
+      awk -v n="$i" '/^migration_(calls|us_total|us_max|calls_over_1ms|turns_cut|keys_dropped|pauses|pause_us_total)=/ { s = s " " $0 }
         END { if (s != "") print "  node " n ":" s }'
   done
   python3 - "$hlog" "$t0" "$t1" <<'PY'

@@ -127,6 +127,15 @@ pub struct ClusterConfig {
     /// Migration: keys removed per executor turn from slots that left this core (after their
     /// commit); the rest goes in later turns. Default 1024, >= 1.
     pub migration_drop_keys_max: usize,
+    /// Migration: the share of a core's time, in percent, that its migration calls (the
+    /// timer's turns and the stream messages it handles) may take while its sources have more
+    /// to send: after a turn the timer waits until the calls since the previous turn are
+    /// within it (at most `migration_tick_ms`). A core that streams without pausing never
+    /// sleeps, and where CPUs are shared the kernel then runs it as a CPU hog, behind every
+    /// other runnable task, with requests waiting meanwhile. Lower: a join disturbs requests
+    /// less and takes longer. 100 = no pause (turns back to back, yielding to I/O between).
+    /// Default 25, 1..=100.
+    pub migration_duty_percent: u64,
     /// `tesserad` on SIGTERM/SIGINT in cluster mode: how long to wait for this node's slots to
     /// migrate away before stopping anyway, milliseconds (0 = stop at once, losing the slots'
     /// data). Default 120000.
@@ -168,6 +177,7 @@ impl Default for ClusterConfig {
             migration_tick_ms: 5,
             migration_turn_ops_max: 512,
             migration_drop_keys_max: 1024,
+            migration_duty_percent: 25,
             leave_timeout_ms: 120_000,
         }
     }
@@ -273,6 +283,12 @@ impl ClusterConfig {
             65_000,
         )?;
         range("cluster.migration_tick_ms", self.migration_tick_ms, 1, 1000)?;
+        range(
+            "cluster.migration_duty_percent",
+            self.migration_duty_percent,
+            1,
+            100,
+        )?;
         self.wire()
             .validate()
             .map_err(|e| bad("cluster.frame_bytes_max", e.to_string()))?;
@@ -448,6 +464,20 @@ mod tests {
                     ..ClusterConfig::default()
                 },
                 "cluster.frame_bytes_max",
+            ),
+            (
+                ClusterConfig {
+                    migration_duty_percent: 0,
+                    ..ClusterConfig::default()
+                },
+                "cluster.migration_duty_percent",
+            ),
+            (
+                ClusterConfig {
+                    migration_duty_percent: 101,
+                    ..ClusterConfig::default()
+                },
+                "cluster.migration_duty_percent",
             ),
         ];
         for (cfg, field) in cases {

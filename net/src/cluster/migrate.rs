@@ -13,10 +13,12 @@
 //! are turned back into Redis's raw error by the routing core ([`raw_redirect`]).
 //!
 //! Every call runs on the core that serves requests, so each is bounded
-//! (`migration_turn_ops_max` entries streamed, `migration_drop_keys_max` keys dropped); the
-//! timer task yields between calls while [`CoreMigrations::busy`](tessera_cluster::CoreMigrations::busy).
-//! Calls are counted and timed per core (INFO shards `migration_calls`, `migration_us_max`,
-//! `migration_calls_over_1ms`).
+//! (`migration_turn_ops_max` entries streamed, `migration_drop_keys_max` keys dropped); while
+//! [`CoreMigrations::busy`](tessera_cluster::CoreMigrations::busy) the timer task pauses
+//! between turns so that migration calls take at most `migration_duty_percent` of the core's
+//! time ([`run`], [`turn_pause`]). Calls are counted and timed per core (INFO shards
+//! `migration_calls`, `migration_us_max`, `migration_calls_over_1ms`, and the pauses in
+//! `migration_pauses` / `migration_pause_us_total`).
 //!
 //! While a slot streams out, the shard records the keys it removes on its own (evictions,
 //! expiry: `Shard::record_removals`); they are teed into the stream as deletes before the next
@@ -234,18 +236,46 @@ pub fn emit(core: &Core, env: Vec<Envelope>) {
 }
 
 /// The core's migration timer: polls every `tick` until the core shuts down; while there is
-/// more to do, again as soon as the requests that arrived meanwhile were served (one bounded
-/// turn, then the reactor's I/O: [`runtime::yield_to_io`]).
-pub async fn run(core: std::rc::Rc<Core>, tick: Duration) {
+/// more to do, again after a pause that keeps the migration calls of this core (the timer's
+/// turns and the stream messages handled since the last one) within `duty_percent` of its
+/// time ([`turn_pause`]; 100: at once, after the reactor's I/O: [`runtime::yield_to_io`]).
+///
+/// Why a pause and not only a yield: a core that always has the next turn ready never sleeps,
+/// so where its CPU is shared (several nodes or other processes on one CPU) the kernel
+/// schedules it as a CPU hog, in whole time slices behind every other runnable task, and
+/// requests wait for that (docs/benchmarks.md, "p99.9 during a join"). Between paced turns the
+/// executor parks, and a request wakes it at once.
+pub async fn run(core: std::rc::Rc<Core>, tick: Duration, duty_percent: u64) {
+    let mut spent_mark = core.stats.migration_us_total.get();
     while !core.shutdown.is_fired() {
         let (env, busy) = poll(&core);
         emit(&core, env);
-        if busy {
+        let spent_total = core.stats.migration_us_total.get();
+        let spent_us = spent_total.wrapping_sub(spent_mark);
+        spent_mark = spent_total;
+        if !busy {
+            futures_lite::future::or(runtime::sleep(tick), core.shutdown.wait()).await;
+            continue;
+        }
+        let pause = turn_pause(spent_us, duty_percent, tick);
+        if pause.is_zero() {
             runtime::yield_to_io().await;
         } else {
-            futures_lite::future::or(runtime::sleep(tick), core.shutdown.wait()).await;
+            core.count_migration_pause(pause);
+            futures_lite::future::or(runtime::sleep(pause), core.shutdown.wait()).await;
         }
     }
+}
+
+/// How long the migration timer waits before its next turn after migration calls took
+/// `spent_us` since the previous one, so that they take at most `duty_percent` of the core's
+/// time: `spent_us * (100 - duty_percent) / duty_percent`, at most `max` (a call stretched by
+/// the core being descheduled must not stall the streams for long). `duty_percent` is in
+/// 1..=100; 100 never pauses.
+pub fn turn_pause(spent_us: u64, duty_percent: u64, max: Duration) -> Duration {
+    let duty = duty_percent.clamp(1, 100);
+    let pause_us = spent_us.saturating_mul(100 - duty) / duty;
+    Duration::from_micros(pause_us).min(max)
 }
 
 /// A redirect decided on an owner core (`ERR MOVED ...` / `ERR TRYAGAIN ...` as a reply) as
@@ -258,5 +288,26 @@ pub fn raw_redirect(reply: &Reply) -> Option<Bytes> {
             Some(super::proxy::error_bytes(t))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_pause_keeps_the_calls_within_their_share() {
+        let max = Duration::from_millis(5);
+        // 25 %: a 300 us turn is followed by 900 us without migration calls.
+        assert_eq!(turn_pause(300, 25, max), Duration::from_micros(900));
+        assert_eq!(turn_pause(300, 50, max), Duration::from_micros(300));
+        // 100 % never pauses; nothing spent, nothing to wait for.
+        assert_eq!(turn_pause(300, 100, max), Duration::ZERO);
+        assert_eq!(turn_pause(0, 25, max), Duration::ZERO);
+        // A long call (the core was descheduled in it) waits at most `max`.
+        assert_eq!(turn_pause(40_000, 25, max), max);
+        // Out-of-range shares are clamped, huge spans saturate.
+        assert_eq!(turn_pause(10, 0, max), Duration::from_micros(990));
+        assert_eq!(turn_pause(u64::MAX, 1, max), max);
     }
 }
