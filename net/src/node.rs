@@ -324,7 +324,10 @@ async fn executor_main(
         runtime::spawn(crate::cluster::migrate::run(
             Rc::clone(&core),
             tick,
-            cfg.migration_duty_percent,
+            crate::cluster::migrate::Pacing {
+                duty_percent: cfg.migration_duty_percent,
+                pause_max: Duration::from_millis(cfg.migration_pause_max_ms),
+            },
         ));
     }
     let inbox_task = runtime::spawn(Rc::clone(&core).serve_inbox(inbox));

@@ -239,13 +239,16 @@ pub fn emit(core: &Core, env: Vec<Envelope>) {
 /// more to do, again after a pause that keeps the migration calls of this core (the timer's
 /// turns and the stream messages handled since the last one) within `duty_percent` of its
 /// time ([`turn_pause`]; 100: at once, after the reactor's I/O: [`runtime::yield_to_io`]).
+/// The time is wall-clock time: a call stretched because the core was descheduled in it (a
+/// busy shared CPU) makes the next pause longer, up to `pacing.pause_max`, so the migration
+/// backs off where the CPU is scarce.
 ///
 /// Why a pause and not only a yield: a core that always has the next turn ready never sleeps,
 /// so where its CPU is shared (several nodes or other processes on one CPU) the kernel
 /// schedules it as a CPU hog, in whole time slices behind every other runnable task, and
 /// requests wait for that (docs/benchmarks.md, "p99.9 during a join"). Between paced turns the
 /// executor parks, and a request wakes it at once.
-pub async fn run(core: std::rc::Rc<Core>, tick: Duration, duty_percent: u64) {
+pub async fn run(core: std::rc::Rc<Core>, tick: Duration, pacing: Pacing) {
     let mut spent_mark = core.stats.migration_us_total.get();
     while !core.shutdown.is_fired() {
         let (env, busy) = poll(&core);
@@ -257,7 +260,7 @@ pub async fn run(core: std::rc::Rc<Core>, tick: Duration, duty_percent: u64) {
             futures_lite::future::or(runtime::sleep(tick), core.shutdown.wait()).await;
             continue;
         }
-        let pause = turn_pause(spent_us, duty_percent, tick);
+        let pause = turn_pause(spent_us, pacing.duty_percent, pacing.pause_max);
         if pause.is_zero() {
             runtime::yield_to_io().await;
         } else {
@@ -267,10 +270,20 @@ pub async fn run(core: std::rc::Rc<Core>, tick: Duration, duty_percent: u64) {
     }
 }
 
+/// How the migration timer spaces its turns (`migration_duty_percent`,
+/// `migration_pause_max_ms`).
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    /// Share of the core's time migration calls may take, 1..=100.
+    pub duty_percent: u64,
+    /// Longest pause between two turns.
+    pub pause_max: Duration,
+}
+
 /// How long the migration timer waits before its next turn after migration calls took
 /// `spent_us` since the previous one, so that they take at most `duty_percent` of the core's
 /// time: `spent_us * (100 - duty_percent) / duty_percent`, at most `max` (a call stretched by
-/// the core being descheduled must not stall the streams for long). `duty_percent` is in
+/// the core being descheduled must not stall the streams for too long). `duty_percent` is in
 /// 1..=100; 100 never pauses.
 pub fn turn_pause(spent_us: u64, duty_percent: u64, max: Duration) -> Duration {
     let duty = duty_percent.clamp(1, 100);
@@ -297,14 +310,16 @@ mod tests {
 
     #[test]
     fn turn_pause_keeps_the_calls_within_their_share() {
-        let max = Duration::from_millis(5);
+        let max = Duration::from_millis(100);
         // 25 %: a 300 us turn is followed by 900 us without migration calls.
         assert_eq!(turn_pause(300, 25, max), Duration::from_micros(900));
         assert_eq!(turn_pause(300, 50, max), Duration::from_micros(300));
         // 100 % never pauses; nothing spent, nothing to wait for.
         assert_eq!(turn_pause(300, 100, max), Duration::ZERO);
         assert_eq!(turn_pause(0, 25, max), Duration::ZERO);
-        // A long call (the core was descheduled in it) waits at most `max`.
+        // A call stretched to 20 ms (the core was descheduled in it) backs off 60 ms; a longer
+        // one waits at most `max`.
+        assert_eq!(turn_pause(20_000, 25, max), Duration::from_millis(60));
         assert_eq!(turn_pause(40_000, 25, max), max);
         // Out-of-range shares are clamped, huge spans saturate.
         assert_eq!(turn_pause(10, 0, max), Duration::from_micros(990));
