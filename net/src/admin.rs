@@ -318,6 +318,8 @@ const DEFS: &[Def] = &[
     def("migration_us_total", "migration_call_microseconds", None, Kind::Counter, "Time spent in slot migration calls, microseconds"),
     def("migration_us_max", "migration_call_max_microseconds", None, Kind::Gauge, "Longest slot migration call so far, microseconds"),
     def("migration_calls_over_1ms", "migration_calls_over_1ms", None, Kind::Counter, "Slot migration calls that took over a millisecond"),
+    def("migration_pauses", "migration_pauses", None, Kind::Counter, "Pauses of the migration timer between turns (migration_duty_percent)"),
+    def("migration_pause_us_total", "migration_pause_microseconds", None, Kind::Counter, "Time the migration timer paused between turns, microseconds"),
     def("migration_turns_cut", "migration_turns_cut", None, Kind::Counter, "Migration calls that stopped at migration_turn_ops_max with more to send"),
     def("migration_keys_dropped", "migration_keys_dropped", None, Kind::Counter, "Keys removed from slots that left the core, in bounded steps"),
     def("migration_sources_started", "migration_sources_started", None, Kind::Counter, "Slot streams this core started as source (restarts included)"),

@@ -205,6 +205,10 @@ pub struct CoreStats {
     pub migration_us_total: Cell<u64>,
     pub migration_us_max: Cell<u64>,
     pub migration_calls_over_1ms: Cell<u64>,
+    /// Pauses of the migration timer between turns (`migration_duty_percent`) and their total
+    /// length: how much the pacing stretched this core's migrations.
+    pub migration_pauses: Cell<u64>,
+    pub migration_pause_us_total: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>, n: u64) {
@@ -596,6 +600,8 @@ impl Core {
             ("migration_us_total", s.migration_us_total.get()),
             ("migration_us_max", s.migration_us_max.get()),
             ("migration_calls_over_1ms", s.migration_calls_over_1ms.get()),
+            ("migration_pauses", s.migration_pauses.get()),
+            ("migration_pause_us_total", s.migration_pause_us_total.get()),
             ("migration_turns_cut", host.turns_cut),
             ("migration_keys_dropped", host.keys_dropped),
             ("migration_removals_teed", host.removals_teed),
@@ -686,6 +692,16 @@ impl Core {
         if us > 1000 {
             bump(&s.migration_calls_over_1ms, 1);
         }
+    }
+
+    /// Counts one pause of the migration timer between turns.
+    pub fn count_migration_pause(&self, pause: std::time::Duration) {
+        let s = &self.stats;
+        bump(&s.migration_pauses, 1);
+        bump(
+            &s.migration_pause_us_total,
+            u64::try_from(pause.as_micros()).unwrap_or(u64::MAX),
+        );
     }
 
     /// Runs one background tick: active expiry and one compaction step, bounded by config.

@@ -326,6 +326,10 @@ async fn executor_main(
             Rc::clone(&core),
             tick,
             idle_tick,
+            crate::cluster::migrate::Pacing {
+                duty_percent: cfg.migration_duty_percent,
+                pause_max: Duration::from_millis(cfg.migration_pause_max_ms),
+            },
         ));
     }
     let inbox_task = runtime::spawn(Rc::clone(&core).serve_inbox(inbox));

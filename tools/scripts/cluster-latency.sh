@@ -22,8 +22,11 @@
 # KEYS=300000, RATE=4000, REPEATS=3, STABLE_TIMEOUT=120 (s), OUT=/tmp/tessera-cluster-latency.<random>,
 # MIG_CONFIG (extra `[cluster]` lines for the migration nodes, e.g.
 # "migration_turn_ops_max = 1000000"). After each join the migration counters of every node
-# (INFO shards: calls into the migrations, their longest, those over 1 ms) are printed when the
-# server has them.
+# (INFO shards: calls into the migrations, their longest, those over 1 ms, the timer's pauses)
+# are printed when the server has them. PROBE=1: from the 4th node's start, for 4 s, PING every
+# node every 2 ms on one connection each and sample the nodes' schedstat (time on CPU, time
+# runnable but waiting for the CPU) every 20 ms (tools/scripts/node-probe.py, on CPU 1), then
+# print a 100 ms timeline: per node, PINGs answered / slowest PING ms / run ms / wait ms.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 what="${1:-all}"
@@ -133,6 +136,13 @@ TOML
   sleep 9
   local t0; t0=$(now)
   start 3 "$OUT/mig.toml"
+  local ppid=""
+  if [ -n "${PROBE:-}" ]; then
+    local pin=(); [ ${#PIN_SERVER[@]} -gt 0 ] && pin=(taskset -c 1)
+    "${pin[@]}" python3 tools/scripts/node-probe.py "$base,$((base + 1)),$((base + 2)),$((base + 3))" 4 \
+      "$OUT/probe$r" "$(IFS=,; echo "${pids[*]}")" &
+    ppid=$!
+  fi
   wait_stable 4 "$base" $((base + 1)) $((base + 2)) $((base + 3))
   local t1; t1=$(now)
   wait "$bpid"
@@ -142,9 +152,38 @@ TOML
   for i in 0 1 2 3; do
     # One line per core: coreN:field=value,...
     redis-cli -p $((base + i)) INFO shards 2>/dev/null | tr -d '\r' | tr ',' '\n' |
-      awk -v n="$i" '/^migration_(calls|us_total|us_max|calls_over_1ms|turns_cut|keys_dropped)=/ { s = s " " $0 }
+      awk -v n="$i" '/^migration_(calls|us_total|us_max|calls_over_1ms|turns_cut|keys_dropped|pauses|pause_us_total)=/ { s = s " " $0 }
         END { if (s != "") print "  node " n ":" s }'
   done
+  if [ -n "$ppid" ]; then
+    wait "$ppid"
+    python3 - "$OUT/probe$r" "$t0" "$t1" <<'PY'
+import sys, collections
+out, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+bins = collections.defaultdict(lambda: collections.defaultdict(list))
+for line in open(out + ".ping"):
+    port, t, ms = line.split()
+    bins[int((float(t) - t0) * 10)][int(port)].append(float(ms))
+ports = sorted({p for b in bins.values() for p in b})
+rows = [[float(x) for x in l.split()] for l in open(out + ".sched")]
+cpu = collections.defaultdict(lambda: collections.defaultdict(lambda: [0.0, 0.0]))
+for a, b in zip(rows, rows[1:]):
+    if len(a) != len(b):
+        continue
+    for i in range((len(a) - 1) // 2):
+        c = cpu[int((b[0] - t0) * 10)][i]
+        c[0] += (b[1 + 2 * i] - a[1 + 2 * i]) / 1e6
+        c[1] += (b[2 + 2 * i] - a[2 + 2 * i]) / 1e6
+print(f"  probe (from the 4th node's start; stable at {t1 - t0:.2f} s): ms, then per node pings/slowest ms/run ms/wait ms")
+for k in range(0, min(40, int((t1 - t0) * 10) + 6)):
+    cells = []
+    for i, p in enumerate(ports):
+        v = bins[k][p]
+        c = cpu[k][i]
+        cells.append(f"{len(v):3d}/{max(v) if v else 0:6.1f}/{c[0]:4.1f}/{c[1]:5.1f}")
+    print(f"  {k * 100:5d} " + "  ".join(cells))
+PY
+  fi
   python3 - "$hlog" "$t0" "$t1" <<'PY'
 import base64, struct, sys, zlib, math
 path, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])

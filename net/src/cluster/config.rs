@@ -141,6 +141,23 @@ pub struct ClusterConfig {
     /// Migration: keys removed per executor turn from slots that left this core (after their
     /// commit); the rest goes in later turns. Default 1024, >= 1.
     pub migration_drop_keys_max: usize,
+    /// Migration: the share of a core's time, in percent, that its migration calls (the
+    /// timer's turns and the stream messages it handles) may take while its sources have more
+    /// to send: after a turn the timer waits until the calls since the previous turn are
+    /// within it (at most `migration_pause_max_ms`). Time is wall-clock time, so where the
+    /// core is descheduled in a call (a busy shared CPU) the pause grows and the migration
+    /// backs off. A core that streams without pausing never
+    /// sleeps, and where CPUs are shared the kernel then runs it as a CPU hog, behind every
+    /// other runnable task, with requests waiting meanwhile. Lower: a join disturbs requests
+    /// less and takes longer. 100 = no pause (turns back to back, yielding to I/O between).
+    /// Default 25, 1..=100.
+    pub migration_duty_percent: u64,
+    /// Migration: the longest pause between two turns (`migration_duty_percent`),
+    /// milliseconds: bounds how long one slow call (the core descheduled in it) holds the
+    /// streams back, and so also how far the migration backs off on a busy shared CPU
+    /// (higher: requests wait less there, the migration takes longer). Default 5,
+    /// 1..=10000.
+    pub migration_pause_max_ms: u64,
     /// `tesserad` on SIGTERM/SIGINT in cluster mode: how long to wait for this node's slots to
     /// migrate away before stopping anyway, milliseconds (0 = stop at once, losing the slots'
     /// data). Default 120000.
@@ -184,6 +201,8 @@ impl Default for ClusterConfig {
             migration_idle_tick_ms: 100,
             migration_turn_ops_max: 512,
             migration_drop_keys_max: 1024,
+            migration_duty_percent: 25,
+            migration_pause_max_ms: 5,
             leave_timeout_ms: 120_000,
         }
     }
@@ -300,6 +319,18 @@ impl ClusterConfig {
             self.migration_idle_tick_ms,
             self.migration_tick_ms,
             60_000,
+        )?;
+        range(
+            "cluster.migration_duty_percent",
+            self.migration_duty_percent,
+            1,
+            100,
+        )?;
+        range(
+            "cluster.migration_pause_max_ms",
+            self.migration_pause_max_ms,
+            1,
+            10_000,
         )?;
         self.wire()
             .validate()
@@ -476,6 +507,27 @@ mod tests {
                     ..ClusterConfig::default()
                 },
                 "cluster.frame_bytes_max",
+            ),
+            (
+                ClusterConfig {
+                    migration_duty_percent: 0,
+                    ..ClusterConfig::default()
+                },
+                "cluster.migration_duty_percent",
+            ),
+            (
+                ClusterConfig {
+                    migration_duty_percent: 101,
+                    ..ClusterConfig::default()
+                },
+                "cluster.migration_duty_percent",
+            ),
+            (
+                ClusterConfig {
+                    migration_pause_max_ms: 0,
+                    ..ClusterConfig::default()
+                },
+                "cluster.migration_pause_max_ms",
             ),
         ];
         for (cfg, field) in cases {

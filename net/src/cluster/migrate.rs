@@ -14,10 +14,12 @@
 //! are turned back into Redis's raw error by the routing core ([`raw_redirect`]).
 //!
 //! Every call runs on the core that serves requests, so each is bounded
-//! (`migration_turn_ops_max` entries streamed, `migration_drop_keys_max` keys dropped); the
-//! timer task yields between calls while [`CoreMigrations::busy`](tessera_cluster::CoreMigrations::busy).
-//! Calls are counted and timed per core (INFO shards `migration_calls`, `migration_us_max`,
-//! `migration_calls_over_1ms`).
+//! (`migration_turn_ops_max` entries streamed, `migration_drop_keys_max` keys dropped); while
+//! [`CoreMigrations::busy`](tessera_cluster::CoreMigrations::busy) the timer task pauses
+//! between turns so that migration calls take at most `migration_duty_percent` of the core's
+//! time ([`run`], [`turn_pause`]). Calls are counted and timed per core (INFO shards
+//! `migration_calls`, `migration_us_max`, `migration_calls_over_1ms`, and the pauses in
+//! `migration_pauses` / `migration_pause_us_total`).
 //!
 //! While a slot streams out, the shard records the keys it removes on its own (evictions,
 //! expiry: `Shard::record_removals`); they are teed into the stream as deletes before the next
@@ -291,28 +293,52 @@ pub async fn emit_wait(core: &Core, env: Vec<Envelope>) {
 }
 
 /// The core's migration timer: polls every `tick` until the core shuts down; while there is
-/// more to do, again as soon as the requests that arrived meanwhile were served (one bounded
-/// turn, then the reactor's I/O: [`runtime::yield_to_io`]). It waits for room for what it
-/// emitted before polling again (backpressure on the sources).
-pub async fn run(core: std::rc::Rc<Core>, tick: Duration, idle_tick: Duration) {
+/// more to do, again after a pause that keeps the migration calls of this core (the timer's
+/// turns and the stream messages handled since the last one) within `duty_percent` of its
+/// time ([`turn_pause`]; 100: at once, after the reactor's I/O: [`runtime::yield_to_io`]).
+/// The time is wall-clock time: a call stretched because the core was descheduled in it (a
+/// busy shared CPU) makes the next pause longer, up to `pacing.pause_max`, so the migration
+/// backs off where the CPU is scarce. It waits for room for what it emitted before polling
+/// again (backpressure on the sources). With no migration in any phase on this core it
+/// sleeps `idle_tick`, unless [`wake`] ends the sleep.
+///
+/// Why a pause and not only a yield: a core that always has the next turn ready never sleeps,
+/// so where its CPU is shared (several nodes or other processes on one CPU) the kernel
+/// schedules it as a CPU hog, in whole time slices behind every other runnable task, and
+/// requests wait for that (docs/benchmarks.md, "p99.9 during a join"). Between paced turns the
+/// executor parks, and a request wakes it at once.
+pub async fn run(core: std::rc::Rc<Core>, tick: Duration, idle_tick: Duration, pacing: Pacing) {
+    let mut spent_mark = core.stats.migration_us_total.get();
     while !core.shutdown.is_fired() {
         let (env, busy) = poll(&core);
         emit_wait(&core, env).await;
-        if busy {
+        let spent_total = core.stats.migration_us_total.get();
+        let spent_us = spent_total.wrapping_sub(spent_mark);
+        spent_mark = spent_total;
+        if !busy {
+            if is_idle(&core) {
+                // Nothing migrates here: sleep long, unless a table, stream message or link
+                // loss wakes the task ([`wake`]; nothing else runs between `is_idle` and this
+                // wait, and a wake during `emit_wait` found the state `is_idle` reads already
+                // changed).
+                let woken = core.migration_wake.borrow().wait();
+                let stop = core.shutdown.wait();
+                futures_lite::future::or(
+                    futures_lite::future::or(runtime::sleep(idle_tick), woken),
+                    stop,
+                )
+                .await;
+            } else {
+                futures_lite::future::or(runtime::sleep(tick), core.shutdown.wait()).await;
+            }
+            continue;
+        }
+        let pause = turn_pause(spent_us, pacing.duty_percent, pacing.pause_max);
+        if pause.is_zero() {
             runtime::yield_to_io().await;
-        } else if is_idle(&core) {
-            // Nothing migrates here: sleep long, unless a table, stream message or link loss
-            // wakes the task ([`wake`]; nothing else runs between `is_idle` and this wait, and a
-            // wake during `emit_wait` found the state `is_idle` reads already changed).
-            let woken = core.migration_wake.borrow().wait();
-            let stop = core.shutdown.wait();
-            futures_lite::future::or(
-                futures_lite::future::or(runtime::sleep(idle_tick), woken),
-                stop,
-            )
-            .await;
         } else {
-            futures_lite::future::or(runtime::sleep(tick), core.shutdown.wait()).await;
+            core.count_migration_pause(pause);
+            futures_lite::future::or(runtime::sleep(pause), core.shutdown.wait()).await;
         }
     }
 }
@@ -334,6 +360,27 @@ pub fn wake(core: &Core) {
     }
 }
 
+/// How the migration timer spaces its turns (`migration_duty_percent`,
+/// `migration_pause_max_ms`).
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    /// Share of the core's time migration calls may take, 1..=100.
+    pub duty_percent: u64,
+    /// Longest pause between two turns.
+    pub pause_max: Duration,
+}
+
+/// How long the migration timer waits before its next turn after migration calls took
+/// `spent_us` since the previous one, so that they take at most `duty_percent` of the core's
+/// time: `spent_us * (100 - duty_percent) / duty_percent`, at most `max` (a call stretched by
+/// the core being descheduled must not stall the streams for too long). `duty_percent` is in
+/// 1..=100; 100 never pauses.
+pub fn turn_pause(spent_us: u64, duty_percent: u64, max: Duration) -> Duration {
+    let duty = duty_percent.clamp(1, 100);
+    let pause_us = spent_us.saturating_mul(100 - duty) / duty;
+    Duration::from_micros(pause_us).min(max)
+}
+
 /// A redirect decided on an owner core (`ERR MOVED ...` / `ERR TRYAGAIN ...` as a reply) as
 /// the raw error a cluster client expects.
 pub fn raw_redirect(reply: &Reply) -> Option<Bytes> {
@@ -344,5 +391,28 @@ pub fn raw_redirect(reply: &Reply) -> Option<Bytes> {
             Some(super::proxy::error_bytes(t))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turn_pause_keeps_the_calls_within_their_share() {
+        let max = Duration::from_millis(100);
+        // 25 %: a 300 us turn is followed by 900 us without migration calls.
+        assert_eq!(turn_pause(300, 25, max), Duration::from_micros(900));
+        assert_eq!(turn_pause(300, 50, max), Duration::from_micros(300));
+        // 100 % never pauses; nothing spent, nothing to wait for.
+        assert_eq!(turn_pause(300, 100, max), Duration::ZERO);
+        assert_eq!(turn_pause(0, 25, max), Duration::ZERO);
+        // A call stretched to 20 ms (the core was descheduled in it) backs off 60 ms; a longer
+        // one waits at most `max`.
+        assert_eq!(turn_pause(20_000, 25, max), Duration::from_millis(60));
+        assert_eq!(turn_pause(40_000, 25, max), max);
+        // Out-of-range shares are clamped, huge spans saturate.
+        assert_eq!(turn_pause(10, 0, max), Duration::from_micros(990));
+        assert_eq!(turn_pause(u64::MAX, 1, max), max);
     }
 }
