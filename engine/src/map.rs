@@ -4,7 +4,8 @@
 //!
 //! - Writes append a new version to the head table of one of two chains (entries with a TTL and
 //!   entries without); the old version's bytes become garbage of their table.
-//! - The index maps `xxh3_64(key, seed(map))` to a location `(table id << 32) | offset`; every
+//! - The index maps `xxh3_64(key, seed(map))` to a location packed into 4 bytes,
+//!   `(table id << off_bits) | offset` (`Packed`; `off_bits` fits the table size); every
 //!   lookup compares the stored key, so colliding hashes never alias two keys. The index is
 //!   split per slot (one `HashTable` per slot that has keys), which gives per-slot key counts
 //!   and bounded per-slot enumeration for free.
