@@ -55,6 +55,16 @@ pub struct SimConfig {
     pub keys: usize,
     /// Partitions and a crash/restart (off: only planned changes, a join and a graceful leave).
     pub faults: bool,
+    /// Partitions may also cut one pair of nodes from each other (both directions) while each
+    /// still reaches the rest (off by default, so the seeds swept before it replay the same).
+    pub pair_cuts: bool,
+    /// A scripted fault (the lagging-coordinator scenario, `cluster/README.md`): from this
+    /// time, at the first step where the newest table has a migration whose source and target
+    /// are both other than the table's coordinator, cut that coordinator from the target only,
+    /// for `lagging_cut_ms`.
+    pub lagging_cut_at_ms: Option<u64>,
+    /// How long the scripted cut lasts.
+    pub lagging_cut_ms: u64,
 }
 
 impl SimConfig {
@@ -69,6 +79,9 @@ impl SimConfig {
             delay_ms_max: 30,
             keys: 300,
             faults: true,
+            pair_cuts: false,
+            lagging_cut_at_ms: None,
+            lagging_cut_ms: 0,
         }
     }
 }
@@ -97,6 +110,12 @@ pub struct SimReport {
     /// Reads served by a shard that lost the slot other than by a planned commit (cut off,
     /// declared down): not checked (PA, see README).
     pub stale_reads: u64,
+    /// Pair cuts made (random with `pair_cuts`, or the scripted lagging cut).
+    pub pair_cuts: u64,
+    /// Steps during which live nodes followed different coordinators.
+    pub coordinator_split_steps: u64,
+    /// Tables published by a coordinator while a pair cut separated it from a table member.
+    pub published_across_pair_cut: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -156,9 +175,19 @@ struct SimNode {
     last_epoch: u64,
 }
 
+/// A partition: who cannot reach whom.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Cut {
+    /// One node cut from all the others.
+    Isolate(NodeId),
+    /// Two nodes cut from each other (both directions); each still reaches the rest.
+    Pair(NodeId, NodeId),
+}
+
 #[derive(PartialEq, Eq)]
 enum Payload {
-    Gossip(SocketAddr, Vec<u8>),
+    /// A datagram: sender, receiver, bytes.
+    Gossip(SocketAddr, SocketAddr, Vec<u8>),
     /// A peer message as its encoded frame (every message goes through the real codec).
     Peer {
         from: NodeId,
@@ -208,8 +237,8 @@ struct Sim {
     seq: u64,
     /// Per directed link: the last scheduled delivery (keeps peer links FIFO).
     link_clock: HashMap<(NodeId, NodeId), u64>,
-    /// Nodes on the far side of the current partition (if any), and when it heals.
-    partition: Option<(BTreeSet<NodeId>, u64)>,
+    /// The current partition (if any), and when it heals.
+    partition: Option<(Cut, u64)>,
     version: u64,
     /// Per (map, key): what the last acknowledged write left.
     expect: BTreeMap<crate::migration::MapKey, Expect>,
@@ -303,18 +332,19 @@ impl Sim {
             next_plan_ms: self.now,
             last_epoch: 0,
         };
-        self.send_gossip(out);
+        self.send_gossip(gossip_addr(&node.info), out);
         node
     }
 
     fn cut(&self, a: NodeId, b: NodeId) -> bool {
         match &self.partition {
-            Some((side, _)) => side.contains(&a) != side.contains(&b),
+            Some((Cut::Isolate(v), _)) => (a == *v) != (b == *v),
+            Some((Cut::Pair(x, y), _)) => (a == *x && b == *y) || (a == *y && b == *x),
             None => false,
         }
     }
 
-    fn send_gossip(&mut self, out: MembershipOutput) {
+    fn send_gossip(&mut self, from: SocketAddr, out: MembershipOutput) {
         for (to, data) in out.datagrams {
             if self.rng.random_bool(self.cfg.drop) {
                 continue;
@@ -330,7 +360,7 @@ impl Sim {
                 self.events.push(Event {
                     at,
                     seq: self.seq,
-                    payload: Payload::Gossip(to, data.to_vec()),
+                    payload: Payload::Gossip(from, to, data.to_vec()),
                 });
             }
         }
@@ -392,7 +422,7 @@ impl Sim {
         while self.events.peek().is_some_and(|e| e.at <= self.now) {
             let ev = self.events.pop().expect("peeked");
             match ev.payload {
-                Payload::Gossip(to, data) => {
+                Payload::Gossip(from, to, data) => {
                     let Some(i) = self
                         .nodes
                         .iter()
@@ -402,19 +432,38 @@ impl Sim {
                     };
                     // A partition drops datagrams across it (the sender is not known for
                     // datagrams, so the receiver side decides: only same-side delivery).
-                    if let Some((side, _)) = &self.partition {
-                        let here = side.contains(&self.nodes[i].info.id);
-                        // Datagrams from the other side are dropped with high probability.
-                        if self.rng.random_bool(0.9) && here != self.rng.random_bool(0.5) {
-                            continue;
+                    match &self.partition {
+                        Some((Cut::Isolate(victim), _)) => {
+                            let here = self.nodes[i].info.id == *victim;
+                            // Datagrams from the other side are dropped with high probability.
+                            if self.rng.random_bool(0.9) && here != self.rng.random_bool(0.5) {
+                                continue;
+                            }
                         }
+                        // A pair cut knows both ends: every datagram between them is lost
+                        // (no draw, so it changes nothing else in the run).
+                        Some((Cut::Pair(x, y), _)) => {
+                            let addr = |id: &NodeId| {
+                                self.nodes
+                                    .iter()
+                                    .find(|n| n.info.id == *id)
+                                    .map(|n| gossip_addr(&n.info))
+                            };
+                            let (x, y) = (addr(x), addr(y));
+                            if (Some(from) == x && Some(to) == y)
+                                || (Some(from) == y && Some(to) == x)
+                            {
+                                continue;
+                            }
+                        }
+                        None => {}
                     }
                     let mut out = MembershipOutput::default();
                     let _ = self.nodes[i]
                         .membership
                         .handle_datagram(self.now, &data, &mut out);
                     let changed = !out.events.is_empty();
-                    self.send_gossip(out);
+                    self.send_gossip(to, out);
                     if changed {
                         self.nodes[i].next_plan_ms = self.now;
                     }
@@ -724,7 +773,7 @@ impl Sim {
         if !out.events.is_empty() {
             self.nodes[i].next_plan_ms = self.now;
         }
-        self.send_gossip(out);
+        self.send_gossip(gossip_addr(&self.nodes[i].info), out);
         let members = self.nodes[i].membership.live_members();
         let quorum = self.nodes[i].membership.has_quorum();
         if self.now >= self.nodes[i].next_plan_ms {
@@ -737,6 +786,13 @@ impl Sim {
                 pushed = Some(t);
             }
             if let Some(t) = pushed {
+                if let Some((Cut::Pair(x, y), _)) = &self.partition {
+                    let cut_member =
+                        |a: &NodeId, b: &NodeId| *a == me && t.nodes.iter().any(|n| n.id == *b);
+                    if cut_member(x, y) || cut_member(y, x) {
+                        self.report.published_across_pair_cut += 1;
+                    }
+                }
                 if let Some(ts) = self.trace {
                     let view: Vec<(NodeId, u64)> =
                         members.iter().map(|m| (m.id, m.generation)).collect();
@@ -786,7 +842,7 @@ impl Sim {
         {
             let mut out = MembershipOutput::default();
             self.nodes[i].membership.leave(self.now, &mut out);
-            self.send_gossip(out);
+            self.send_gossip(gossip_addr(&self.nodes[i].info), out);
             self.nodes[i].up = false;
         }
         Ok(())
@@ -1154,9 +1210,17 @@ impl Sim {
         if up.len() < 2 {
             return;
         }
+        // Only drawn with `pair_cuts`, so older seeds replay the same without it.
+        if self.cfg.pair_cuts && self.rng.random_bool(0.5) {
+            let a = self.rng.random_range(0..up.len());
+            let b = (a + self.rng.random_range(1..up.len())) % up.len();
+            let heal = self.now + self.rng.random_range(300..3000);
+            self.pair_cut(up[a], up[b], heal);
+            return;
+        }
         let victim = up[self.rng.random_range(0..up.len())];
         let heal = self.now + self.rng.random_range(300..1500);
-        self.partition = Some((BTreeSet::from([victim]), heal));
+        self.partition = Some((Cut::Isolate(victim), heal));
         if let Some(ts) = self.trace {
             self.trace(ts, || format!("partition: {victim:?} cut off until {heal}"));
         }
@@ -1178,6 +1242,48 @@ impl Sim {
             }
         }
         self.links_lost(victim);
+    }
+
+    /// Cuts `a` from `b` (both directions) until `heal`; both still reach everyone else.
+    fn pair_cut(&mut self, a: NodeId, b: NodeId, heal: u64) {
+        self.partition = Some((Cut::Pair(a, b), heal));
+        self.report.pair_cuts += 1;
+        if let Some(ts) = self.trace {
+            self.trace(ts, || format!("pair cut: {a:?} <-> {b:?} until {heal}"));
+        }
+        // The link between them breaks: their migrations with each other lose it.
+        let now = self.now;
+        for n in &mut self.nodes {
+            let other = if n.info.id == a {
+                b
+            } else if n.info.id == b {
+                a
+            } else {
+                continue;
+            };
+            for c in &mut n.cores {
+                c.host.on_link_lost(other, now, &mut c.store);
+            }
+        }
+    }
+
+    /// The scripted lagging cut: once the newest table has a migration A -> B with neither end
+    /// its coordinator C1, cut C1 from B only. Returns whether it cut.
+    fn lagging_cut(&mut self) -> bool {
+        let Some(auth) = &self.auth else {
+            return false;
+        };
+        let c1 = auth.coordinator;
+        let target = auth.migrations().find_map(|(_, from, to, _)| {
+            let (f, t) = (shard_addr(auth, from), shard_addr(auth, to));
+            (f.node != c1 && t.node != c1 && f.node != t.node).then_some(t.node)
+        });
+        let Some(b) = target else {
+            return false;
+        };
+        let heal = self.now + self.cfg.lagging_cut_ms;
+        self.pair_cut(c1, b, heal);
+        true
     }
 
     /// Migration counters of every node, past and present.
@@ -1272,6 +1378,11 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
                 crashed = None;
             }
         }
+        if let Some(at) = sim.cfg.lagging_cut_at_ms {
+            if sim.now >= at && sim.partition.is_none() && sim.lagging_cut() {
+                sim.cfg.lagging_cut_at_ms = None;
+            }
+        }
         match &sim.partition {
             Some((_, heal)) if sim.now >= *heal => sim.partition = None,
             None if cfg.faults && sim.now < faults_until && sim.rng.random_bool(0.002) => {
@@ -1302,6 +1413,13 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
             sim.client_read()?;
         }
         sim.check_data()?;
+        let coords: BTreeSet<NodeId> = (0..sim.nodes.len())
+            .filter(|&i| sim.nodes[i].up)
+            .map(|i| sim.coordinator_of(i))
+            .collect();
+        if coords.len() > 1 {
+            sim.report.coordinator_split_steps += 1;
+        }
         sim.now += STEP_MS;
     }
     sim.settle()?;
@@ -1377,6 +1495,52 @@ mod tests {
             assert!(r.reads_checked > 500, "{r:?}");
             assert_eq!(r.stale_reads, 0, "{r:?}");
         }
+    }
+
+    /// The lagging-coordinator trace of `cluster/README.md`: once a join's migrations A -> B
+    /// are under way, the coordinator C1 is cut from B only (both still reach the rest). No
+    /// other faults and a lossless network, so every broken invariant is this cut's doing: no
+    /// acknowledged write of a planned migration may be lost, and the views must converge.
+    #[test]
+    fn a_coordinator_cut_from_one_node_loses_no_commit() {
+        for seed in 0..4 {
+            let cfg = SimConfig {
+                faults: false,
+                drop: 0.0,
+                duration_ms: 10_000,
+                lagging_cut_at_ms: Some(1_000),
+                lagging_cut_ms: 4_000,
+                ..SimConfig::new(seed)
+            };
+            let r = run(&cfg).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("seed {seed}: {r:?}");
+            // The scenario happened: the cut was made while a migration was pending.
+            assert_eq!(r.pair_cuts, 1, "{r:?}");
+            assert!(r.migrations_committed > 0, "{r:?}");
+        }
+    }
+
+    /// Random pair cuts in the seeded schedule (`pair_cuts`): the same invariants hold.
+    #[test]
+    fn pair_cut_sweep() {
+        let mut cuts = 0;
+        for seed in seeds() {
+            let cfg = SimConfig {
+                duration_ms: duration_ms(),
+                pair_cuts: true,
+                ..SimConfig::new(seed)
+            };
+            let r = run(&cfg).unwrap_or_else(|e| {
+                panic!(
+                    "{e}\nreplay: TESSERA_SIM_FIRST={seed} TESSERA_SIM_SEEDS=1 TESSERA_SIM_MS={} \
+                     cargo test -p tessera-cluster pair_cut_sweep",
+                    cfg.duration_ms
+                )
+            });
+            eprintln!("seed {seed}: {r:?}");
+            cuts += r.pair_cuts;
+        }
+        eprintln!("pair cuts: {cuts}");
     }
 
     #[test]
