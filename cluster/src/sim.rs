@@ -114,6 +114,8 @@ pub struct SimReport {
     pub pair_cuts: u64,
     /// Steps during which live nodes followed different coordinators.
     pub coordinator_split_steps: u64,
+    /// Of those, steps during a pair cut.
+    pub coordinator_split_steps_in_pair_cut: u64,
     /// Tables published by a coordinator while a pair cut separated it from a table member.
     pub published_across_pair_cut: u64,
 }
@@ -1419,6 +1421,9 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
             .collect();
         if coords.len() > 1 {
             sim.report.coordinator_split_steps += 1;
+            if matches!(sim.partition, Some((Cut::Pair(..), _))) {
+                sim.report.coordinator_split_steps_in_pair_cut += 1;
+            }
         }
         sim.now += STEP_MS;
     }
@@ -1517,6 +1522,8 @@ mod tests {
             // The scenario happened: the cut was made while a migration was pending.
             assert_eq!(r.pair_cuts, 1, "{r:?}");
             assert!(r.migrations_committed > 0, "{r:?}");
+            // C1 went on publishing (committing) while cut from a member of its table.
+            assert!(r.published_across_pair_cut > 0, "{r:?}");
         }
     }
 
