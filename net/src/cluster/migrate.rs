@@ -249,20 +249,10 @@ pub fn emit(core: &Core, env: Vec<Envelope>) {
     }
     let mesh = core.shared.mesh[0].clone();
     match mesh.try_send(Request::ToDriver(DriverJob::Send(env))) {
-        Ok(()) => {}
+        Ok(()) | Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
         Err(crossbeam_channel::TrySendError::Full(req)) => {
-            runtime::spawn(async move {
-                let mut req = req;
-                loop {
-                    runtime::yield_now().await;
-                    match mesh.try_send(req) {
-                        Err(crossbeam_channel::TrySendError::Full(r)) => req = r,
-                        _ => break,
-                    }
-                }
-            });
+            runtime::spawn(mesh_send_wait(mesh, req));
         }
-        Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
     }
 }
 
@@ -279,8 +269,16 @@ pub async fn emit_wait(core: &Core, env: Vec<Envelope>) {
         }
         return;
     }
-    let mesh = core.shared.mesh[0].clone();
-    let mut req = Request::ToDriver(DriverJob::Send(env));
+    mesh_send_wait(
+        core.shared.mesh[0].clone(),
+        Request::ToDriver(DriverJob::Send(env)),
+    )
+    .await;
+}
+
+/// Sends `req` on core 0's mailbox, yielding while it is full (both [`emit`]'s spawned task and
+/// [`emit_wait`] wait this way).
+async fn mesh_send_wait(mesh: crate::core::Mail, mut req: Request) {
     loop {
         match mesh.try_send(req) {
             Err(crossbeam_channel::TrySendError::Full(r)) => {
