@@ -147,8 +147,8 @@ pub struct Driver {
     incoming: usize,
     next_plan_ms: u64,
     next_hint_ms: u64,
-    /// (epoch, live ids, quorum, coordinator) of the view the cores have.
-    published: Option<(u64, Vec<NodeId>, bool, NodeId)>,
+    /// (epoch, live ids, quorum, coordinator, leaving) of the view the cores have.
+    published: Option<(u64, Vec<NodeId>, bool, NodeId, bool)>,
     table: Option<Arc<PartitionTable>>,
     /// Cores whose mailbox was full at the last publication (retried on the next tick).
     unsent: Vec<usize>,
@@ -163,6 +163,10 @@ pub struct Driver {
     forwards: HashMap<u64, Waiting>,
     /// Members membership declared down (messages for them fail at once), until they are up.
     down: std::collections::HashSet<NodeId>,
+    /// Members that came up and have not yet hinted this node's epoch: such a hint may
+    /// complete the coordinator's catch-up, so it replans on the next tick instead of at
+    /// `replan_interval_ms`.
+    awaiting_hint: std::collections::HashSet<NodeId>,
     /// Peers whose migrations were told of a link loss this tick (told once per tick).
     lost_this_tick: std::collections::HashSet<NodeId>,
     next_forward: u64,
@@ -215,6 +219,7 @@ impl Driver {
             datagrams: Vec::new(),
             forwards: HashMap::new(),
             down: std::collections::HashSet::new(),
+            awaiting_hint: std::collections::HashSet::new(),
             lost_this_tick: std::collections::HashSet::new(),
             next_forward: 1,
             this: std::rc::Weak::new(),
@@ -238,10 +243,17 @@ impl Driver {
                 MembershipEvent::Up(n) => {
                     tracing::info!(node = ?n.id, host = %n.host, "member up");
                     self.down.remove(&n.id);
+                    // Hints to every member on the next tick (after its replan, which on the
+                    // coordinator starts waiting for this member's hint): the new member
+                    // fetches the table at once, instead of up to `epoch_hint_interval_ms`
+                    // later, and answers with its own hint once it installed it.
+                    self.next_hint_ms = 0;
+                    self.awaiting_hint.insert(n.id);
                 }
                 MembershipEvent::Down(n) => {
                     tracing::warn!(node = ?n.id, host = %n.host, "member down");
                     self.down.insert(n.id);
+                    self.awaiting_hint.remove(&n.id);
                     // Its link closes (the writer ends after its queue); everything waiting
                     // for it fails now rather than at a timeout.
                     if let Some(l) = self.links.remove(&n.id) {
@@ -504,6 +516,18 @@ impl Driver {
                     Offer::Accepted => {
                         tracing::info!(epoch, from = ?from, "table installed");
                         self.publish();
+                        // Tell the coordinator at once that this node holds it: a coordinator
+                        // waiting for this node's hint (it just came up) plans now, rather than
+                        // at this node's next periodic hint.
+                        if coord != self.me.id {
+                            self.send(
+                                coord,
+                                Message::TableEpoch {
+                                    epoch,
+                                    coordinator: coord,
+                                },
+                            );
+                        }
                     }
                     Offer::Invalid(e) => {
                         tracing::warn!(from = ?from, error = %e, "invalid table from peer");
@@ -513,11 +537,18 @@ impl Driver {
             }
             // The hint counts towards a new coordinator's catch-up (it plans only once every
             // member hinted); the same epoch from another coordinator makes it republish above.
-            Message::TableEpoch { epoch, coordinator }
-                if self.keeper.observe_hint(from, epoch, coordinator) =>
-            {
-                let have_epoch = self.keeper.epoch();
-                self.send(from, Message::TableFetch { have_epoch });
+            Message::TableEpoch { epoch, coordinator } => {
+                if self.awaiting_hint.contains(&from) {
+                    self.next_plan_ms = self.now_ms();
+                    if epoch >= self.keeper.epoch() {
+                        // It holds our table: the catch-up has what it needs from it.
+                        self.awaiting_hint.remove(&from);
+                    }
+                }
+                if self.keeper.observe_hint(from, epoch, coordinator) {
+                    let have_epoch = self.keeper.epoch();
+                    self.send(from, Message::TableFetch { have_epoch });
+                }
             }
             Message::TableFetch { have_epoch } => {
                 if let Some(t) = self.keeper.table() {
@@ -603,6 +634,8 @@ impl Driver {
             tracing::info!("leaving the cluster: draining slots");
         }
         self.leaving = true;
+        // The cores pace their migrations by `migration_leave_duty_percent` from now on.
+        self.publish();
         let coordinator = self.membership.coordinator();
         self.send(coordinator, Message::Drain { node: self.me.id });
     }
@@ -780,6 +813,7 @@ impl Driver {
             live.iter().map(|n| n.id).collect::<Vec<_>>(),
             self.membership.has_quorum(),
             self.membership.coordinator(),
+            self.leaving,
         );
         if self.published.as_ref() == Some(&key) && self.unsent.is_empty() {
             return;
@@ -793,6 +827,7 @@ impl Driver {
             live: Arc::new(live),
             quorum: key.2,
             coordinator: key.3,
+            leaving: key.4,
         };
         let targets: Vec<usize> = if changed {
             (0..self.core.shared.cores).collect()
