@@ -167,6 +167,22 @@ pub struct Driver {
     /// complete the coordinator's catch-up, so it replans on the next tick instead of at
     /// `replan_interval_ms`.
     awaiting_hint: std::collections::HashSet<NodeId>,
+    /// Live members as membership last reported them, sorted by id: recomputed only after a
+    /// call into membership (foca's state changes only there; [`Driver::absorb`] follows every
+    /// one), so an idle tick formats no address.
+    members: Rc<Vec<NodeInfo>>,
+    members_stale: bool,
+    /// Something the keeper's plan depends on changed since the last `replan` (members, a
+    /// table or hint with news, a drain): replan at the next planning time. Without it the
+    /// coordinator replans only while time decides (no table yet, an owner out of the view
+    /// within its grace); an idle coordinator no longer computes a whole table every
+    /// `replan_interval_ms` to find it unchanged.
+    plan_dirty: bool,
+    /// Per member, its last epoch hint (epoch, coordinator): a hint that repeats it is no news
+    /// for the plan. Cleared by the first replan after the members changed (the keeper then
+    /// restarts its catch-up and needs every member's hint again).
+    hints_seen: HashMap<NodeId, (u64, NodeId)>,
+    hints_reset: bool,
     /// Peers whose migrations were told of a link loss this tick (told once per tick).
     lost_this_tick: std::collections::HashSet<NodeId>,
     next_forward: u64,
@@ -220,6 +236,11 @@ impl Driver {
             forwards: HashMap::new(),
             down: std::collections::HashSet::new(),
             awaiting_hint: std::collections::HashSet::new(),
+            members: Rc::new(Vec::new()),
+            members_stale: true,
+            plan_dirty: true,
+            hints_seen: HashMap::new(),
+            hints_reset: true,
             lost_this_tick: std::collections::HashSet::new(),
             next_forward: 1,
             this: std::rc::Weak::new(),
@@ -234,6 +255,7 @@ impl Driver {
     }
 
     fn absorb(&mut self, out: MembershipOutput) {
+        self.members_stale = true;
         self.datagrams.extend(out.datagrams);
         if out.events.is_empty() {
             return;
@@ -273,6 +295,41 @@ impl Driver {
         }
         self.next_plan_ms = self.now_ms();
         self.publish();
+    }
+
+    /// The live members (membership's view, cached: see `members`).
+    fn members(&mut self) -> Rc<Vec<NodeInfo>> {
+        if self.members_stale {
+            self.members_stale = false;
+            let live = self.membership.live_members();
+            if live != *self.members {
+                self.members = Rc::new(live);
+                self.plan_dirty = true;
+                self.hints_reset = true;
+            }
+        }
+        Rc::clone(&self.members)
+    }
+
+    /// The coordinator membership sees: the oldest live member.
+    fn coordinator(&mut self) -> NodeId {
+        tessera_cluster::membership::coordinator(&self.members()).unwrap_or(self.me.id)
+    }
+
+    /// Whether the live members reach `member_count_quorum` (membership's `has_quorum`).
+    fn quorum(&self, members: &[NodeInfo]) -> bool {
+        members.len() >= self.cfg.member_count_quorum
+    }
+
+    /// Whether time alone can change the plan: no table yet (the first waits
+    /// `first_plan_delay_ms`), or a node of the table is not live (its slots stay in the plans
+    /// for `member_down_grace_ms`).
+    fn plan_by_time(&self, members: &[NodeInfo]) -> bool {
+        self.keeper.table().map_or(true, |t| {
+            t.nodes
+                .iter()
+                .any(|n| !members.iter().any(|m| m.id == n.id))
+        })
     }
 
     /// Where `id` is: a live member, else a member of the table.
@@ -510,8 +567,11 @@ impl Driver {
     fn on_peer(&mut self, from: NodeId, msg: Message) {
         match msg {
             Message::TablePush(table) => {
-                let coord = self.membership.coordinator();
+                let coord = self.coordinator();
                 let epoch = table.epoch;
+                // Whatever the verdict, the keeper may plan differently now (a newer foreign
+                // table, a new own one).
+                self.plan_dirty = true;
                 match self.keeper.offer(table, coord) {
                     Offer::Accepted => {
                         tracing::info!(epoch, from = ?from, "table installed");
@@ -538,6 +598,12 @@ impl Driver {
             // The hint counts towards a new coordinator's catch-up (it plans only once every
             // member hinted); the same epoch from another coordinator makes it republish above.
             Message::TableEpoch { epoch, coordinator } => {
+                let news = self.hints_reset
+                    || self.hints_seen.insert(from, (epoch, coordinator))
+                        != Some((epoch, coordinator));
+                if news {
+                    self.plan_dirty = true;
+                }
                 if self.awaiting_hint.contains(&from) {
                     self.next_plan_ms = self.now_ms();
                     if epoch >= self.keeper.epoch() {
@@ -559,6 +625,7 @@ impl Driver {
                 }
             }
             Message::Drain { node } => {
+                self.plan_dirty = true;
                 self.keeper.drain(node);
                 self.next_plan_ms = self.now_ms();
             }
@@ -610,7 +677,7 @@ impl Driver {
         for e in env {
             let to = match e.to {
                 tessera_cluster::To::Node(n) => n,
-                tessera_cluster::To::Coordinator => self.membership.coordinator(),
+                tessera_cluster::To::Coordinator => self.coordinator(),
             };
             self.send(to, e.message);
         }
@@ -636,7 +703,7 @@ impl Driver {
         self.leaving = true;
         // The cores pace their migrations by `migration_leave_duty_percent` from now on.
         self.publish();
-        let coordinator = self.membership.coordinator();
+        let coordinator = self.coordinator();
         self.send(coordinator, Message::Drain { node: self.me.id });
     }
 
@@ -748,21 +815,33 @@ impl Driver {
         }
         self.lost_this_tick.clear();
         self.redial(now);
-        let mut out = MembershipOutput::default();
-        self.membership.tick(now, &mut out);
-        self.absorb(out);
-        let members = self.membership.live_members();
-        let quorum = self.membership.has_quorum();
+        if self.membership.next_wake_ms().map_or(true, |at| now >= at) {
+            let mut out = MembershipOutput::default();
+            self.membership.tick(now, &mut out);
+            self.absorb(out);
+        }
+        let members = self.members();
+        let quorum = self.quorum(&members);
         if now >= self.next_plan_ms {
             self.next_plan_ms = now + self.cfg.replan_interval_ms;
-            let mut pushed = self.keeper.replan(&members, quorum, now).cloned();
+            let mut pushed = None;
+            if self.plan_dirty || self.plan_by_time(&members) {
+                self.plan_dirty = false;
+                pushed = self.keeper.replan(&members, quorum, now).cloned();
+                if self.hints_reset {
+                    // The keeper started its catch-up for these members: count their hints
+                    // as news from here on.
+                    self.hints_reset = false;
+                    self.hints_seen.clear();
+                }
+            }
             if let Some(t) = self.keeper.flush_commits(&members).cloned() {
                 pushed = Some(t);
             }
             if let Some(t) = pushed {
                 tracing::info!(epoch = t.epoch, members = members.len(), "table planned");
                 self.publish();
-                for m in &members {
+                for m in members.iter() {
                     if m.id != self.me.id {
                         self.send(m.id, Message::TablePush(t.clone()));
                     }
@@ -772,10 +851,10 @@ impl Driver {
         if now >= self.next_hint_ms {
             self.next_hint_ms = now + self.cfg.epoch_hint_interval_ms;
             let epoch = self.keeper.epoch();
-            let coordinator = self.membership.coordinator();
+            let coordinator = self.coordinator();
             // The hint names the coordinator that computed the table (cluster/README.md).
             let computed_by = self.keeper.table().map_or(coordinator, |t| t.coordinator);
-            for m in &members {
+            for m in members.iter() {
                 if m.id != self.me.id {
                     let hint = Message::TableEpoch {
                         epoch,
@@ -796,6 +875,7 @@ impl Driver {
             self.left = true;
             let mut out = MembershipOutput::default();
             self.membership.leave(now, &mut out);
+            self.members_stale = true;
             self.datagrams.extend(out.datagrams);
             let shared = &self.core.shared;
             shared
@@ -807,12 +887,12 @@ impl Driver {
 
     /// Sends every core the current view when it changed (or a core missed the last one).
     fn publish(&mut self) {
-        let live = self.membership.live_members();
+        let live = self.members();
         let key = (
             self.keeper.epoch(),
             live.iter().map(|n| n.id).collect::<Vec<_>>(),
-            self.membership.has_quorum(),
-            self.membership.coordinator(),
+            self.quorum(&live),
+            self.coordinator(),
             self.leaving,
         );
         if self.published.as_ref() == Some(&key) && self.unsent.is_empty() {
@@ -824,7 +904,7 @@ impl Driver {
         }
         let update = ViewUpdate {
             table: self.table.clone(),
-            live: Arc::new(live),
+            live: Arc::new(live.as_ref().clone()),
             quorum: key.2,
             coordinator: key.3,
             leaving: key.4,

@@ -261,9 +261,10 @@ pub async fn emit_wait(core: &Core, env: Vec<Envelope>) {
     while core.migration_outbox.busy() {
         runtime::yield_now().await;
     }
-    match Hand::of(core) {
-        Some(hand) => hand.send_wait(env).await,
-        None => tracing::debug!("no cluster task: migration messages not sent"),
+    if let Some(hand) = Hand::of(core) {
+        hand.send_wait(env).await;
+    } else {
+        tracing::debug!("no cluster task: migration messages not sent");
     }
 }
 
@@ -296,14 +297,12 @@ impl Hand {
                 ))) => Err(env),
                 _ => Ok(()),
             },
-            Hand::Mesh(mesh) => {
-                match mesh.try_send(Request::ToDriver(DriverJob::Send(env))) {
-                    Err(crossbeam_channel::TrySendError::Full(Request::ToDriver(
-                        DriverJob::Send(env),
-                    ))) => Err(env),
-                    _ => Ok(()),
-                }
-            }
+            Hand::Mesh(mesh) => match mesh.try_send(Request::ToDriver(DriverJob::Send(env))) {
+                Err(crossbeam_channel::TrySendError::Full(Request::ToDriver(DriverJob::Send(
+                    env,
+                )))) => Err(env),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -490,6 +489,67 @@ pub fn raw_redirect(reply: &Reply) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Messages that find the cluster task's queue full ([`emit`], the aborts of a bulk write)
+    /// wait in the core's outbox, in order and behind nothing spawned; while they wait the
+    /// outbox is busy (a bulk write gets `-TRYAGAIN`, so at most one bulk write's aborts wait),
+    /// and a sender that waits for it first ([`emit_wait`]) does not overtake them.
+    #[test]
+    fn full_queue_messages_wait_in_order_in_the_outbox() {
+        use glommio::channels::local_channel;
+        use tessera_cluster::To;
+        let cfg = crate::runtime::RuntimeConfig {
+            cores: 1,
+            ..crate::runtime::RuntimeConfig::default()
+        };
+        let cpu = cfg.cpus()[0];
+        let h = crate::runtime::spawn_executor(0, cpu, &cfg, move || async move {
+            let (tx, rx) = local_channel::new_bounded(2);
+            let hand = Hand::Jobs(std::rc::Rc::new(tx));
+            let outbox = std::rc::Rc::new(Outbox::default());
+            let job = |n: u64| {
+                vec![Envelope {
+                    to: To::Coordinator,
+                    message: Message::Ping { nonce: n },
+                }]
+            };
+            let mut busy = Vec::new();
+            for n in 0..5 {
+                outbox.push(hand.clone(), job(n));
+                busy.push(outbox.busy());
+            }
+            let consumer = runtime::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(DriverJob::Send(env)) = rx.recv().await {
+                    if let Message::Ping { nonce } = env[0].message {
+                        got.push(nonce);
+                    }
+                    if got.len() == 8 {
+                        break;
+                    }
+                }
+                got
+            });
+            // As `emit_wait` does: behind whatever waits in the outbox.
+            while outbox.busy() {
+                runtime::yield_now().await;
+            }
+            hand.send_wait(job(5)).await;
+            outbox.push(hand.clone(), job(6));
+            hand.send_wait(job(7)).await;
+            let got = consumer.await.unwrap_or_default();
+            (busy, outbox.busy(), got)
+        })
+        .unwrap();
+        let (busy, busy_after, got) = h.join().unwrap();
+        assert_eq!(
+            busy,
+            [false, false, true, true, true],
+            "queued at once while there is room, then held in the outbox"
+        );
+        assert!(!busy_after, "drained");
+        assert_eq!(got, (0..8).collect::<Vec<u64>>(), "all, in order");
+    }
 
     #[test]
     fn turn_pause_keeps_the_calls_within_their_share() {
