@@ -260,6 +260,9 @@ pub struct Core {
     /// [`crate::cluster::migrate::wake`] when a table, stream message or link loss may have
     /// started a migration).
     pub migration_wake: RefCell<Signal>,
+    /// Migration messages for the cluster task that found its queue full, in order
+    /// ([`crate::cluster::migrate::emit`]).
+    pub migration_outbox: Rc<crate::cluster::migrate::Outbox>,
 }
 
 impl Core {
@@ -280,6 +283,7 @@ impl Core {
             proxy: crate::cluster::proxy::ProxyState::default(),
             migrations: RefCell::new(None),
             migration_wake: RefCell::new(Signal::new()),
+            migration_outbox: Rc::default(),
         }
     }
 

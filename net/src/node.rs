@@ -328,6 +328,7 @@ async fn executor_main(
             idle_tick,
             crate::cluster::migrate::Pacing {
                 duty_percent: cfg.migration_duty_percent,
+                leave_duty_percent: cfg.migration_leave_duty_percent,
                 pause_max: Duration::from_millis(cfg.migration_pause_max_ms),
             },
         ));

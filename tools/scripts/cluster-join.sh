@@ -6,7 +6,8 @@
 #
 #   tools/scripts/cluster-join.sh [KEYS]      (default 1000000; values of VALUE_BYTES=100)
 #
-# TESSERAD (default: the release binary, built if missing), BASE (24700).
+# TESSERAD (default: the release binary, built if missing), BASE (24700), LOG_LEVEL (warn; the
+# nodes' logs stay in the temp dir printed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 keys="${1:-1000000}"
@@ -32,7 +33,7 @@ trap cleanup EXIT
 start() {
   "$bin" --bind 127.0.0.1 --port $((base + $1)) --cores 1 --cluster --cluster-port $((base + 100 + $1)) \
     --seeds "127.0.0.1:$((base + 100))" --cluster-secret bench --config "$dir/c.toml" \
-    --maxmemory 0 --log-level warn 2>"$dir/node$1.log" &
+    --maxmemory 0 --log-level "${LOG_LEVEL:-warn}" 2>"$dir/node$1.log" &
   pids+=("$!")
 }
 now() { date +%s.%N; }
@@ -80,3 +81,4 @@ after=$(( $(dbsize $base) + $(dbsize $((base + 2))) + $(dbsize $((base + 3))) ))
 awk -v s="$(echo "$t1 - $t0" | bc)" -v m="$before" 'BEGIN { printf "leave: %d keys moved away in %.2f s (%.0f keys/s, SIGTERM to exit)\n", m, s, m / s }'
 echo "keys before: $total, after join and leave: $after"
 [ "$after" = "$total" ] || { echo "KEYS LOST" >&2; exit 1; }
+echo "logs in $dir"

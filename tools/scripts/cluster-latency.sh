@@ -14,7 +14,15 @@
 #    Repeated REPEATS times; -MOVED/-ASK during the window are counted (they are errors to a
 #    client that does not refresh its slot map, which tessera-bench does not).
 #
-#   tools/scripts/cluster-latency.sh [proxy|migration|all]      (default all)
+# 3. leave: p99.9 of the nodes that receive a leaving node's slots, before versus during the
+#    leave. 3 nodes preloaded with KEYS keys; tessera-bench runs open loop at RATE through
+#    `?route=cluster` with the slot map of those 3 nodes (so no connection goes to the node
+#    that leaves); a 4th node joins (2 s in) and, 8 s after the join is stable, gets SIGTERM:
+#    it drains its slots back to the 3 and exits. Steady window: the 7 s before the SIGTERM
+#    (4-node table: the requests for the 4th node's slots get a quick -MOVED from their old
+#    owner, in both windows alike); leave window: SIGTERM to the process's exit.
+#
+#   tools/scripts/cluster-latency.sh [proxy|migration|leave|all]      (default all)
 #
 # Servers under `taskset -c 0`, the client on CPU 1 (as bench/suite.sh). Environment (defaults):
 # TARGET_DIR (cargo's target dir; binaries must be built: cargo build --release -p tessera-tools),
@@ -114,6 +122,71 @@ TOML
   stop_all
 }
 
+# Percentiles of the steady window (the 7 s before t0) and of the window [t0, t1] (named
+# $4) from the interval histograms of an HdrHistogram log.
+windows() {
+  python3 - "$1" "$2" "$3" "$4" <<'PY'
+import base64, struct, sys, zlib, math
+path, t0, t1, label = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+def decode(b64):
+    raw = base64.b64decode(b64)
+    cookie, n = struct.unpack(">ii", raw[:8])
+    d = zlib.decompress(raw[8:8 + n])
+    _, plen, _, sig, lowest, _, _ = struct.unpack(">iiiiqqd", d[:40])
+    p = d[40:40 + plen]
+    counts, i, idx = {}, 0, 0
+    while i < len(p):
+        v, shift = 0, 0
+        for k in range(9):
+            byte = p[i]; i += 1
+            if k == 8:
+                v |= byte << shift; break
+            v |= (byte & 0x7F) << shift; shift += 7
+            if not byte & 0x80: break
+        v = (v >> 1) ^ -(v & 1)
+        if v < 0: idx += -v
+        else:
+            if v: counts[idx] = counts.get(idx, 0) + v
+            idx += 1
+    mag = math.ceil(math.log2(2 * 10 ** sig)); half_mag = mag - 1; half = 1 << half_mag
+    unit = int(math.floor(math.log2(lowest)))
+    out = {}
+    for idx, c in counts.items():
+        bi = (idx >> half_mag) - 1; sbi = (idx & (half - 1)) + half
+        if bi < 0: sbi -= half; bi = 0
+        lo = sbi << (bi + unit)
+        out[lo + (1 << (bi + unit)) - 1] = out.get(lo + (1 << (bi + unit)) - 1, 0) + c
+    return out
+basetime, rows = None, []
+for line in open(path):
+    if line.startswith("#[BaseTime:"): basetime = float(line.split()[1])
+    elif line.startswith("Tag=") or (line[:1].isdigit()):
+        f = line.strip().split(",")
+        if f[0].startswith("Tag="): f = f[1:]
+        rows.append((float(f[0]), float(f[1]), decode(f[3])))
+a, b = t0 - basetime, t1 - basetime
+def pct(sel):
+    h = {}
+    for _, _, d in sel:
+        for v, c in d.items(): h[v] = h.get(v, 0) + c
+    tot = sum(h.values()); res = [tot]
+    for q in (50, 99, 99.9):
+        want, acc = max(1, math.ceil(q / 100 * tot)), 0
+        for v in sorted(h):
+            acc += h[v]
+            if acc >= want: res.append(v / 1000); break
+    return res
+# Steady: intervals wholly in [a-7s, a); join: intervals overlapping [a, b].
+steady = [r for r in rows if r[0] >= a - 7 and r[0] + r[1] <= a]
+join = [r for r in rows if r[0] < b and r[0] + r[1] > a]
+for name, sel in (("steady", steady), (label, join)):
+    if not sel:
+        print(f"{name}: no intervals"); continue
+    n, p50, p99, p999 = pct(sel)
+    print(f"{name}: {n} requests in {len({r[0] for r in sel})} intervals, p50 {p50:.1f} us, p99 {p99:.1f} us, p99.9 {p999:.1f} us")
+PY
+}
+
 migration_once() { # repeat-number
   local r=$1
   cat >"$OUT/mig.toml" <<TOML
@@ -184,66 +257,7 @@ for k in range(0, min(40, int((t1 - t0) * 10) + 6)):
     print(f"  {k * 100:5d} " + "  ".join(cells))
 PY
   fi
-  python3 - "$hlog" "$t0" "$t1" <<'PY'
-import base64, struct, sys, zlib, math
-path, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-def decode(b64):
-    raw = base64.b64decode(b64)
-    cookie, n = struct.unpack(">ii", raw[:8])
-    d = zlib.decompress(raw[8:8 + n])
-    _, plen, _, sig, lowest, _, _ = struct.unpack(">iiiiqqd", d[:40])
-    p = d[40:40 + plen]
-    counts, i, idx = {}, 0, 0
-    while i < len(p):
-        v, shift = 0, 0
-        for k in range(9):
-            byte = p[i]; i += 1
-            if k == 8:
-                v |= byte << shift; break
-            v |= (byte & 0x7F) << shift; shift += 7
-            if not byte & 0x80: break
-        v = (v >> 1) ^ -(v & 1)
-        if v < 0: idx += -v
-        else:
-            if v: counts[idx] = counts.get(idx, 0) + v
-            idx += 1
-    mag = math.ceil(math.log2(2 * 10 ** sig)); half_mag = mag - 1; half = 1 << half_mag
-    unit = int(math.floor(math.log2(lowest)))
-    out = {}
-    for idx, c in counts.items():
-        bi = (idx >> half_mag) - 1; sbi = (idx & (half - 1)) + half
-        if bi < 0: sbi -= half; bi = 0
-        lo = sbi << (bi + unit)
-        out[lo + (1 << (bi + unit)) - 1] = out.get(lo + (1 << (bi + unit)) - 1, 0) + c
-    return out
-basetime, rows = None, []
-for line in open(path):
-    if line.startswith("#[BaseTime:"): basetime = float(line.split()[1])
-    elif line.startswith("Tag=") or (line[:1].isdigit()):
-        f = line.strip().split(",")
-        if f[0].startswith("Tag="): f = f[1:]
-        rows.append((float(f[0]), float(f[1]), decode(f[3])))
-a, b = t0 - basetime, t1 - basetime
-def pct(sel):
-    h = {}
-    for _, _, d in sel:
-        for v, c in d.items(): h[v] = h.get(v, 0) + c
-    tot = sum(h.values()); res = [tot]
-    for q in (50, 99, 99.9):
-        want, acc = max(1, math.ceil(q / 100 * tot)), 0
-        for v in sorted(h):
-            acc += h[v]
-            if acc >= want: res.append(v / 1000); break
-    return res
-# Steady: intervals wholly in [a-7s, a); join: intervals overlapping [a, b].
-steady = [r for r in rows if r[0] >= a - 7 and r[0] + r[1] <= a]
-join = [r for r in rows if r[0] < b and r[0] + r[1] > a]
-for name, sel in (("steady", steady), ("join", join)):
-    if not sel:
-        print(f"{name}: no intervals"); continue
-    n, p50, p99, p999 = pct(sel)
-    print(f"{name}: {n} requests in {len({r[0] for r in sel})} intervals, p50 {p50:.1f} us, p99 {p99:.1f} us, p99.9 {p999:.1f} us")
-PY
+  windows "$hlog" "$t0" "$t1" join
   # Error replies per interval are not in the log: these are whole-run counts, including the
   # -MOVED of the slots the new node took, for the rest of the run after the join.
   python3 - "$OUT/mig$r.json" <<'PY'
@@ -254,10 +268,58 @@ PY
   stop_all
 }
 
+leave_once() { # repeat-number
+  local r=$1
+  cat >"$OUT/leave.toml" <<TOML
+[cluster]
+member_count_quorum = 3
+first_plan_delay_ms = 1000
+${MIG_CONFIG:-}
+TOML
+  for i in 0 1 2; do start $i "$OUT/leave.toml"; done
+  wait_stable 3 "$base" $((base + 1)) $((base + 2))
+  "$bench" run -t "127.0.0.1:$base?route=cluster" --preload "$KEYS" --keys "$KEYS" -v 100 -d 1s -r 1000 \
+    -c 24 --no-progress "${PIN_CLIENT[@]}" >/dev/null
+  local hlog="$OUT/leave$r.hlog"
+  # The bench's slot map has the 3 nodes only: none of its connections goes to the leaver.
+  "$bench" run -t "127.0.0.1:$base?route=cluster" --keys "$KEYS" -v 100 -c 24 -P 1 --mix get=9,set=1 \
+    --rate "$RATE" --arrival poisson -w 1s -d 26s --interval 100ms --hdr-log "$hlog" \
+    --json "$OUT/leave$r.json" --no-progress "${PIN_CLIENT[@]}" >"$OUT/leave$r.txt" 2>&1 &
+  local bpid=$!
+  sleep 3
+  start 3 "$OUT/leave.toml"
+  local leaver=${pids[3]}
+  wait_stable 4 "$base" $((base + 1)) $((base + 2)) $((base + 3))
+  sleep 8
+  local moved; moved=$(dbsize $((base + 3)))
+  local t0; t0=$(now)
+  kill -TERM "$leaver"
+  local waited=0
+  while kill -0 "$leaver" 2>/dev/null && [ "$waited" -lt 6000 ]; do sleep 0.005; waited=$((waited + 1)); done
+  local t1; t1=$(now)
+  wait_stable 3 "$base" $((base + 1)) $((base + 2))
+  wait "$bpid"
+  local total=$(( $(dbsize $base) + $(dbsize $((base + 1))) + $(dbsize $((base + 2))) ))
+  echo "repeat $r: leave moved $moved keys, SIGTERM to exit $(echo "$t1 - $t0" | bc) s, keys after $total, load average $(load)"
+  for i in 0 1 2; do
+    redis-cli -p $((base + i)) INFO shards 2>/dev/null | tr -d '\r' | tr ',' '\n' |
+      awk -v n="$i" '/^migration_(calls|us_total|us_max|calls_over_1ms|pauses|pause_us_total)=/ { s = s " " $0 }
+        END { if (s != "") print "  node " n ":" s }'
+  done
+  windows "$hlog" "$t0" "$t1" leave
+  python3 - "$OUT/leave$r.json" <<'PY'
+import json, sys
+for row in json.load(open(sys.argv[1]))["summary"]:
+    print(f"  whole run {row['command']}: {row['count']} requests, errors {row['errors']}, redirects {row.get('redirects', '-')}")
+PY
+  stop_all
+}
+
 case "$what" in
   proxy) proxy ;;
   migration) for r in $(seq 1 "$REPEATS"); do migration_once "$r"; done ;;
-  all) proxy; for r in $(seq 1 "$REPEATS"); do migration_once "$r"; done ;;
-  *) echo "usage: $0 [proxy|migration|all]" >&2; exit 2 ;;
+  leave) for r in $(seq 1 "$REPEATS"); do leave_once "$r"; done ;;
+  all) proxy; for r in $(seq 1 "$REPEATS"); do migration_once "$r"; leave_once "$r"; done ;;
+  *) echo "usage: $0 [proxy|migration|leave|all]" >&2; exit 2 ;;
 esac
 echo "results in $OUT"

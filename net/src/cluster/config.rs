@@ -158,6 +158,11 @@ pub struct ClusterConfig {
     /// (higher: requests wait less there, the migration takes longer). Default 5,
     /// 1..=10000.
     pub migration_pause_max_ms: u64,
+    /// Migration: `migration_duty_percent` for the cores of a node that is leaving
+    /// (`CLUSTER LEAVE`, SIGTERM). A draining node serves fewer slots with every commit and
+    /// must get out fast; its turns are paced by this share instead (100 = no pause). The
+    /// nodes that receive its slots keep their own pacing. Default 100, 1..=100.
+    pub migration_leave_duty_percent: u64,
     /// `tesserad` on SIGTERM/SIGINT in cluster mode: how long to wait for this node's slots to
     /// migrate away before stopping anyway, milliseconds (0 = stop at once, losing the slots'
     /// data). Default 120000.
@@ -203,6 +208,7 @@ impl Default for ClusterConfig {
             migration_drop_keys_max: 1024,
             migration_duty_percent: 25,
             migration_pause_max_ms: 5,
+            migration_leave_duty_percent: 100,
             leave_timeout_ms: 120_000,
         }
     }
@@ -323,6 +329,12 @@ impl ClusterConfig {
         range(
             "cluster.migration_duty_percent",
             self.migration_duty_percent,
+            1,
+            100,
+        )?;
+        range(
+            "cluster.migration_leave_duty_percent",
+            self.migration_leave_duty_percent,
             1,
             100,
         )?;

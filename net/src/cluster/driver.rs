@@ -147,8 +147,8 @@ pub struct Driver {
     incoming: usize,
     next_plan_ms: u64,
     next_hint_ms: u64,
-    /// (epoch, live ids, quorum, coordinator) of the view the cores have.
-    published: Option<(u64, Vec<NodeId>, bool, NodeId)>,
+    /// (epoch, live ids, quorum, coordinator, leaving) of the view the cores have.
+    published: Option<(u64, Vec<NodeId>, bool, NodeId, bool)>,
     table: Option<Arc<PartitionTable>>,
     /// Cores whose mailbox was full at the last publication (retried on the next tick).
     unsent: Vec<usize>,
@@ -163,6 +163,26 @@ pub struct Driver {
     forwards: HashMap<u64, Waiting>,
     /// Members membership declared down (messages for them fail at once), until they are up.
     down: std::collections::HashSet<NodeId>,
+    /// Members that came up and have not yet hinted this node's epoch: such a hint may
+    /// complete the coordinator's catch-up, so it replans on the next tick instead of at
+    /// `replan_interval_ms`.
+    awaiting_hint: std::collections::HashSet<NodeId>,
+    /// Live members as membership last reported them, sorted by id: recomputed only after a
+    /// call into membership (foca's state changes only there; [`Driver::absorb`] follows every
+    /// one), so an idle tick formats no address.
+    members: Rc<Vec<NodeInfo>>,
+    members_stale: bool,
+    /// Something the keeper's plan depends on changed since the last `replan` (members, a
+    /// table or hint with news, a drain): replan at the next planning time. Without it the
+    /// coordinator replans only while time decides (no table yet, an owner out of the view
+    /// within its grace); an idle coordinator no longer computes a whole table every
+    /// `replan_interval_ms` to find it unchanged.
+    plan_dirty: bool,
+    /// Per member, its last epoch hint (epoch, coordinator): a hint that repeats it is no news
+    /// for the plan. Cleared by the first replan after the members changed (the keeper then
+    /// restarts its catch-up and needs every member's hint again).
+    hints_seen: HashMap<NodeId, (u64, NodeId)>,
+    hints_reset: bool,
     /// Peers whose migrations were told of a link loss this tick (told once per tick).
     lost_this_tick: std::collections::HashSet<NodeId>,
     next_forward: u64,
@@ -215,6 +235,12 @@ impl Driver {
             datagrams: Vec::new(),
             forwards: HashMap::new(),
             down: std::collections::HashSet::new(),
+            awaiting_hint: std::collections::HashSet::new(),
+            members: Rc::new(Vec::new()),
+            members_stale: true,
+            plan_dirty: true,
+            hints_seen: HashMap::new(),
+            hints_reset: true,
             lost_this_tick: std::collections::HashSet::new(),
             next_forward: 1,
             this: std::rc::Weak::new(),
@@ -229,6 +255,7 @@ impl Driver {
     }
 
     fn absorb(&mut self, out: MembershipOutput) {
+        self.members_stale = true;
         self.datagrams.extend(out.datagrams);
         if out.events.is_empty() {
             return;
@@ -238,10 +265,17 @@ impl Driver {
                 MembershipEvent::Up(n) => {
                     tracing::info!(node = ?n.id, host = %n.host, "member up");
                     self.down.remove(&n.id);
+                    // Hints to every member on the next tick (after its replan, which on the
+                    // coordinator starts waiting for this member's hint): the new member
+                    // fetches the table at once, instead of up to `epoch_hint_interval_ms`
+                    // later, and answers with its own hint once it installed it.
+                    self.next_hint_ms = 0;
+                    self.awaiting_hint.insert(n.id);
                 }
                 MembershipEvent::Down(n) => {
                     tracing::warn!(node = ?n.id, host = %n.host, "member down");
                     self.down.insert(n.id);
+                    self.awaiting_hint.remove(&n.id);
                     // Its link closes (the writer ends after its queue); everything waiting
                     // for it fails now rather than at a timeout.
                     if let Some(l) = self.links.remove(&n.id) {
@@ -261,6 +295,41 @@ impl Driver {
         }
         self.next_plan_ms = self.now_ms();
         self.publish();
+    }
+
+    /// The live members (membership's view, cached: see `members`).
+    fn members(&mut self) -> Rc<Vec<NodeInfo>> {
+        if self.members_stale {
+            self.members_stale = false;
+            let live = self.membership.live_members();
+            if live != *self.members {
+                self.members = Rc::new(live);
+                self.plan_dirty = true;
+                self.hints_reset = true;
+            }
+        }
+        Rc::clone(&self.members)
+    }
+
+    /// The coordinator membership sees: the oldest live member.
+    fn coordinator(&mut self) -> NodeId {
+        tessera_cluster::membership::coordinator(&self.members()).unwrap_or(self.me.id)
+    }
+
+    /// Whether the live members reach `member_count_quorum` (membership's `has_quorum`).
+    fn quorum(&self, members: &[NodeInfo]) -> bool {
+        members.len() >= self.cfg.member_count_quorum
+    }
+
+    /// Whether time alone can change the plan: no table yet (the first waits
+    /// `first_plan_delay_ms`), or a node of the table is not live (its slots stay in the plans
+    /// for `member_down_grace_ms`).
+    fn plan_by_time(&self, members: &[NodeInfo]) -> bool {
+        self.keeper.table().map_or(true, |t| {
+            t.nodes
+                .iter()
+                .any(|n| !members.iter().any(|m| m.id == n.id))
+        })
     }
 
     /// Where `id` is: a live member, else a member of the table.
@@ -498,12 +567,27 @@ impl Driver {
     fn on_peer(&mut self, from: NodeId, msg: Message) {
         match msg {
             Message::TablePush(table) => {
-                let coord = self.membership.coordinator();
+                let coord = self.coordinator();
                 let epoch = table.epoch;
+                // Whatever the verdict, the keeper may plan differently now (a newer foreign
+                // table, a new own one).
+                self.plan_dirty = true;
                 match self.keeper.offer(table, coord) {
                     Offer::Accepted => {
                         tracing::info!(epoch, from = ?from, "table installed");
                         self.publish();
+                        // Tell the coordinator at once that this node holds it: a coordinator
+                        // waiting for this node's hint (it just came up) plans now, rather than
+                        // at this node's next periodic hint.
+                        if coord != self.me.id {
+                            self.send(
+                                coord,
+                                Message::TableEpoch {
+                                    epoch,
+                                    coordinator: coord,
+                                },
+                            );
+                        }
                     }
                     Offer::Invalid(e) => {
                         tracing::warn!(from = ?from, error = %e, "invalid table from peer");
@@ -513,11 +597,24 @@ impl Driver {
             }
             // The hint counts towards a new coordinator's catch-up (it plans only once every
             // member hinted); the same epoch from another coordinator makes it republish above.
-            Message::TableEpoch { epoch, coordinator }
-                if self.keeper.observe_hint(from, epoch, coordinator) =>
-            {
-                let have_epoch = self.keeper.epoch();
-                self.send(from, Message::TableFetch { have_epoch });
+            Message::TableEpoch { epoch, coordinator } => {
+                let news = self.hints_reset
+                    || self.hints_seen.insert(from, (epoch, coordinator))
+                        != Some((epoch, coordinator));
+                if news {
+                    self.plan_dirty = true;
+                }
+                if self.awaiting_hint.contains(&from) {
+                    self.next_plan_ms = self.now_ms();
+                    if epoch >= self.keeper.epoch() {
+                        // It holds our table: the catch-up has what it needs from it.
+                        self.awaiting_hint.remove(&from);
+                    }
+                }
+                if self.keeper.observe_hint(from, epoch, coordinator) {
+                    let have_epoch = self.keeper.epoch();
+                    self.send(from, Message::TableFetch { have_epoch });
+                }
             }
             Message::TableFetch { have_epoch } => {
                 if let Some(t) = self.keeper.table() {
@@ -528,6 +625,7 @@ impl Driver {
                 }
             }
             Message::Drain { node } => {
+                self.plan_dirty = true;
                 self.keeper.drain(node);
                 self.next_plan_ms = self.now_ms();
             }
@@ -579,7 +677,7 @@ impl Driver {
         for e in env {
             let to = match e.to {
                 tessera_cluster::To::Node(n) => n,
-                tessera_cluster::To::Coordinator => self.membership.coordinator(),
+                tessera_cluster::To::Coordinator => self.coordinator(),
             };
             self.send(to, e.message);
         }
@@ -603,7 +701,9 @@ impl Driver {
             tracing::info!("leaving the cluster: draining slots");
         }
         self.leaving = true;
-        let coordinator = self.membership.coordinator();
+        // The cores pace their migrations by `migration_leave_duty_percent` from now on.
+        self.publish();
+        let coordinator = self.coordinator();
         self.send(coordinator, Message::Drain { node: self.me.id });
     }
 
@@ -715,21 +815,33 @@ impl Driver {
         }
         self.lost_this_tick.clear();
         self.redial(now);
-        let mut out = MembershipOutput::default();
-        self.membership.tick(now, &mut out);
-        self.absorb(out);
-        let members = self.membership.live_members();
-        let quorum = self.membership.has_quorum();
+        if self.membership.next_wake_ms().map_or(true, |at| now >= at) {
+            let mut out = MembershipOutput::default();
+            self.membership.tick(now, &mut out);
+            self.absorb(out);
+        }
+        let members = self.members();
+        let quorum = self.quorum(&members);
         if now >= self.next_plan_ms {
             self.next_plan_ms = now + self.cfg.replan_interval_ms;
-            let mut pushed = self.keeper.replan(&members, quorum, now).cloned();
+            let mut pushed = None;
+            if self.plan_dirty || self.plan_by_time(&members) {
+                self.plan_dirty = false;
+                pushed = self.keeper.replan(&members, quorum, now).cloned();
+                if self.hints_reset {
+                    // The keeper started its catch-up for these members: count their hints
+                    // as news from here on.
+                    self.hints_reset = false;
+                    self.hints_seen.clear();
+                }
+            }
             if let Some(t) = self.keeper.flush_commits(&members).cloned() {
                 pushed = Some(t);
             }
             if let Some(t) = pushed {
                 tracing::info!(epoch = t.epoch, members = members.len(), "table planned");
                 self.publish();
-                for m in &members {
+                for m in members.iter() {
                     if m.id != self.me.id {
                         self.send(m.id, Message::TablePush(t.clone()));
                     }
@@ -739,10 +851,10 @@ impl Driver {
         if now >= self.next_hint_ms {
             self.next_hint_ms = now + self.cfg.epoch_hint_interval_ms;
             let epoch = self.keeper.epoch();
-            let coordinator = self.membership.coordinator();
+            let coordinator = self.coordinator();
             // The hint names the coordinator that computed the table (cluster/README.md).
             let computed_by = self.keeper.table().map_or(coordinator, |t| t.coordinator);
-            for m in &members {
+            for m in members.iter() {
                 if m.id != self.me.id {
                     let hint = Message::TableEpoch {
                         epoch,
@@ -763,6 +875,7 @@ impl Driver {
             self.left = true;
             let mut out = MembershipOutput::default();
             self.membership.leave(now, &mut out);
+            self.members_stale = true;
             self.datagrams.extend(out.datagrams);
             let shared = &self.core.shared;
             shared
@@ -774,12 +887,13 @@ impl Driver {
 
     /// Sends every core the current view when it changed (or a core missed the last one).
     fn publish(&mut self) {
-        let live = self.membership.live_members();
+        let live = self.members();
         let key = (
             self.keeper.epoch(),
             live.iter().map(|n| n.id).collect::<Vec<_>>(),
-            self.membership.has_quorum(),
-            self.membership.coordinator(),
+            self.quorum(&live),
+            self.coordinator(),
+            self.leaving,
         );
         if self.published.as_ref() == Some(&key) && self.unsent.is_empty() {
             return;
@@ -790,9 +904,10 @@ impl Driver {
         }
         let update = ViewUpdate {
             table: self.table.clone(),
-            live: Arc::new(live),
+            live: Arc::new(live.as_ref().clone()),
             quorum: key.2,
             coordinator: key.3,
+            leaving: key.4,
         };
         let targets: Vec<usize> = if changed {
             (0..self.core.shared.cores).collect()

@@ -146,9 +146,12 @@ pub fn before(core: &Core, cmd: &Command, slot: Option<Slot>) -> Option<Reply> {
     } else {
         let keys = cmd.keys();
         let Some(first) = keys.first() else {
-            // FLUSHALL, DM.DESTROY: not while a handoff waits for its verdict.
+            // FLUSHALL, DM.DESTROY: not while a handoff waits for its verdict, nor while the
+            // aborts of an earlier bulk write still wait for room ([`Outbox`]: bounded so).
             return match Written::of(cmd) {
-                Written::Bulk if host.bulk_gate() == Gate::TryAgain => {
+                Written::Bulk
+                    if host.bulk_gate() == Gate::TryAgain || core.migration_outbox.busy() =>
+                {
                     Some(redirect(TRYAGAIN.into()))
                 }
                 _ => None,
@@ -230,54 +233,137 @@ pub fn after(core: &Core, written: &Written, now_ms: u64) {
 }
 
 /// Hands envelopes to the cluster task (core 0) without waiting: the calls that cannot wait
-/// (after a bulk write). A full queue is waited for by a task: migration messages are never
-/// dropped (a dropped handoff or verdict left its source paused forever). The timer and the
-/// mailbox loop use [`emit_wait`], which holds the producer back instead.
+/// (the aborts after a bulk write). When its queue is full they wait, in order, in this core's
+/// [`Outbox`], drained by one task; migration messages are never dropped (a dropped handoff or
+/// verdict left its source paused forever). While the outbox holds anything, [`emit_wait`]
+/// waits for it (nothing overtakes it) and bulk writes get `-TRYAGAIN` ([`before`]), so it
+/// holds at most one bulk write's aborts. The timer and the mailbox loop use [`emit_wait`],
+/// which holds the producer back instead.
 pub fn emit(core: &Core, env: Vec<Envelope>) {
     if env.is_empty() {
         return;
     }
-    if core.id == 0 {
-        if let Some(job) = core.proxy.submit_job_or_return(DriverJob::Send(env)) {
-            if let Some(tx) = core.proxy.job_sender() {
-                runtime::spawn(async move {
-                    let _ = tx.send(job).await;
-                });
-            }
-        }
+    let Some(hand) = Hand::of(core) else {
+        tracing::debug!("no cluster task: migration messages not sent");
         return;
-    }
-    let mesh = core.shared.mesh[0].clone();
-    match mesh.try_send(Request::ToDriver(DriverJob::Send(env))) {
-        Ok(()) | Err(crossbeam_channel::TrySendError::Disconnected(_)) => {}
-        Err(crossbeam_channel::TrySendError::Full(req)) => {
-            runtime::spawn(mesh_send_wait(mesh, req));
-        }
-    }
+    };
+    core.migration_outbox.push(hand, env);
 }
 
 /// Hands envelopes to the cluster task (core 0), waiting while its queue (core 0's job queue,
-/// `link_queue_frames` jobs, or core 0's mailbox, `runtime.mesh_capacity`) is full: the
-/// caller (the migration timer, the mailbox loop) makes no more until they are queued.
+/// `link_queue_frames` jobs, or core 0's mailbox, `runtime.mesh_capacity`) is full, and
+/// behind what waits in this core's [`Outbox`]: the caller (the migration timer, the mailbox
+/// loop) makes no more until they are queued.
 pub async fn emit_wait(core: &Core, env: Vec<Envelope>) {
     if env.is_empty() {
         return;
     }
-    if core.id == 0 {
-        if !core.proxy.send_job(DriverJob::Send(env)).await {
-            tracing::debug!("no cluster task: migration messages not sent");
-        }
-        return;
+    while core.migration_outbox.busy() {
+        runtime::yield_now().await;
     }
-    mesh_send_wait(
-        core.shared.mesh[0].clone(),
-        Request::ToDriver(DriverJob::Send(env)),
-    )
-    .await;
+    if let Some(hand) = Hand::of(core) {
+        hand.send_wait(env).await;
+    } else {
+        tracing::debug!("no cluster task: migration messages not sent");
+    }
 }
 
-/// Sends `req` on core 0's mailbox, yielding while it is full (both [`emit`]'s spawned task and
-/// [`emit_wait`] wait this way).
+/// Where a core hands migration messages to the cluster task: core 0's job queue (on core 0)
+/// or core 0's mailbox.
+#[derive(Clone)]
+pub enum Hand {
+    /// The cluster task's job queue (on core 0).
+    Jobs(std::rc::Rc<glommio::channels::local_channel::LocalSender<DriverJob>>),
+    /// Core 0's mailbox (other cores).
+    Mesh(crate::core::Mail),
+}
+
+impl Hand {
+    fn of(core: &Core) -> Option<Hand> {
+        if core.id == 0 {
+            core.proxy.job_sender().map(Hand::Jobs)
+        } else {
+            Some(Hand::Mesh(core.shared.mesh[0].clone()))
+        }
+    }
+
+    /// Queues `env` if there is room; hands it back when full (dropped only when the
+    /// receiver is gone: shutting down).
+    fn try_send(&self, env: Vec<Envelope>) -> Result<(), Vec<Envelope>> {
+        match self {
+            Hand::Jobs(tx) => match tx.try_send(DriverJob::Send(env)) {
+                Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(
+                    DriverJob::Send(env),
+                ))) => Err(env),
+                _ => Ok(()),
+            },
+            Hand::Mesh(mesh) => match mesh.try_send(Request::ToDriver(DriverJob::Send(env))) {
+                Err(crossbeam_channel::TrySendError::Full(Request::ToDriver(DriverJob::Send(
+                    env,
+                )))) => Err(env),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Queues `env`, waiting while the queue is full.
+    async fn send_wait(&self, env: Vec<Envelope>) {
+        match self {
+            Hand::Jobs(tx) => {
+                let _ = tx.send(DriverJob::Send(env)).await;
+            }
+            Hand::Mesh(mesh) => {
+                mesh_send_wait(mesh.clone(), Request::ToDriver(DriverJob::Send(env))).await;
+            }
+        }
+    }
+}
+
+/// One core's migration messages that found the cluster task's queue full ([`emit`]), in
+/// order, with one task handing them on as room appears.
+#[derive(Default)]
+pub struct Outbox {
+    queue: std::cell::RefCell<std::collections::VecDeque<Vec<Envelope>>>,
+    /// The drain task runs (it holds a message in hand until it is queued).
+    draining: std::cell::Cell<bool>,
+}
+
+impl Outbox {
+    /// Whether messages wait here (or are being handed on): later ones must wait behind them,
+    /// and a bulk write, whose aborts would wait here too, gets `-TRYAGAIN`.
+    pub fn busy(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Hands `env` on at once if nothing waits and there is room; else queues it behind the
+    /// waiting ones and starts the drain task.
+    pub fn push(self: &std::rc::Rc<Self>, hand: Hand, env: Vec<Envelope>) {
+        let env = if self.draining.get() {
+            env
+        } else {
+            match hand.try_send(env) {
+                Ok(()) => return,
+                Err(env) => env,
+            }
+        };
+        self.queue.borrow_mut().push_back(env);
+        if self.draining.replace(true) {
+            return;
+        }
+        let this = std::rc::Rc::clone(self);
+        runtime::spawn(async move {
+            loop {
+                let next = this.queue.borrow_mut().pop_front();
+                let Some(env) = next else { break };
+                hand.send_wait(env).await;
+            }
+            this.draining.set(false);
+        });
+    }
+}
+
+/// Sends `req` on core 0's mailbox, yielding while it is full ([`Hand::send_wait`] from
+/// [`emit_wait`] and the [`Outbox`]'s task).
 async fn mesh_send_wait(mesh: crate::core::Mail, mut req: Request) {
     loop {
         match mesh.try_send(req) {
@@ -331,7 +417,13 @@ pub async fn run(core: std::rc::Rc<Core>, tick: Duration, idle_tick: Duration, p
             }
             continue;
         }
-        let pause = turn_pause(spent_us, pacing.duty_percent, pacing.pause_max);
+        // A leaving node drains at its own share (`migration_leave_duty_percent`).
+        let duty = if core.cluster.borrow().leaving {
+            pacing.leave_duty_percent
+        } else {
+            pacing.duty_percent
+        };
+        let pause = turn_pause(spent_us, duty, pacing.pause_max);
         if pause.is_zero() {
             runtime::yield_to_io().await;
         } else {
@@ -359,11 +451,13 @@ pub fn wake(core: &Core) {
 }
 
 /// How the migration timer spaces its turns (`migration_duty_percent`,
-/// `migration_pause_max_ms`).
+/// `migration_leave_duty_percent`, `migration_pause_max_ms`).
 #[derive(Clone, Copy, Debug)]
 pub struct Pacing {
     /// Share of the core's time migration calls may take, 1..=100.
     pub duty_percent: u64,
+    /// The share while this node is leaving (draining its slots away), 1..=100.
+    pub leave_duty_percent: u64,
     /// Longest pause between two turns.
     pub pause_max: Duration,
 }
@@ -395,6 +489,67 @@ pub fn raw_redirect(reply: &Reply) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Messages that find the cluster task's queue full ([`emit`], the aborts of a bulk write)
+    /// wait in the core's outbox, in order and behind nothing spawned; while they wait the
+    /// outbox is busy (a bulk write gets `-TRYAGAIN`, so at most one bulk write's aborts wait),
+    /// and a sender that waits for it first ([`emit_wait`]) does not overtake them.
+    #[test]
+    fn full_queue_messages_wait_in_order_in_the_outbox() {
+        use glommio::channels::local_channel;
+        use tessera_cluster::To;
+        let cfg = crate::runtime::RuntimeConfig {
+            cores: 1,
+            ..crate::runtime::RuntimeConfig::default()
+        };
+        let cpu = cfg.cpus()[0];
+        let h = crate::runtime::spawn_executor(0, cpu, &cfg, move || async move {
+            let (tx, rx) = local_channel::new_bounded(2);
+            let hand = Hand::Jobs(std::rc::Rc::new(tx));
+            let outbox = std::rc::Rc::new(Outbox::default());
+            let job = |n: u64| {
+                vec![Envelope {
+                    to: To::Coordinator,
+                    message: Message::Ping { nonce: n },
+                }]
+            };
+            let mut busy = Vec::new();
+            for n in 0..5 {
+                outbox.push(hand.clone(), job(n));
+                busy.push(outbox.busy());
+            }
+            let consumer = runtime::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(DriverJob::Send(env)) = rx.recv().await {
+                    if let Message::Ping { nonce } = env[0].message {
+                        got.push(nonce);
+                    }
+                    if got.len() == 8 {
+                        break;
+                    }
+                }
+                got
+            });
+            // As `emit_wait` does: behind whatever waits in the outbox.
+            while outbox.busy() {
+                runtime::yield_now().await;
+            }
+            hand.send_wait(job(5)).await;
+            outbox.push(hand.clone(), job(6));
+            hand.send_wait(job(7)).await;
+            let got = consumer.await.unwrap_or_default();
+            (busy, outbox.busy(), got)
+        })
+        .unwrap();
+        let (busy, busy_after, got) = h.join().unwrap();
+        assert_eq!(
+            busy,
+            [false, false, true, true, true],
+            "queued at once while there is room, then held in the outbox"
+        );
+        assert!(!busy_after, "drained");
+        assert_eq!(got, (0..8).collect::<Vec<u64>>(), "all, in order");
+    }
 
     #[test]
     fn turn_pause_keeps_the_calls_within_their_share() {

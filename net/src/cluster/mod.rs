@@ -54,6 +54,9 @@ pub struct View {
     pub quorum: bool,
     /// The coordinator membership sees.
     pub coordinator: NodeId,
+    /// This node is leaving (`CLUSTER LEAVE`, SIGTERM): its slots are being drained away, and
+    /// its migration timers pace by `migration_leave_duty_percent`.
+    pub leaving: bool,
     /// Per slot, the local core owning it, or [`REMOTE`] (another node, or no table): the hot
     /// path's routing lookup. 32 KiB, where the table's slot entries are about 800 KiB: every
     /// request for a random key would otherwise miss the cache on its slot entry (measured:
@@ -88,6 +91,7 @@ pub struct ViewUpdate {
     pub live: Arc<Vec<NodeInfo>>,
     pub quorum: bool,
     pub coordinator: NodeId,
+    pub leaving: bool,
 }
 
 impl View {
@@ -104,6 +108,7 @@ impl View {
             live: Arc::new(vec![me.clone()]),
             quorum: true,
             coordinator: me.id,
+            leaving: false,
         }
     }
 
@@ -118,6 +123,7 @@ impl View {
             live: Arc::new(vec![me.clone()]),
             quorum: false,
             coordinator: me.id,
+            leaving: false,
         }
     }
 
@@ -134,6 +140,7 @@ impl View {
         self.live = u.live;
         self.quorum = u.quorum;
         self.coordinator = u.coordinator;
+        self.leaving = u.leaving;
     }
 
     /// Current epoch (0 before any table).
@@ -317,6 +324,7 @@ mod tests {
             live: Arc::clone(&live),
             quorum: true,
             coordinator: me(2).id,
+            leaving: false,
         };
         v.install(upd(&t));
         assert_eq!(v.epoch(), 5);
@@ -346,6 +354,7 @@ mod tests {
             live: Arc::new(vec![other.clone(), mine.clone()]),
             quorum: true,
             coordinator: other.id,
+            leaving: false,
         });
         assert_eq!(v.me_idx, Some(1));
         for s in 0..SLOT_COUNT {
@@ -362,6 +371,7 @@ mod tests {
             live: Arc::new(vec![other.clone(), mine]),
             quorum: true,
             coordinator: other.id,
+            leaving: false,
         });
         assert!((0..SLOT_COUNT).all(|s| v.local_core(s as Slot).is_none()));
     }
