@@ -11,11 +11,10 @@
 //! (benches/common).
 //!
 //! Each side draws its own batch of random keys, and the side that goes first alternates
-//! between rounds. (Until 2026-12-01 the HashMap ran the engine's batch, the same keys in the
-//! same order, right after it: the key bytes the engine had just fetched from memory were
-//! still in the cache, so the HashMap side skipped cache misses that the engine side paid, and
-//! this bench gave the HashMap 0.57-0.61 µs per `get` where `getset`, whose cases each walk
-//! the keys on their own, gave 0.79-0.91 µs. docs/benchmarks.md has the measurement.)
+//! between rounds, so that neither side runs on keys the other has just brought into the
+//! cache. (Until 2026-12-01 the HashMap ran the engine's batch, the same keys in the same
+//! order, right after it; measured, that saved the HashMap side at most 3%, so it is not why
+//! this bench and `getset` disagreed on the HashMap's time: see docs/benchmarks.md.)
 //!
 //! Run: `cargo bench -p tessera-engine --bench getset_paired` (optional argument: rounds,
 //! default 200; each round is 2 x 2 batches of 20 000 operations).
