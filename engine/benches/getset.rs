@@ -24,8 +24,7 @@ impl Walk {
 
 fn bench(crit: &mut Criterion) {
     let Loaded {
-        keys,
-        values,
+        data,
         mut shard,
         mut map,
     } = common::load();
@@ -35,12 +34,7 @@ fn bench(crit: &mut Criterion) {
     group.bench_function("engine GET (Shard::execute, owned reply)", |b| {
         b.iter(|| {
             let i = walk.next();
-            let r = shard.execute(
-                Command::Get {
-                    key: keys[i].clone(),
-                },
-                NOW,
-            );
+            let r = shard.execute(Command::Get { key: data.key(i) }, NOW);
             black_box(r)
         });
     });
@@ -48,21 +42,21 @@ fn bench(crit: &mut Criterion) {
     group.bench_function("HashMap get (borrowed)", |b| {
         b.iter(|| {
             let i = walk.next();
-            black_box(map.get(&keys[i][..]).map(Vec::len))
+            black_box(map.get(data.key_ref(i)).map(Vec::len))
         });
     });
     let mut walk = Walk(1);
     group.bench_function("HashMap get + copy into Bytes (owned, like a reply)", |b| {
         b.iter(|| {
             let i = walk.next();
-            black_box(map.get(&keys[i][..]).map(|v| Bytes::copy_from_slice(v)))
+            black_box(map.get(data.key_ref(i)).map(|v| Bytes::copy_from_slice(v)))
         });
     });
     let mut walk = Walk(2);
     group.bench_function("engine SET overwrite (Shard::execute)", |b| {
         b.iter(|| {
             let i = walk.next();
-            let r = shard.execute(set_cmd(keys[i].clone(), values[i].clone()), NOW);
+            let r = shard.execute(set_cmd(data.key(i), data.value(i)), NOW);
             black_box(r)
         });
     });
@@ -70,14 +64,14 @@ fn bench(crit: &mut Criterion) {
     group.bench_function("HashMap insert overwrite (key and value to Vec)", |b| {
         b.iter(|| {
             let i = walk.next();
-            black_box(map.insert(keys[i].to_vec(), values[i].to_vec()))
+            black_box(map.insert(data.key_ref(i).to_vec(), data.value_ref(i).to_vec()))
         });
     });
     let mut walk = Walk(3);
     group.bench_function("engine SET overwrite + compact_step(256 B)", |b| {
         b.iter(|| {
             let i = walk.next();
-            shard.execute(set_cmd(keys[i].clone(), values[i].clone()), NOW);
+            shard.execute(set_cmd(data.key(i), data.value(i)), NOW);
             black_box(shard.compact_step(256))
         });
     });

@@ -290,6 +290,7 @@ fn read_u64(data: &[u8], at: usize) -> Option<u64> {
 
 /// Parses the entry at `off` of `data`; `None` when the bytes there are not a complete entry
 /// (only possible for offsets that did not come from the index, e.g. a forged SCAN cursor).
+#[inline]
 pub fn parse(data: &[u8], off: usize) -> Option<Parsed> {
     let w = read_u32(data, off)?;
     let flags = (w >> FLAGS_SHIFT) as u8;

@@ -41,6 +41,7 @@ pub mod number;
 pub mod reply;
 pub mod shard;
 pub mod slot;
+mod slot_pos;
 
 #[cfg(test)]
 mod semantics_tests;

@@ -29,6 +29,7 @@ use crate::arena::{
 use crate::config::MapConfig;
 use crate::evict::Rng;
 use crate::slot::{key_slot, Slot};
+use crate::slot_pos::SlotPos;
 
 /// Where an entry is, from `Map::find`, with the entry as parsed by the index probe (so reading
 /// its value does not parse it again); valid until the map changes.
@@ -157,7 +158,7 @@ pub struct Map {
     slab_free: Vec<u32>,
     slab_bytes: u64,
     slots: Vec<SlotIndex>,
-    slot_pos: hashbrown::HashMap<Slot, u32, SlotHasher>,
+    slot_pos: SlotPos,
     len: usize,
     volatile: usize,
     live_bytes: u64,
@@ -183,35 +184,6 @@ pub struct Map {
     pub stats: MapStats,
     /// `memory_bytes()` as last added to the shard's total (kept by the shard).
     pub(crate) accounted: u64,
-}
-
-/// Hasher for the slot -> position map: a multiply (slots are already uniform).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SlotHasher;
-
-impl std::hash::BuildHasher for SlotHasher {
-    type Hasher = SlotHasherState;
-    fn build_hasher(&self) -> SlotHasherState {
-        SlotHasherState(0)
-    }
-}
-
-/// State of `SlotHasher`.
-#[derive(Debug)]
-pub struct SlotHasherState(u64);
-
-impl std::hash::Hasher for SlotHasherState {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u16(&mut self, v: u16) {
-        self.0 = u64::from(v);
-    }
 }
 
 /// An index slot: a location packed into 4 bytes, `(table id << off_bits) | offset`, so a
@@ -318,7 +290,7 @@ impl Map {
             slab_free: Vec::new(),
             slab_bytes: 0,
             slots: Vec::new(),
-            slot_pos: hashbrown::HashMap::with_hasher(SlotHasher),
+            slot_pos: SlotPos::default(),
             len: 0,
             volatile: 0,
             live_bytes: 0,
@@ -450,7 +422,7 @@ impl Map {
             + (self.order.capacity().max(4) * 4) as u64;
         let index = self.index_bytes
             + (self.slots.capacity().max(4) * std::mem::size_of::<SlotIndex>()) as u64
-            + (self.slot_pos.allocation_size() as u64).max(64)
+            + self.slot_pos.growth_bound(1)
             + 512;
         let slab = (self.slab.capacity().max(4) * std::mem::size_of::<Option<Bytes>>()) as u64;
         table + if outline { value_len as u64 + slab } else { 0 } + index
@@ -460,7 +432,7 @@ impl Map {
     /// doubles, an upper estimate for a new slot).
     fn index_growth(&self, key: &[u8]) -> u64 {
         let slot = key_slot(key);
-        if let Some(&p) = self.slot_pos.get(&slot) {
+        if let Some(p) = self.slot_pos.get(slot) {
             let t = &self.slots[p as usize].table;
             // Only an insert grows a full table (`upsert` reserves nothing for an overwrite);
             // whether the key exists is not looked up here, so for an existing key in a full
@@ -476,12 +448,7 @@ impl Map {
             } else {
                 0
             };
-            let pos_growth = if self.slot_pos.len() == self.slot_pos.capacity() {
-                (self.slot_pos.allocation_size() as u64).max(64) + 64
-            } else {
-                0
-            };
-            128 + vec_growth + pos_growth
+            128 + vec_growth + self.slot_pos.growth_bound(1)
         }
     }
 
@@ -519,7 +486,7 @@ impl Map {
         let index_alloc = |n: usize| ((n * 8 / 7 + 1).next_power_of_two().max(4) * 5 + 64) as u64;
         let mut new_slots = 0;
         for (slot, n) in per_slot {
-            if let Some(&p) = self.slot_pos.get(&slot) {
+            if let Some(p) = self.slot_pos.get(slot) {
                 let t = &self.slots[p as usize].table;
                 // Upper bound: every pair counted as an insert.
                 if t.len() + n >= t.capacity() {
@@ -545,11 +512,7 @@ impl Map {
             new_slots,
             std::mem::size_of::<SlotIndex>(),
         );
-        let pos_len = self.slot_pos.len() + new_slots;
-        if new_slots > 0 && pos_len > self.slot_pos.capacity() {
-            // The slot -> position map's new allocation (8-byte pairs and a control byte).
-            bytes += ((pos_len * 8 / 7 + 1).next_power_of_two().max(4) * 12 + 64) as u64;
-        }
+        bytes += self.slot_pos.growth_bound(new_slots);
         bytes += vec_growth(
             self.tables.len(),
             self.tables.capacity(),
@@ -571,6 +534,7 @@ impl Map {
         self.free_ids.len() + self.table_ids_max.saturating_sub(self.tables.len())
     }
 
+    #[inline]
     fn hash(&self, key: &[u8]) -> u64 {
         if self.layout.colliding_hash {
             0x5EED
@@ -586,9 +550,10 @@ impl Map {
 
     /// Location of the current version of `key` and the entry there as parsed for the key
     /// comparison of the index probe (one parse per lookup instead of one per use).
+    #[inline]
     fn locate_parsed(&self, key: &[u8]) -> Option<(u64, Parsed)> {
         let bits = self.off_bits;
-        let pos = *self.slot_pos.get(&key_slot(key))?;
+        let pos = self.slot_pos.get(key_slot(key))?;
         let tables = &self.tables;
         let mut hit = None;
         self.slots[pos as usize].table.find(self.hash(key), |&p| {
@@ -820,7 +785,7 @@ impl Map {
     }
 
     fn slot_index_mut(&mut self, slot: Slot) -> usize {
-        if let Some(&p) = self.slot_pos.get(&slot) {
+        if let Some(p) = self.slot_pos.get(slot) {
             return p as usize;
         }
         self.slots.push(SlotIndex {
@@ -830,6 +795,7 @@ impl Map {
         });
         let p = self.slots.len() - 1;
         self.slot_pos.insert(slot, p as u32);
+        debug_assert_eq!(self.slot_pos.len(), self.slots.len());
         p
     }
 
@@ -997,7 +963,7 @@ impl Map {
     pub fn remove(&mut self, key: &[u8]) -> bool {
         let bits = self.off_bits;
         let slot = key_slot(key);
-        let Some(&pos) = self.slot_pos.get(&slot) else {
+        let Some(pos) = self.slot_pos.get(slot) else {
             return false;
         };
         let hash = self.hash(key);
@@ -1027,10 +993,11 @@ impl Map {
         if empty {
             let pos = pos as usize;
             self.slots.swap_remove(pos);
-            self.slot_pos.remove(&slot);
+            self.slot_pos.remove(slot);
             if let Some(moved) = self.slots.get(pos) {
                 self.slot_pos.insert(moved.slot, pos as u32);
             }
+            debug_assert_eq!(self.slot_pos.len(), self.slots.len());
         }
         let p = found.expect("the probe parsed the entry it matched");
         self.retire_parsed(l, &p);
@@ -1057,8 +1024,8 @@ impl Map {
     /// Number of keys of `slot` in this map.
     pub fn slot_len(&self, slot: Slot) -> usize {
         self.slot_pos
-            .get(&slot)
-            .map_or(0, |&p| self.slots[p as usize].table.len())
+            .get(slot)
+            .map_or(0, |p| self.slots[p as usize].table.len())
     }
 
     /// Up to `count` keys of `slot` from bucket `cursor`; returns the next cursor (0 = done).
@@ -1066,7 +1033,7 @@ impl Map {
     /// are all returned when the slot's index does not grow between calls.
     pub fn slot_keys(&self, slot: Slot, cursor: usize, count: usize) -> (usize, Vec<Bytes>) {
         let bits = self.off_bits;
-        let Some(&p) = self.slot_pos.get(&slot) else {
+        let Some(p) = self.slot_pos.get(slot) else {
             return (0, Vec::new());
         };
         let idx = &self.slots[p as usize].table;
@@ -1089,8 +1056,8 @@ impl Map {
     /// Rehash generation of `slot`'s index table (0 when the slot has no keys).
     pub fn slot_generation(&self, slot: Slot) -> u32 {
         self.slot_pos
-            .get(&slot)
-            .map_or(0, |&p| self.slots[p as usize].generation)
+            .get(slot)
+            .map_or(0, |p| self.slots[p as usize].generation)
     }
 
     /// Migration scan: visits up to `max` entries of `slot` from `bucket`, restarting at bucket
@@ -1106,7 +1073,7 @@ impl Map {
         mut visit: impl FnMut(&[u8], Bytes, &Meta),
     ) -> Option<(u32, usize)> {
         let bits = self.off_bits;
-        let &pos = self.slot_pos.get(&slot)?;
+        let pos = self.slot_pos.get(slot)?;
         let si = &self.slots[pos as usize];
         let mut bucket_at = if si.generation == generation {
             bucket
@@ -1203,7 +1170,7 @@ impl Map {
         let mut examined = 0;
         let budget = count.saturating_mul(4).saturating_add(64);
         while slot < crate::slot::SLOT_COUNT {
-            if let Some(&p) = self.slot_pos.get(&(slot as Slot)) {
+            if let Some(p) = self.slot_pos.get(slot as Slot) {
                 let si = &self.slots[p as usize];
                 if first && si.generation & gen_mask != cursor_gen {
                     // The slot's table rehashed since the cursor was made: start it over.
@@ -1476,7 +1443,7 @@ impl Map {
                 let key = p.key(&table(&self.tables, id).data);
                 let (hash, slot) = (self.hash(key), key_slot(key));
                 let old_loc = loc(id, off);
-                if let Some(&pos) = self.slot_pos.get(&slot) {
+                if let Some(pos) = self.slot_pos.get(slot) {
                     if let Some(s) = self.slots[pos as usize]
                         .table
                         .find_mut(hash, |&q| unpack(q, bits) == old_loc)
@@ -1781,6 +1748,73 @@ mod tests {
                 "stable{i} missed"
             );
         }
+    }
+
+    #[test]
+    fn keys_in_many_slots_switch_the_slot_lookup_to_an_array_and_back() {
+        use crate::slot::SLOT_COUNT;
+        use crate::slot_pos::DENSE_AT;
+        let mut m = Map::new(b"m", MapConfig::default(), layout(false));
+        let n = 20_000u32;
+        let key = |i: u32| format!("key:{i:08}");
+        let value = |i: u32| Bytes::from(format!("v{i}"));
+        let mut slots = std::collections::BTreeSet::new();
+        for i in 0..n {
+            let k = key(i);
+            // The budget's estimates stay upper bounds across the switch.
+            let before = m.memory_bytes();
+            let growth = m.write_growth(k.as_bytes(), value(i).len(), false);
+            assert!(m.write_growth_bound(k.len(), value(i).len(), false) >= growth);
+            assert!(m.put(k.as_bytes(), value(i), meta(1, 0), false));
+            assert!(m.memory_bytes() <= before + growth, "key {i}");
+            slots.insert(key_slot(k.as_bytes()));
+            assert_eq!(
+                matches!(m.slot_pos, SlotPos::Dense { .. }),
+                slots.len() > DENSE_AT
+            );
+        }
+        assert!(slots.len() > DENSE_AT);
+        for i in 0..n {
+            assert_eq!(m.value(key(i).as_bytes()), Some(value(i)));
+        }
+        assert_eq!(m.value(b"absent"), None);
+        let per_slot: usize = (0..SLOT_COUNT).map(|s| m.slot_len(s as Slot)).sum();
+        assert_eq!(per_slot, n as usize);
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0;
+        loop {
+            cursor = m.scan(cursor, 100, |k, _| {
+                seen.insert(k.to_vec());
+            });
+            if cursor == 0 {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), n as usize);
+        // Overwrites and compaction (which updates locations through the slot lookup).
+        for i in 0..n {
+            m.put(key(i).as_bytes(), value(i + 1), meta(2, 0), false);
+        }
+        while m.compact_step(1 << 16, usize::MAX, 0.3, u64::MAX).entries > 0 {}
+        for i in 0..n {
+            assert_eq!(m.value(key(i).as_bytes()), Some(value(i + 1)));
+        }
+        // Deleting all but 100 keys goes back to the hash map; the rest stay reachable.
+        let dense_index = m.index_bytes() + m.slot_pos.allocation_size() as u64;
+        for i in 100..n {
+            assert!(m.remove(key(i).as_bytes()));
+        }
+        assert!(matches!(m.slot_pos, SlotPos::Sparse(_)));
+        assert!(m.slot_pos.allocation_size() < 8 * 1024);
+        assert!(m.index_bytes() + (m.slot_pos.allocation_size() as u64) < dense_index / 10);
+        for i in 0..n {
+            let expect = (i < 100).then(|| value(i + 1));
+            assert_eq!(m.value(key(i).as_bytes()), expect);
+        }
+        for i in 0..100 {
+            assert!(m.remove(key(i).as_bytes()));
+        }
+        assert_eq!(m.slot_pos.allocation_size(), 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub type Slot = u16;
 
 /// The part of `key` that is hashed: the bytes between the first `{` and the next `}` when that
 /// span is non-empty, otherwise the whole key (Redis Cluster's hash-tag rule).
+#[inline]
 pub fn hash_tag(key: &[u8]) -> &[u8] {
     if let Some(open) = find_byte(key, b'{') {
         if let Some(len) = find_byte(&key[open + 1..], b'}') {
@@ -49,6 +50,7 @@ fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
 }
 
 /// The slot of `key`.
+#[inline]
 pub fn key_slot(key: &[u8]) -> Slot {
     let slot = crc16_xmodem(hash_tag(key)) & 0x3FFF;
     debug_assert!((slot as usize) < SLOT_COUNT);
@@ -92,6 +94,7 @@ const fn crc16_tables() -> [[u16; 256]; 8] {
 static CRC16_TABLES: [[u16; 256]; 8] = crc16_tables();
 
 /// CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, no reflection.
+#[inline]
 pub fn crc16_xmodem(bytes: &[u8]) -> u16 {
     let t = &CRC16_TABLES;
     let mut chunks = bytes.chunks_exact(8);
