@@ -184,6 +184,9 @@ impl Driver {
                 planner: PlannerConfig::default(),
                 first_plan_delay_ms: cfg.first_plan_delay_ms,
                 down_grace_ms: cfg.member_down_grace_ms,
+                // Shorter than failure detection (probe_period_ms + suspect_to_down_ms), longer
+                // than two hint intervals (validated with the config).
+                lease_ms: cfg.suspect_to_down_ms,
             },
             0,
         );
@@ -513,18 +516,22 @@ impl Driver {
             }
             // The hint counts towards a new coordinator's catch-up (it plans only once every
             // member hinted); the same epoch from another coordinator makes it republish above.
-            Message::TableEpoch { epoch, coordinator }
-                if self.keeper.observe_hint(from, epoch, coordinator) =>
+            Message::TableEpoch {
+                epoch,
+                coordinator,
+                at_ms,
+                echo_ms,
+            } if self
+                .keeper
+                .observe_hint(from, epoch, coordinator, at_ms, echo_ms) =>
             {
                 let have_epoch = self.keeper.epoch();
                 self.send(from, Message::TableFetch { have_epoch });
             }
             Message::TableFetch { have_epoch } => {
-                if let Some(t) = self.keeper.table() {
-                    if t.epoch > have_epoch {
-                        let push = Message::TablePush(t.clone());
-                        self.send(from, push);
-                    }
+                if let Some(t) = self.keeper.table_for_fetch(have_epoch) {
+                    let push = Message::TablePush(t.clone());
+                    self.send(from, push);
                 }
             }
             Message::Drain { node } => {
@@ -723,7 +730,7 @@ impl Driver {
         if now >= self.next_plan_ms {
             self.next_plan_ms = now + self.cfg.replan_interval_ms;
             let mut pushed = self.keeper.replan(&members, quorum, now).cloned();
-            if let Some(t) = self.keeper.flush_commits(&members).cloned() {
+            if let Some(t) = self.keeper.flush_commits(&members, now).cloned() {
                 pushed = Some(t);
             }
             if let Some(t) = pushed {
@@ -738,16 +745,12 @@ impl Driver {
         }
         if now >= self.next_hint_ms {
             self.next_hint_ms = now + self.cfg.epoch_hint_interval_ms;
-            let epoch = self.keeper.epoch();
             let coordinator = self.membership.coordinator();
-            // The hint names the coordinator that computed the table (cluster/README.md).
-            let computed_by = self.keeper.table().map_or(coordinator, |t| t.coordinator);
+            // The hint names the coordinator that computed the table and carries the
+            // coordinator lease's clock and echo (cluster/README.md).
             for m in &members {
                 if m.id != self.me.id {
-                    let hint = Message::TableEpoch {
-                        epoch,
-                        coordinator: computed_by,
-                    };
+                    let hint = self.keeper.hint(m.id, coordinator, now);
                     self.send(m.id, hint);
                 }
             }
