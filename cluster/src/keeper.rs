@@ -843,6 +843,58 @@ mod tests {
         assert!(k.replan(&view, true, 11_500).is_some());
     }
 
+    /// Pause sweep seed 11 at 20 s, reduced: node 1 (the oldest) was paused while nodes 2 and 3
+    /// made the first table; back, it holds no table of its own and plans from theirs, while
+    /// node 3 is paused in turn (out of the view): node 3 keeps its slots for the grace.
+    #[test]
+    fn the_grace_follows_the_table_a_plan_starts_from() {
+        let pair = vec![test_node(2, 2), test_node(3, 2)];
+        let mut k2 = TableKeeper::new(pair[0].id, KeeperConfig::default(), 0);
+        hints_from_all(&mut k2, &pair, 0);
+        let theirs = k2.replan(&pair, true, 0).unwrap().clone();
+        let three = pair[1].id;
+        let owned = |t: &PartitionTable| {
+            let i = t.node_index(three);
+            t.slots.iter().filter(|e| Some(e.primary.node) == i).count()
+        };
+        assert!(owned(&theirs) > 0);
+        let view = vec![test_node(1, 2), test_node(2, 2)];
+        let cfg = KeeperConfig {
+            down_grace_ms: 5000,
+            ..KeeperConfig::default()
+        };
+        let mut k1 = TableKeeper::new(view[0].id, cfg, 0);
+        assert_eq!(
+            k1.offer(theirs.clone(), view[0].id),
+            Offer::WrongCoordinator
+        );
+        hints_from_all(&mut k1, &view, theirs.epoch);
+        let next = k1.replan(&view, true, 1000).unwrap();
+        assert_eq!(
+            owned(next),
+            owned(&theirs),
+            "node 3 keeps its slots for the grace"
+        );
+    }
+
+    /// Pause sweep seed 13 at 20 s, reduced: a node that knows of a newer epoch than its
+    /// table's (a coordinator catching up after a pause) does not hand its table out.
+    #[test]
+    fn a_table_known_to_be_stale_is_not_handed_out() {
+        let members = vec![test_node(1, 2), test_node(2, 2)];
+        let me = coordinator(&members).unwrap();
+        let mut k = TableKeeper::new(me, KeeperConfig::default(), 0);
+        hints_from_all(&mut k, &members, 0);
+        let t1 = k.replan(&members, true, 0).unwrap().clone();
+        assert_eq!(k.table_for_fetch(0).map(|t| t.epoch), Some(t1.epoch));
+        assert!(
+            k.table_for_fetch(t1.epoch).is_none(),
+            "not newer than the asker's"
+        );
+        assert!(k.observe_hint(members[1].id, t1.epoch + 2, members[1].id, 1, 0));
+        assert!(k.table_for_fetch(0).is_none(), "a newer epoch exists");
+    }
+
     #[test]
     fn a_member_that_rejoins_must_hint_again() {
         let members = vec![test_node(1, 2), test_node(2, 2)];
