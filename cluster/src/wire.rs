@@ -27,8 +27,9 @@ use crate::Slot;
 pub const MAGIC: u32 = 0x5453_5246;
 /// Version of this header and schema; bumped on any incompatible change (2: stream entries
 /// and deletes name their map; 3: a forwarded request names the protocol of its reply; 4:
-/// migration stream messages name the source's attempt).
-pub const WIRE_VERSION: u16 = 4;
+/// migration stream messages name the source's attempt; 5: epoch hints carry the sender's clock
+/// and the coordinator lease's echo).
+pub const WIRE_VERSION: u16 = 5;
 /// Header size in bytes.
 pub const HEADER_BYTES: usize = 16;
 /// Bodies are padded to a multiple of this.
@@ -183,11 +184,19 @@ pub enum Message {
         mac: [u8; 32],
     },
     /// "My table has this epoch, computed by this coordinator" (the cheap hint; fetch the body).
+    /// Also the coordinator lease (wire version 5, `keeper` module docs): every hint carries the
+    /// sender's clock, and a hint to the node the sender follows as coordinator echoes the
+    /// newest clock value it heard from it.
     TableEpoch {
         /// Epoch.
         epoch: u64,
         /// Coordinator that computed it.
         coordinator: NodeId,
+        /// The sender's clock when it sent this hint, milliseconds (at least 1).
+        at_ms: u64,
+        /// The `at_ms` of the newest hint the sender received from the receiver, if the sender
+        /// sees the receiver as its coordinator; 0 otherwise.
+        echo_ms: u64,
     },
     /// "Send me your table if its epoch is above `have_epoch`."
     TableFetch {
@@ -690,6 +699,8 @@ mod tests {
             Message::TableEpoch {
                 epoch: 5,
                 coordinator: NodeId([2; 20]),
+                at_ms: 1234,
+                echo_ms: 1200,
             },
             Message::TableFetch { have_epoch: 4 },
             Message::TablePush(table),

@@ -63,7 +63,10 @@ pub struct ClusterConfig {
     /// Default 500.
     pub probe_rtt_ms: u64,
     /// Suspect-to-down delay, milliseconds. A dead node is declared down after about
-    /// `probe_period_ms + suspect_to_down_ms`. Default 4000, at least 1.
+    /// `probe_period_ms + suspect_to_down_ms`. Default 4000, at least 1. Also the coordinator
+    /// lease (`KeeperConfig::lease_ms`): the coordinator plans only while every member echoed
+    /// one of its epoch hints within this long, so it must be at least three
+    /// `epoch_hint_interval_ms`.
     pub suspect_to_down_ms: u64,
     /// Interval of announcements to seeds that are not live members, milliseconds.
     /// Default 1000, at least 10.
@@ -288,6 +291,15 @@ impl ClusterConfig {
             10,
             60_000,
         )?;
+        if self.suspect_to_down_ms < self.epoch_hint_interval_ms.saturating_mul(3) {
+            return Err(bad(
+                "cluster.suspect_to_down_ms",
+                format!(
+                    "must be at least 3 x epoch_hint_interval_ms ({}): it is also the coordinator lease",
+                    self.epoch_hint_interval_ms
+                ),
+            ));
+        }
         range(
             "cluster.link_connect_timeout_ms",
             self.link_connect_timeout_ms,

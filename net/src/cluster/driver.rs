@@ -204,6 +204,9 @@ impl Driver {
                 planner: PlannerConfig::default(),
                 first_plan_delay_ms: cfg.first_plan_delay_ms,
                 down_grace_ms: cfg.member_down_grace_ms,
+                // Shorter than failure detection (probe_period_ms + suspect_to_down_ms), longer
+                // than two hint intervals (validated with the config).
+                lease_ms: cfg.suspect_to_down_ms,
             },
             0,
         );
@@ -580,13 +583,8 @@ impl Driver {
                         // waiting for this node's hint (it just came up) plans now, rather than
                         // at this node's next periodic hint.
                         if coord != self.me.id {
-                            self.send(
-                                coord,
-                                Message::TableEpoch {
-                                    epoch,
-                                    coordinator: coord,
-                                },
-                            );
+                            let hint = self.keeper.hint(coord, coord, self.now_ms());
+                            self.send(coord, hint);
                         }
                     }
                     Offer::Invalid(e) => {
@@ -597,7 +595,12 @@ impl Driver {
             }
             // The hint counts towards a new coordinator's catch-up (it plans only once every
             // member hinted); the same epoch from another coordinator makes it republish above.
-            Message::TableEpoch { epoch, coordinator } => {
+            Message::TableEpoch {
+                epoch,
+                coordinator,
+                at_ms,
+                echo_ms,
+            } => {
                 let news = self.hints_reset
                     || self.hints_seen.insert(from, (epoch, coordinator))
                         != Some((epoch, coordinator));
@@ -611,17 +614,18 @@ impl Driver {
                         self.awaiting_hint.remove(&from);
                     }
                 }
-                if self.keeper.observe_hint(from, epoch, coordinator) {
+                if self
+                    .keeper
+                    .observe_hint(from, epoch, coordinator, at_ms, echo_ms)
+                {
                     let have_epoch = self.keeper.epoch();
                     self.send(from, Message::TableFetch { have_epoch });
                 }
             }
             Message::TableFetch { have_epoch } => {
-                if let Some(t) = self.keeper.table() {
-                    if t.epoch > have_epoch {
-                        let push = Message::TablePush(t.clone());
-                        self.send(from, push);
-                    }
+                if let Some(t) = self.keeper.table_for_fetch(have_epoch) {
+                    let push = Message::TablePush(t.clone());
+                    self.send(from, push);
                 }
             }
             Message::Drain { node } => {
@@ -825,7 +829,10 @@ impl Driver {
         if now >= self.next_plan_ms {
             self.next_plan_ms = now + self.cfg.replan_interval_ms;
             let mut pushed = None;
-            if self.plan_dirty || self.plan_by_time(&members) {
+            // The keeper's catch-up and lease also change with time alone (a new coordinator
+            // waits one lease; a lapsed lease catches up again): while it defers, ask again
+            // every interval.
+            if self.plan_dirty || self.plan_by_time(&members) || self.keeper.plan_deferred() {
                 self.plan_dirty = false;
                 pushed = self.keeper.replan(&members, quorum, now).cloned();
                 if self.hints_reset {
@@ -835,7 +842,7 @@ impl Driver {
                     self.hints_seen.clear();
                 }
             }
-            if let Some(t) = self.keeper.flush_commits(&members).cloned() {
+            if let Some(t) = self.keeper.flush_commits(&members, now).cloned() {
                 pushed = Some(t);
             }
             if let Some(t) = pushed {
@@ -850,16 +857,12 @@ impl Driver {
         }
         if now >= self.next_hint_ms {
             self.next_hint_ms = now + self.cfg.epoch_hint_interval_ms;
-            let epoch = self.keeper.epoch();
             let coordinator = self.coordinator();
-            // The hint names the coordinator that computed the table (cluster/README.md).
-            let computed_by = self.keeper.table().map_or(coordinator, |t| t.coordinator);
+            // The hint names the coordinator that computed the table and carries the
+            // coordinator lease's clock and echo (cluster/README.md).
             for m in members.iter() {
                 if m.id != self.me.id {
-                    let hint = Message::TableEpoch {
-                        epoch,
-                        coordinator: computed_by,
-                    };
+                    let hint = self.keeper.hint(m.id, coordinator, now);
                     self.send(m.id, hint);
                 }
             }
