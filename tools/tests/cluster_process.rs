@@ -2,7 +2,9 @@
 //! 26200-26209, cluster ports 26300-26309), driven with the redis crate's cluster client.
 //! 100k keys are written through it (pipelined); a 4th node joins and one leaves on SIGTERM
 //! while a background thread reads and writes, and every acknowledged write keeps its value
-//! and TTL; `kill -9` of a node is detected and the others keep serving their slots.
+//! and TTL; `kill -9` of a node is detected and the others keep serving their slots. A second
+//! cluster (nodes 5-9, its own seed) checks `kill -STOP`/`-CONT` of the coordinator while a node
+//! joins: the process pause the simulator's `pause_sweep` models.
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
@@ -68,7 +70,8 @@ fn start(config: &std::path::Path, i: u16) -> Proc {
         ])
         .args([
             "--seeds",
-            "127.0.0.1:26300",
+            // Nodes 0-4 and 5-9 are two clusters (two tests running at once).
+            &format!("127.0.0.1:{}", 26300 + i / 5 * 5),
             "--cluster-secret",
             "process test secret",
         ])
@@ -449,5 +452,190 @@ fn processes_join_leave_on_sigterm_and_survive_kill_9() {
     }
     assert!(conn(victim_port).is_none(), "the victim is gone");
     eprintln!("total {:.1} s", test_start.elapsed().as_secs_f64());
+    let _ = std::fs::remove_file(cfg);
+}
+
+/// Whether the node on `port` sees the member whose client port is `member_port` as alive
+/// (`CLUSTER.MEMBERS`, RESP2: one flat name/value array per member).
+fn sees_alive(port: u16, member_port: u16) -> Option<bool> {
+    let v: Value = redis::cmd("CLUSTER.MEMBERS").query(&mut conn(port)?).ok()?;
+    let Value::Array(members) = v else {
+        return None;
+    };
+    let addr = format!("127.0.0.1:{member_port}");
+    for m in members {
+        let Value::Array(f) = m else { return None };
+        let field = |name: &str| {
+            f.chunks(2)
+                .find(|kv| kv[0] == Value::BulkString(name.as_bytes().to_vec()))
+                .map(|kv| kv[1].clone())
+        };
+        if field("addr") == Some(Value::BulkString(addr.clone().into_bytes())) {
+            return Some(field("alive") == Some(Value::Int(1)));
+        }
+    }
+    Some(false)
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let pid = p.child.id().to_string();
+    assert!(Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// The coordinator (the oldest node) is stopped with SIGSTOP long enough to be declared down,
+/// a new node joins meanwhile (another coordinator plans it), writes go on to the live nodes'
+/// slots, then the stopped node continues with its stale view and clock: every acknowledged
+/// write keeps its value and TTL, and the cluster settles with all five nodes. This is what
+/// starvation does to a node (cluster/README.md, "Process pauses"); the coordinator lease keeps
+/// the resumed node from planning or committing from its stale table.
+#[test]
+fn a_stopped_and_continued_coordinator_loses_nothing() {
+    let cfg = config_file("cluster-process-stop");
+    let mut procs: Vec<Proc> = Vec::new();
+    for i in 5..9 {
+        // Started one by one so node 5 is the oldest member, the coordinator.
+        procs.push(start(&cfg, i));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let ports = |procs: &[Proc]| procs.iter().map(|p| p.port).collect::<Vec<_>>();
+    wait_stable(&ports(&procs), 4, 60, || {});
+    let mut con = cluster_client(&ports(&procs));
+    const KEYS: usize = 20_000;
+    let bulk: Vec<(String, String)> = (0..KEYS)
+        .map(|i| (format!("stop:{i}"), format!("v:{i}")))
+        .collect();
+    let bulk_start = Instant::now();
+    for chunk in bulk.chunks(BATCH) {
+        let mut pipe = cluster_pipe();
+        for (k, v) in chunk {
+            pipe.set_ex(k, v, BULK_TTL).ignore();
+        }
+        let () = pipe.query(&mut con).unwrap();
+    }
+
+    // Hash tags whose slots the live nodes own (not the one to be stopped): writes during the
+    // stop go there, so no request waits on the stopped process.
+    let stopped_port = procs[0].port;
+    let live: Vec<u16> = ports(&procs[1..]);
+    let mut live_con = conn(live[0]).unwrap();
+    let slots: Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut live_con)
+        .unwrap();
+    let Value::Array(ranges) = slots else {
+        panic!("CLUSTER SLOTS: {slots:?}")
+    };
+    let stopped_owns = |slot: i64| {
+        ranges.iter().any(|r| {
+            let Value::Array(f) = r else { return false };
+            let (Value::Int(lo), Value::Int(hi), Value::Array(master)) = (&f[0], &f[1], &f[2])
+            else {
+                return false;
+            };
+            (*lo..=*hi).contains(&slot)
+                && master.get(1) == Some(&Value::Int(i64::from(stopped_port)))
+        })
+    };
+    // Each tag with the live node that owns its slot; written through plain connections with
+    // read timeouts (a cluster client would also connect to the stopped node and can wait on it
+    // without a timeout).
+    let owner_of = |slot: i64| -> Option<u16> {
+        ranges.iter().find_map(|r| {
+            let Value::Array(f) = r else { return None };
+            let (Value::Int(lo), Value::Int(hi), Value::Array(master)) = (&f[0], &f[1], &f[2])
+            else {
+                return None;
+            };
+            let Value::Int(port) = master.get(1)? else {
+                return None;
+            };
+            ((*lo..=*hi).contains(&slot)).then_some(*port as u16)
+        })
+    };
+    let tags: Vec<(String, u16)> = (0..200)
+        .map(|t| format!("t{t}"))
+        .filter_map(|t| {
+            let slot: i64 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(format!("{{{t}}}"))
+                .query(&mut live_con)
+                .unwrap();
+            let owner = owner_of(slot)?;
+            (!stopped_owns(slot) && owner != stopped_port).then_some((t, owner))
+        })
+        .collect();
+    assert!(
+        tags.len() > 50,
+        "most tags are on the live nodes: {}",
+        tags.len()
+    );
+
+    // Stop the coordinator; a 5th node joins while it is stopped.
+    signal(&procs[0], "-STOP");
+    let stop_start = Instant::now();
+    procs.push(start(&cfg, 9));
+    let mut during: Vec<(String, String)> = Vec::new();
+    let mut declared_down = false;
+    let mut cons: std::collections::HashMap<u16, redis::Connection> = Default::default();
+    let mut n = 0;
+    // Stopped for 12 s: past failure detection (about 5.5 s with this config), within
+    // `member_down_grace_ms` (10 s) of being declared down.
+    while stop_start.elapsed() < Duration::from_secs(12) {
+        if !declared_down {
+            declared_down = sees_alive(live[0], stopped_port) == Some(false);
+        }
+        for i in n..n + 20 {
+            let (tag, owner) = &tags[i % tags.len()];
+            let (k, v) = (format!("d:{{{tag}}}:{i}"), format!("dv:{i}"));
+            let Some(c) = cons.get_mut(owner) else {
+                if let Some(c) = conn(*owner) {
+                    cons.insert(*owner, c);
+                }
+                continue;
+            };
+            let reply: RedisResult<()> = redis::cmd("SET")
+                .arg(&k)
+                .arg(&v)
+                .arg("EX")
+                .arg(BULK_TTL)
+                .query(c);
+            match reply {
+                // Acknowledged: must survive.
+                Ok(()) => during.push((k, v)),
+                // Not acknowledged (-MOVED once a slot moved to the new node, -TRYAGAIN in a
+                // handoff): need not survive.
+                Err(e) if e.kind() == redis::ErrorKind::IoError => {
+                    cons.remove(owner);
+                }
+                Err(_) => {}
+            }
+        }
+        n += 20;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        declared_down,
+        "the stopped coordinator was declared down by the others"
+    );
+    signal(&procs[0], "-CONT");
+    wait_stable(&ports(&procs), 5, 180, || {});
+
+    let all = ports(&procs);
+    let mut con = cluster_client(&all);
+    check_all(&all, &mut con, &bulk, BULK_TTL, bulk_start);
+    check_all(&all, &mut con, &during, BULK_TTL, bulk_start);
+    eprintln!(
+        "stopped 12 s; {} writes acknowledged during the stop ({n} tried); {KEYS} bulk keys kept",
+        during.len()
+    );
+    assert!(
+        during.len() > 100,
+        "writes went on during the stop: {}",
+        during.len()
+    );
     let _ = std::fs::remove_file(cfg);
 }
