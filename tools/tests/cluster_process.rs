@@ -486,9 +486,10 @@ fn signal(p: &Proc, sig: &str) {
         .success());
 }
 
-/// The coordinator (the oldest node) is stopped with SIGSTOP long enough to be declared down,
-/// a new node joins meanwhile (another coordinator plans it), writes go on to the live nodes'
-/// slots, then the stopped node continues with its stale view and clock: every acknowledged
+/// The coordinator (the oldest node) is stopped with SIGSTOP while a joining node's migrations
+/// are under way, long enough to be declared down (another coordinator takes over the join),
+/// writes go on to the live nodes' slots, then the stopped node continues with its stale view,
+/// clock and queued commit requests: every acknowledged
 /// write keeps its value and TTL, and the cluster settles with all five nodes. This is what
 /// starvation does to a node (cluster/README.md, "Process pauses"); the coordinator lease keeps
 /// the resumed node from planning or committing from its stale table.
@@ -504,7 +505,7 @@ fn a_stopped_and_continued_coordinator_loses_nothing() {
     let ports = |procs: &[Proc]| procs.iter().map(|p| p.port).collect::<Vec<_>>();
     wait_stable(&ports(&procs), 4, 60, || {});
     let mut con = cluster_client(&ports(&procs));
-    const KEYS: usize = 20_000;
+    const KEYS: usize = 50_000;
     let bulk: Vec<(String, String)> = (0..KEYS)
         .map(|i| (format!("stop:{i}"), format!("v:{i}")))
         .collect();
@@ -574,10 +575,19 @@ fn a_stopped_and_continued_coordinator_loses_nothing() {
         tags.len()
     );
 
-    // Stop the coordinator; a 5th node joins while it is stopped.
+    // A 5th node joins; once its migrations are under way (commit requests go to the
+    // coordinator), the coordinator is stopped.
+    procs.push(start(&cfg, 9));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !table(live[0]).is_some_and(|t| t.2) {
+        assert!(
+            Instant::now() < deadline,
+            "the join's migrations never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     signal(&procs[0], "-STOP");
     let stop_start = Instant::now();
-    procs.push(start(&cfg, 9));
     let mut during: Vec<(String, String)> = Vec::new();
     let mut declared_down = false;
     let mut cons: std::collections::HashMap<u16, redis::Connection> = Default::default();
