@@ -590,7 +590,8 @@ fn a_stopped_and_continued_coordinator_loses_nothing() {
     let stop_start = Instant::now();
     let mut during: Vec<(String, String)> = Vec::new();
     let mut declared_down = false;
-    let mut cons: std::collections::HashMap<u16, redis::Connection> = Default::default();
+    let mut cons: std::collections::HashMap<u16, redis::Connection> =
+        std::collections::HashMap::new();
     let mut n = 0;
     // Stopped for 12 s: past failure detection (about 5.5 s with this config), within
     // `member_down_grace_ms` (10 s) of being declared down.
@@ -600,25 +601,25 @@ fn a_stopped_and_continued_coordinator_loses_nothing() {
         }
         for i in n..n + 20 {
             let (tag, owner) = &tags[i % tags.len()];
-            let (k, v) = (format!("d:{{{tag}}}:{i}"), format!("dv:{i}"));
-            let Some(c) = cons.get_mut(owner) else {
-                if let Some(c) = conn(*owner) {
-                    cons.insert(*owner, c);
+            let (key, value) = (format!("d:{{{tag}}}:{i}"), format!("dv:{i}"));
+            let Some(owner_con) = cons.get_mut(owner) else {
+                if let Some(fresh) = conn(*owner) {
+                    cons.insert(*owner, fresh);
                 }
                 continue;
             };
             let reply: RedisResult<()> = redis::cmd("SET")
-                .arg(&k)
-                .arg(&v)
+                .arg(&key)
+                .arg(&value)
                 .arg("EX")
                 .arg(BULK_TTL)
-                .query(c);
+                .query(owner_con);
             match reply {
                 // Acknowledged: must survive.
-                Ok(()) => during.push((k, v)),
+                Ok(()) => during.push((key, value)),
                 // Not acknowledged (-MOVED once a slot moved to the new node, -TRYAGAIN in a
                 // handoff): need not survive.
-                Err(e) if e.kind() == redis::ErrorKind::IoError => {
+                Err(err) if err.kind() == redis::ErrorKind::IoError => {
                     cons.remove(owner);
                 }
                 Err(_) => {}
