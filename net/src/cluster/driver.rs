@@ -178,11 +178,6 @@ pub struct Driver {
     /// within its grace); an idle coordinator no longer computes a whole table every
     /// `replan_interval_ms` to find it unchanged.
     plan_dirty: bool,
-    /// Per member, its last epoch hint (epoch, coordinator): a hint that repeats it is no news
-    /// for the plan. Cleared by the first replan after the members changed (the keeper then
-    /// restarts its catch-up and needs every member's hint again).
-    hints_seen: HashMap<NodeId, (u64, NodeId)>,
-    hints_reset: bool,
     /// Peers whose migrations were told of a link loss this tick (told once per tick).
     lost_this_tick: std::collections::HashSet<NodeId>,
     next_forward: u64,
@@ -242,8 +237,6 @@ impl Driver {
             members: Rc::new(Vec::new()),
             members_stale: true,
             plan_dirty: true,
-            hints_seen: HashMap::new(),
-            hints_reset: true,
             lost_this_tick: std::collections::HashSet::new(),
             next_forward: 1,
             this: std::rc::Weak::new(),
@@ -308,7 +301,6 @@ impl Driver {
             if live != *self.members {
                 self.members = Rc::new(live);
                 self.plan_dirty = true;
-                self.hints_reset = true;
             }
         }
         Rc::clone(&self.members)
@@ -601,10 +593,14 @@ impl Driver {
                 at_ms,
                 echo_ms,
             } => {
-                let news = self.hints_reset
-                    || self.hints_seen.insert(from, (epoch, coordinator))
-                        != Some((epoch, coordinator));
-                if news {
+                // A hint of any other table than ours is news for the plan (a newer one to
+                // fetch, the same epoch from another coordinator to republish above); a
+                // catch-up that waits for hints is covered by `plan_deferred`.
+                let ours = (
+                    self.keeper.epoch(),
+                    self.keeper.table().map(|t| t.coordinator),
+                );
+                if (epoch, Some(coordinator)) != ours {
                     self.plan_dirty = true;
                 }
                 if self.awaiting_hint.contains(&from) {
@@ -835,12 +831,6 @@ impl Driver {
             if self.plan_dirty || self.plan_by_time(&members) || self.keeper.plan_deferred() {
                 self.plan_dirty = false;
                 pushed = self.keeper.replan(&members, quorum, now).cloned();
-                if self.hints_reset {
-                    // The keeper started its catch-up for these members: count their hints
-                    // as news from here on.
-                    self.hints_reset = false;
-                    self.hints_seen.clear();
-                }
             }
             if let Some(t) = self.keeper.flush_commits(&members, now).cloned() {
                 pushed = Some(t);
