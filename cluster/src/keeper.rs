@@ -111,6 +111,9 @@ pub struct TableKeeper {
     /// Per member: its generation (as for `hint_at`) and the `echo_ms` of our own hints it
     /// sent back last (our clock).
     echoes: BTreeMap<NodeId, (u64, u64)>,
+    /// Per member: its generation (as for `hint_at`) and the epoch of its latest hint: which
+    /// members hold our table ([`Self::held_by_all`]).
+    hinted: BTreeMap<NodeId, (u64, u64)>,
     /// The live view at the last [`Self::replan`]: generations, for `hint_at`.
     view: Vec<(NodeId, u64)>,
     /// Whether the lease held at the last check; when it lapses the catch-up starts over.
@@ -155,6 +158,7 @@ impl TableKeeper {
             lease_ms: cfg.lease_ms,
             hint_at: BTreeMap::new(),
             echoes: BTreeMap::new(),
+            hinted: BTreeMap::new(),
             view: Vec::new(),
             leased: false,
             deferred: true,
@@ -289,6 +293,7 @@ impl TableKeeper {
             .find(|(id, _)| *id == from)
             .map_or(0, |&(_, g)| g);
         self.hint_at.insert(from, (generation, at_ms));
+        self.hinted.insert(from, (generation, epoch));
         if echo_ms > 0 {
             self.echoes.insert(from, (generation, echo_ms));
         }
@@ -318,6 +323,21 @@ impl TableKeeper {
             self.conflict = true;
         }
         self.observe_epoch(epoch)
+    }
+
+    /// Whether every other member of `members` (the live view) hinted, in its current
+    /// generation, an epoch at least ours: they all hold our table or a newer one. A drained
+    /// node exits only then (or after `cluster.leave_confirm_ms`): a leaving coordinator's last
+    /// commit table may otherwise exist only on the node that exits, and the members would
+    /// route the slots it committed to the exited node until a successor plans again, one
+    /// lease later (the process test, 2026-12-01: 5.3 s of refused connections).
+    pub fn held_by_all(&self, members: &[NodeInfo]) -> bool {
+        let epoch = self.epoch();
+        members.iter().filter(|m| m.id != self.me).all(|m| {
+            self.hinted
+                .get(&m.id)
+                .is_some_and(|&(g, e)| g == m.generation && e >= epoch)
+        })
     }
 
     /// Marks `node` as leaving gracefully: the next plans give it no slots.
@@ -418,6 +438,7 @@ impl TableKeeper {
         let in_view = |id: &NodeId, g: &u64| view.iter().any(|(v, vg)| v == id && vg == g);
         self.hint_at.retain(|id, (g, _)| in_view(id, g));
         self.echoes.retain(|id, (g, _)| in_view(id, g));
+        self.hinted.retain(|id, (g, _)| in_view(id, g));
         self.deferred = true;
         if !self.caught_up(members, now_ms) || !has_quorum {
             return None;
@@ -606,6 +627,56 @@ mod tests {
         let done = k.flush_commits(&members, 0).unwrap();
         assert_eq!(done.epoch, t.epoch + 1);
         assert!(k.drained(leaver));
+    }
+
+    /// The process test of 2026-12-01: a draining coordinator planned its last commit table
+    /// and exited 9 ms later, before any member had it; the members routed the committed slots
+    /// to the exited node until the next coordinator planned, one lease (5 s) later. It may
+    /// exit once every live member hinted that epoch (or a newer one).
+    #[test]
+    fn a_drained_coordinator_knows_when_every_member_holds_its_last_table() {
+        let members = vec![test_node(1, 2), test_node(2, 2), test_node(3, 1)];
+        let me = coordinator(&members).unwrap();
+        let others: Vec<NodeId> = members
+            .iter()
+            .map(|m| m.id)
+            .filter(|&id| id != me)
+            .collect();
+        let mut k = TableKeeper::new(me, KeeperConfig::default(), 0);
+        hints_from_all(&mut k, &members, 0);
+        let first = k.replan(&members, true, 0).unwrap().epoch;
+        k.drain(me);
+        let t = k.replan(&members, true, 0).unwrap().clone();
+        for (slot, _, _, id) in t.migrations() {
+            k.request_commit(slot, id);
+        }
+        let last = k.flush_commits(&members, 0).unwrap().epoch;
+        assert!(k.drained(me));
+        assert!(
+            !k.held_by_all(&members),
+            "no member hinted the last table yet"
+        );
+        // One member holds it, the other an older table.
+        k.observe_hint(others[0], last, me, 2, 0);
+        k.observe_hint(others[1], first, me, 2, 0);
+        assert!(!k.held_by_all(&members));
+        // A hint of a newer epoch counts; a member's hint from an earlier generation does not.
+        k.observe_hint(others[1], last + 1, me, 3, 0);
+        assert!(k.held_by_all(&members));
+        let mut restarted = members.clone();
+        for m in &mut restarted {
+            if m.id == others[1] {
+                m.generation += 1;
+            }
+        }
+        assert!(!k.held_by_all(&restarted));
+        // A member that left the view is not waited for.
+        let without: Vec<NodeInfo> = members
+            .iter()
+            .filter(|m| m.id != others[1])
+            .cloned()
+            .collect();
+        assert!(k.held_by_all(&without));
     }
 
     /// Seed 4168 at 20 s, reduced: the old coordinator committed migrations in a table the next

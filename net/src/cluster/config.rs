@@ -170,6 +170,12 @@ pub struct ClusterConfig {
     /// migrate away before stopping anyway, milliseconds (0 = stop at once, losing the slots'
     /// data). Default 120000.
     pub leave_timeout_ms: u64,
+    /// A drained node (every slot migrated away) exits once every live member has hinted that
+    /// it holds the last table, or after this long, milliseconds: a leaving coordinator's last
+    /// commit table may otherwise exist only on the exiting node, and the members would send
+    /// clients to it until a successor plans again (one lease later). Default 5000,
+    /// 0..=600000 (0: exit at once).
+    pub leave_confirm_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -213,6 +219,7 @@ impl Default for ClusterConfig {
             migration_pause_max_ms: 5,
             migration_leave_duty_percent: 100,
             leave_timeout_ms: 120_000,
+            leave_confirm_ms: 5000,
         }
     }
 }
@@ -349,6 +356,12 @@ impl ClusterConfig {
             self.migration_leave_duty_percent,
             1,
             100,
+        )?;
+        range(
+            "cluster.leave_confirm_ms",
+            self.leave_confirm_ms,
+            0,
+            600_000,
         )?;
         range(
             "cluster.migration_pause_max_ms",

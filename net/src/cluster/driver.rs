@@ -185,6 +185,9 @@ pub struct Driver {
     /// `CLUSTER LEAVE` / SIGTERM: draining this node; `left` once it said goodbye.
     leaving: bool,
     left: bool,
+    /// When this leaving node first found itself drained (ms): it exits once every member holds
+    /// its last table, or `leave_confirm_ms` later.
+    drained_at_ms: Option<u64>,
 }
 
 impl Driver {
@@ -242,6 +245,7 @@ impl Driver {
             this: std::rc::Weak::new(),
             leaving: false,
             left: false,
+            drained_at_ms: None,
             cfg,
         })
     }
@@ -564,6 +568,7 @@ impl Driver {
             Message::TablePush(table) => {
                 let coord = self.coordinator();
                 let epoch = table.epoch;
+                let before = self.keeper.table().map(owners);
                 // Whatever the verdict, the keeper may plan differently now (a newer foreign
                 // table, a new own one).
                 self.plan_dirty = true;
@@ -574,9 +579,26 @@ impl Driver {
                         // Tell the coordinator at once that this node holds it: a coordinator
                         // waiting for this node's hint (it just came up) plans now, rather than
                         // at this node's next periodic hint.
+                        let now = self.now_ms();
                         if coord != self.me.id {
-                            let hint = self.keeper.hint(coord, coord, self.now_ms());
+                            let hint = self.keeper.hint(coord, coord, now);
                             self.send(coord, hint);
+                        }
+                        // And every live node this table emptied (a leaver, drained now): it
+                        // exits once every member holds the table (`held_by_all`).
+                        if let (Some(before), Some(after)) = (before, self.keeper.table()) {
+                            let after = owners(after);
+                            let emptied: Vec<NodeId> = before
+                                .into_iter()
+                                .filter(|n| *n != coord && *n != self.me.id && !after.contains(n))
+                                .collect();
+                            let live = self.members();
+                            for n in emptied {
+                                if live.iter().any(|m| m.id == n) {
+                                    let hint = self.keeper.hint(n, coord, now);
+                                    self.send(n, hint);
+                                }
+                            }
                         }
                     }
                     Offer::Invalid(e) => {
@@ -838,9 +860,17 @@ impl Driver {
             if let Some(t) = pushed {
                 tracing::info!(epoch = t.epoch, members = members.len(), "table planned");
                 self.publish();
+                // A member this table gives no slot (a drained leaver, a joiner before its
+                // migrations) also gets our hint at once: a leaver exits only once every
+                // member hinted that it holds the table (`held_by_all`).
+                let owning = owners(&t);
                 for m in members.iter() {
                     if m.id != self.me.id {
                         self.send(m.id, Message::TablePush(t.clone()));
+                        if !owning.contains(&m.id) {
+                            let hint = self.keeper.hint(m.id, self.me.id, now);
+                            self.send(m.id, hint);
+                        }
                     }
                 }
             }
@@ -862,9 +892,25 @@ impl Driver {
         }
         self.publish();
         if self.leaving && !self.left && self.keeper.drained(self.me.id) {
-            // Every slot moved away (each by a verified handoff and a commit): say goodbye and
-            // ask the process owner to stop.
-            tracing::info!("drained: leaving the cluster");
+            // Every slot moved away (each by a verified handoff and a commit). Once every
+            // member holds the table that says so (a leaving coordinator's last commit table
+            // may exist only here), say goodbye and ask the process owner to stop.
+            let since = *self.drained_at_ms.get_or_insert(now);
+            let held = self.keeper.held_by_all(&members);
+            if !held && now < since.saturating_add(self.cfg.leave_confirm_ms) {
+                return;
+            }
+            if held {
+                tracing::info!(
+                    waited_ms = now - since,
+                    "drained, every member holds the last table: leaving the cluster"
+                );
+            } else {
+                tracing::warn!(
+                    waited_ms = now - since,
+                    "drained, but not every member confirmed the last table: leaving anyway"
+                );
+            }
             self.left = true;
             let mut out = MembershipOutput::default();
             self.membership.leave(now, &mut out);
@@ -1155,3 +1201,18 @@ pub fn spawn(core: &Rc<Core>, sockets: Sockets) -> Result<(), String> {
 
 /// Interval of the ticker, milliseconds: membership timers are at least this fine-grained.
 const TICK_MS: u64 = 20;
+
+/// The nodes that own (are the primary of) at least one slot of `table`.
+fn owners(table: &PartitionTable) -> std::collections::BTreeSet<NodeId> {
+    let mut owns = vec![false; table.nodes.len()];
+    for e in &table.slots {
+        owns[usize::from(e.primary.node)] = true;
+    }
+    table
+        .nodes
+        .iter()
+        .zip(owns)
+        .filter(|(_, owns)| *owns)
+        .map(|(n, _)| n.id)
+        .collect()
+}
