@@ -111,9 +111,9 @@ pub struct TableKeeper {
     /// Per member: its generation (as for `hint_at`) and the `echo_ms` of our own hints it
     /// sent back last (our clock).
     echoes: BTreeMap<NodeId, (u64, u64)>,
-    /// Per member: its generation (as for `hint_at`) and the epoch of its latest hint: which
-    /// members hold our table ([`Self::held_by_all`]).
-    hinted: BTreeMap<NodeId, (u64, u64)>,
+    /// Per member: its generation (as for `hint_at`), and the epoch and coordinator of its
+    /// latest hint: which members hold our table ([`Self::held_by_all`]).
+    hinted: BTreeMap<NodeId, (u64, u64, NodeId)>,
     /// The live view at the last [`Self::replan`]: generations, for `hint_at`.
     view: Vec<(NodeId, u64)>,
     /// Whether the lease held at the last check; when it lapses the catch-up starts over.
@@ -293,7 +293,7 @@ impl TableKeeper {
             .find(|(id, _)| *id == from)
             .map_or(0, |&(_, g)| g);
         self.hint_at.insert(from, (generation, at_ms));
-        self.hinted.insert(from, (generation, epoch));
+        self.hinted.insert(from, (generation, epoch, coordinator));
         if echo_ms > 0 {
             self.echoes.insert(from, (generation, echo_ms));
         }
@@ -326,17 +326,19 @@ impl TableKeeper {
     }
 
     /// Whether every other member of `members` (the live view) hinted, in its current
-    /// generation, an epoch at least ours: they all hold our table or a newer one. A drained
+    /// generation, our table (its epoch and coordinator) or a newer epoch: they all hold our
+    /// table or a newer one (the same epoch from another coordinator is another table). A drained
     /// node exits only then (or after `cluster.leave_confirm_ms`): a leaving coordinator's last
     /// commit table may otherwise exist only on the node that exits, and the members would
     /// route the slots it committed to the exited node until a successor plans again, one
     /// lease later (the process test, 2026-12-01: 5.3 s of refused connections).
     pub fn held_by_all(&self, members: &[NodeInfo]) -> bool {
         let epoch = self.epoch();
+        let by = self.table.as_ref().map(|t| t.coordinator);
         members.iter().filter(|m| m.id != self.me).all(|m| {
-            self.hinted
-                .get(&m.id)
-                .is_some_and(|&(g, e)| g == m.generation && e >= epoch)
+            self.hinted.get(&m.id).is_some_and(|&(g, e, c)| {
+                g == m.generation && (e > epoch || (e == epoch && Some(c) == by))
+            })
         })
     }
 
@@ -438,7 +440,7 @@ impl TableKeeper {
         let in_view = |id: &NodeId, g: &u64| view.iter().any(|(v, vg)| v == id && vg == g);
         self.hint_at.retain(|id, (g, _)| in_view(id, g));
         self.echoes.retain(|id, (g, _)| in_view(id, g));
-        self.hinted.retain(|id, (g, _)| in_view(id, g));
+        self.hinted.retain(|id, (g, ..)| in_view(id, g));
         self.deferred = true;
         if !self.caught_up(members, now_ms) || !has_quorum {
             return None;
@@ -659,6 +661,9 @@ mod tests {
         // One member holds it, the other an older table.
         k.observe_hint(others[0], last, me, 2, 0);
         k.observe_hint(others[1], first, me, 2, 0);
+        assert!(!k.held_by_all(&members));
+        // The same epoch from another coordinator is another table.
+        k.observe_hint(others[1], last, others[0], 3, 0);
         assert!(!k.held_by_all(&members));
         // A hint of a newer epoch counts; a member's hint from an earlier generation does not.
         k.observe_hint(others[1], last + 1, me, 3, 0);

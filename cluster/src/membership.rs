@@ -264,6 +264,12 @@ pub struct SwimMembership {
     timer_seq: u64,
     next_seed_ms: u64,
     mac: Option<Hmac<Sha256>>,
+    /// foca reported us connected to the cluster (`Active`) and not since alone (`Idle`) or
+    /// rejoined under a renewed identity (`Rejoin`). While false, `announce_seeds` also
+    /// announces to every seed and every known member (see there).
+    joined: bool,
+    /// `leave` was called: no more announcements.
+    left: bool,
 }
 
 impl std::fmt::Debug for SwimMembership {
@@ -309,6 +315,8 @@ impl SwimMembership {
             timers: BTreeMap::new(),
             timer_seq: 0,
             next_seed_ms: 0,
+            joined: false,
+            left: false,
             mac: (!cfg_secret.is_empty())
                 .then(|| Hmac::<Sha256>::new_from_slice(&cfg_secret).expect("any key length")),
         })
@@ -344,9 +352,20 @@ impl SwimMembership {
                     tracing::debug!(old = ?old.node, new = ?new.node, "member renamed");
                     continue;
                 }
-                OwnedNotification::Active => MembershipEvent::Joined,
-                OwnedNotification::Idle => MembershipEvent::Alone,
-                OwnedNotification::Rejoin(id) => MembershipEvent::Rejoined(id.to_info()),
+                OwnedNotification::Active => {
+                    self.joined = true;
+                    MembershipEvent::Joined
+                }
+                OwnedNotification::Idle => {
+                    self.joined = false;
+                    MembershipEvent::Alone
+                }
+                OwnedNotification::Rejoin(id) => {
+                    // Disconnected until an update reaches us: announce at the next tick.
+                    self.joined = false;
+                    self.next_seed_ms = now_ms;
+                    MembershipEvent::Rejoined(id.to_info())
+                }
                 OwnedNotification::Defunct => {
                     // Cannot happen: `GossipId::renew` always renews, so foca rejoins instead.
                     tracing::warn!("membership went defunct");
@@ -359,13 +378,32 @@ impl SwimMembership {
         }
     }
 
+    /// Announces to the seeds that are not live members; while not joined (`joined`), to every
+    /// seed and every known member. foca renews our identity when it hears we were declared
+    /// down and is then disconnected until an update reaches it, and it accepts only messages
+    /// addressed to its current identity (or announcements to its address): when every member
+    /// renewed at once, each one's gossip went to the others' old identities and was dropped,
+    /// and membership fell silent for good (simulator seed 1116 at 20 s, 2026-12-01). An
+    /// announcement is accepted by address and answered with the member list, which connects.
     fn announce_seeds(&mut self, now_ms: u64, out: &mut MembershipOutput) {
+        if self.left {
+            return;
+        }
         let me = self.foca.identity().addr;
-        let live: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        let live: Vec<GossipId> = self.foca.iter_members().map(|m| m.id().clone()).collect();
         for seed in self.cfg.seeds.clone() {
-            if seed != me && !live.contains(&seed) {
+            if seed != me && (!self.joined || !live.iter().any(|m| m.addr == seed)) {
                 if let Err(e) = self.foca.announce(GossipId::seed(seed), &mut self.rt) {
                     tracing::debug!(%seed, error = %e, "announce failed");
+                }
+            }
+        }
+        if !self.joined {
+            for member in live {
+                if !self.cfg.seeds.contains(&member.addr) {
+                    if let Err(e) = self.foca.announce(member, &mut self.rt) {
+                        tracing::debug!(error = %e, "announce failed");
+                    }
                 }
             }
         }
@@ -434,6 +472,7 @@ impl Membership for SwimMembership {
             tracing::debug!(error = %e, "leave");
         }
         self.cfg.seeds.clear();
+        self.left = true;
         self.next_seed_ms = u64::MAX;
         self.drain(now_ms, out);
     }

@@ -78,6 +78,10 @@ pub struct SimConfig {
     pub pauses: bool,
     /// The coordinator lease (`KeeperConfig::lease_ms`; 0: none).
     pub lease_ms: u64,
+    /// The graceful leave is the coordinator's (the one that computed the newest table),
+    /// not another node's, and node 2 is a third seed (off by default, so older seeds replay
+    /// the same): a leaving coordinator plans and pushes its own last commit table.
+    pub coordinator_leaves: bool,
 }
 
 impl SimConfig {
@@ -99,6 +103,7 @@ impl SimConfig {
             // As tessera-net sets it: `suspect_to_down_ms` of the sim's membership (1500,
             // failure detection about 2000), three hint intervals.
             lease_ms: 1500,
+            coordinator_leaves: false,
         }
     }
 }
@@ -142,6 +147,15 @@ pub struct SimReport {
     /// Tables installed by a node with the newest epoch number but another coordinator than
     /// the newest table's (two coordinators minted one epoch: a split view).
     pub same_epoch_tables: u64,
+    /// Graceful leaves that exited once every member of the leaver's view held its last table
+    /// (`TableKeeper::held_by_all`), and those that exited after the bounded wait instead.
+    pub leaves_confirmed: u64,
+    /// See `leaves_confirmed`.
+    pub leaves_unconfirmed: u64,
+    /// Nodes that heard they were declared down and rejoined under a renewed identity.
+    pub rejoins: u64,
+    /// Graceful leaves of the node that computed the newest table (`coordinator_leaves`).
+    pub coordinator_leaves: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -196,6 +210,9 @@ struct SimNode {
     keeper: TableKeeper,
     cores: Vec<SimCore>,
     leaving: bool,
+    /// When the leaver first found itself drained: it leaves once every member holds its
+    /// table (`held_by_all`), or 5 s later (tessera-net's `leave_confirm_ms` default).
+    drained_at: Option<u64>,
     next_hint_ms: u64,
     next_plan_ms: u64,
     last_epoch: u64,
@@ -291,6 +308,10 @@ struct Sim {
     report: SimReport,
     /// Migration counters of nodes replaced by a restart.
     retired: HostStats,
+    /// Leavers that exited once every member of their view held their last table, with that
+    /// view (id, generation): while such a member is up in that generation, no table it routes
+    /// by may give the leaver a slot (`check_left`).
+    confirmed_left: Vec<(NodeId, Vec<(NodeId, u64)>)>,
 }
 
 fn node_info(i: usize, generation: u64) -> NodeInfo {
@@ -328,7 +349,9 @@ impl Sim {
         };
         let info = node_info(i, generation);
         let mcfg = MembershipConfig {
-            seeds: vec![gossip_addr(&node_info(0, 0)), gossip_addr(&node_info(1, 0))],
+            seeds: (0..if self.cfg.coordinator_leaves { 3 } else { 2 })
+                .map(|j| gossip_addr(&node_info(j, 0)))
+                .collect(),
             seed_retry_ms: 500,
             member_count_quorum: 2,
             probe_period_ms: 500,
@@ -372,6 +395,7 @@ impl Sim {
             up: true,
             membership,
             leaving: false,
+            drained_at: None,
             next_hint_ms: self.now,
             next_plan_ms: self.now,
             last_epoch: 0,
@@ -452,7 +476,13 @@ impl Sim {
     }
 
     /// With a traced slot: node `i`'s membership events.
-    fn trace_events(&self, i: usize, out: &MembershipOutput) {
+    /// Counts a node's renewals (`rejoins`) and prints its membership events when tracing.
+    fn trace_events(&mut self, i: usize, out: &MembershipOutput) {
+        self.report.rejoins += out
+            .events
+            .iter()
+            .filter(|e| matches!(e, MembershipEvent::Rejoined(_)))
+            .count() as u64;
         if let (Some(ts), false) = (self.trace, out.events.is_empty()) {
             self.trace(ts, || {
                 let ev: Vec<String> = out
@@ -1021,11 +1051,21 @@ impl Sim {
             }
         }
         self.poll_cores(i);
-        // A drained leaver says goodbye and stops.
+        // A drained leaver says goodbye and stops, once every member holds its table (or
+        // after the bounded wait), as tessera-net's driver does.
         if self.nodes[i].leaving
             && self.nodes[i].keeper.drained(me)
             && self.nodes[i].cores.iter().all(|c| !c.host.has_sources())
+            && (self.nodes[i].keeper.held_by_all(&members)
+                || self.now >= *self.nodes[i].drained_at.get_or_insert(self.now) + 5000)
         {
+            if self.nodes[i].keeper.held_by_all(&members) {
+                self.report.leaves_confirmed += 1;
+                let view = members.iter().map(|m| (m.id, m.generation)).collect();
+                self.confirmed_left.push((me, view));
+            } else {
+                self.report.leaves_unconfirmed += 1;
+            }
             let mut out = MembershipOutput::default();
             self.nodes[i].membership.leave(self.now, &mut out);
             self.send_gossip(gossip_addr(&self.nodes[i].info), out);
@@ -1268,6 +1308,31 @@ impl Sim {
         Ok(())
     }
 
+    /// A leaver that exited once every member of its view held its last table: no such member,
+    /// while up in the same generation, routes by a table that gives the leaver a slot (it
+    /// would send clients to a node that is gone until a new coordinator plans again).
+    fn check_left(&self) -> Result<(), SimFailure> {
+        for (leaver, view) in &self.confirmed_left {
+            for n in &self.nodes {
+                if !n.up || !view.contains(&(n.info.id, n.info.generation)) {
+                    continue;
+                }
+                let Some(t) = n.keeper.table() else { continue };
+                let Some(idx) = t.node_index(*leaver) else {
+                    continue;
+                };
+                if let Some(slot) = t.slots.iter().position(|e| e.primary.node == idx) {
+                    return Err(self.fail(format!(
+                        "node {:?} routes slot {slot} to {leaver:?}, which left once every \
+                         member held its last table (epoch {}, by {:?})",
+                        n.info.id, t.epoch, t.coordinator
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The data of `slots` is gone the documented way: forget what was expected there.
     fn lose(&mut self, slots: &BTreeSet<Slot>) {
         if slots.is_empty() {
@@ -1299,6 +1364,7 @@ impl Sim {
             self.client_op()?;
             self.client_read()?;
             self.check_data()?;
+            self.check_left()?;
             self.now += STEP_MS;
             let Some(auth) = &self.auth else { continue };
             let up: Vec<&SimNode> = self.nodes.iter().filter(|n| n.up).collect();
@@ -1536,6 +1602,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         read_rng: SmallRng::seed_from_u64(cfg.seed ^ 0x5EED_F04E_AD00),
         report: SimReport::default(),
         retired: HostStats::default(),
+        confirmed_left: Vec::new(),
     };
     for i in 0..cfg.nodes {
         let n = sim.new_node(i);
@@ -1554,8 +1621,14 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
             sim.nodes.push(n);
         }
         if sim.now == leave_at / STEP_MS * STEP_MS {
-            // A node other than the seeds leaves gracefully.
-            let i = sim.rng.random_range(2..sim.nodes.len());
+            // A node other than the seeds leaves gracefully (or the coordinator).
+            let mut i = sim.rng.random_range(2..sim.nodes.len());
+            if cfg.coordinator_leaves {
+                if let Some(c) = sim.auth.as_ref().and_then(|t| sim.index_of(t.coordinator)) {
+                    i = c;
+                    sim.report.coordinator_leaves += u64::from(sim.nodes[i].up);
+                }
+            }
             if sim.nodes[i].up {
                 sim.nodes[i].leaving = true;
             }
@@ -1621,6 +1694,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimFailure> {
             sim.client_read()?;
         }
         sim.check_data()?;
+        sim.check_left()?;
         let coords: BTreeSet<NodeId> = (0..sim.nodes.len())
             .filter(|&i| sim.nodes[i].up)
             .map(|i| sim.coordinator_of(i))
@@ -1703,11 +1777,13 @@ mod tests {
     /// lost, nothing may be stale, and the migrations must have happened.
     #[test]
     fn planned_changes_lose_nothing() {
-        for seed in 0..2 {
+        // Seeds 2 and 3: the coordinator is the one that leaves.
+        for seed in 0..4 {
             let cfg = SimConfig {
                 faults: false,
                 drop: 0.0,
                 duration_ms: 8_000,
+                coordinator_leaves: seed >= 2,
                 ..SimConfig::new(seed)
             };
             let r = run(&cfg).unwrap_or_else(|e| panic!("{e}"));
@@ -1717,6 +1793,12 @@ mod tests {
             assert!(r.writes_acked > 1000, "{r:?}");
             assert!(r.reads_checked > 500, "{r:?}");
             assert_eq!(r.stale_reads, 0, "{r:?}");
+            assert_eq!(r.leaves_confirmed, 1, "{r:?}");
+            assert_eq!(
+                r.coordinator_leaves,
+                u64::from(cfg.coordinator_leaves),
+                "{r:?}"
+            );
         }
     }
 
@@ -1800,6 +1882,55 @@ mod tests {
         eprintln!("pauses: {pauses}, messages held for paused nodes: {held}");
         assert!(failed.is_empty(), "failing seeds: {failed:?}");
         assert!(pauses > 0, "the sweep paused no node");
+    }
+
+    /// The coordinator leaves (`coordinator_leaves`), with the join, crashes, datagram loss,
+    /// and partitions (even seeds) or process pauses (odd seeds: then nothing acknowledged may
+    /// be lost but by a crash): a leaver that exited once every member held its last table is
+    /// not routed to (`check_left`; the process test's finding of 2026-12-01).
+    #[test]
+    fn coordinator_leave_sweep() {
+        let mut total = SimReport::default();
+        for seed in seeds() {
+            let cfg = with_lease(SimConfig {
+                duration_ms: duration_ms(),
+                coordinator_leaves: true,
+                pauses: seed % 2 == 1,
+                ..SimConfig::new(seed)
+            });
+            let r = run(&cfg).unwrap_or_else(|e| {
+                panic!(
+                    "{e}\nreplay: TESSERA_SIM_FIRST={seed} TESSERA_SIM_SEEDS=1 TESSERA_SIM_MS={} \
+                     cargo test -p tessera-cluster coordinator_leave_sweep",
+                    cfg.duration_ms
+                )
+            });
+            eprintln!("seed {seed}: {r:?}");
+            total.coordinator_leaves += r.coordinator_leaves;
+            total.leaves_confirmed += r.leaves_confirmed;
+            total.leaves_unconfirmed += r.leaves_unconfirmed;
+        }
+        eprintln!(
+            "coordinator leaves: {}, confirmed: {}, unconfirmed: {}",
+            total.coordinator_leaves, total.leaves_confirmed, total.leaves_unconfirmed
+        );
+        assert!(total.coordinator_leaves > 0, "no coordinator left");
+        assert!(total.leaves_confirmed > 0, "no leave was confirmed");
+    }
+
+    /// Seed 1116 at 20 s (2026-12-01): three members heard at once that they were declared
+    /// down and renewed their identities together; each one's gossip went to the others' old
+    /// identities and was dropped, and membership fell silent for good (the run never settled:
+    /// the leaver stayed in every view). Renewed members now announce to every seed and member
+    /// until connected (`SwimMembership::announce_seeds`).
+    #[test]
+    fn members_that_all_renew_at_once_reconnect() {
+        let cfg = SimConfig {
+            duration_ms: 20_000,
+            ..SimConfig::new(1116)
+        };
+        let r = run(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.rejoins >= 3, "the scenario changed: {r:?}");
     }
 
     #[test]
