@@ -227,8 +227,8 @@ fn cluster_client(ports: &[u16]) -> ClusterConnection {
 
 /// How long `retrying` lets requests keep failing. Failures come from migration handoffs
 /// (`-TRYAGAIN` while the target verifies its copy) and from a slot map that still names a node
-/// that left (refused connections until the client refreshes). 15 runs on 2026-12-01 with the
-/// leaver's confirmation (`cluster.leave_confirm_ms`) saw at most 1.5 s; before
+/// that left (refused connections until the client refreshes). 21 runs on 2026-12-01 with the
+/// leaver's confirmation (`cluster.leave_confirm_ms`) saw at most 2.7 s; before
 /// it, a coordinator that left could strand its last table and clients failed for 5.3 s (the
 /// next coordinator's lease wait), and this bound was briefly 20 s.
 const FAILING_MAX: Duration = Duration::from_secs(5);

@@ -568,7 +568,6 @@ impl Driver {
             Message::TablePush(table) => {
                 let coord = self.coordinator();
                 let epoch = table.epoch;
-                let before = self.keeper.table().map(owners);
                 // Whatever the verdict, the keeper may plan differently now (a newer foreign
                 // table, a new own one).
                 self.plan_dirty = true;
@@ -584,19 +583,16 @@ impl Driver {
                             let hint = self.keeper.hint(coord, coord, now);
                             self.send(coord, hint);
                         }
-                        // And every live node this table emptied (a leaver, drained now): it
-                        // exits once every member holds the table (`held_by_all`).
-                        if let (Some(before), Some(after)) = (before, self.keeper.table()) {
-                            let after = owners(after);
-                            let emptied: Vec<NodeId> = before
-                                .into_iter()
-                                .filter(|n| *n != coord && *n != self.me.id && !after.contains(n))
-                                .collect();
+                        // And every live member this table gives no slot (a drained leaver,
+                        // which exits once every member holds its table: `held_by_all`; a
+                        // joiner before its migrations): the leaver waits for the newest
+                        // epoch, which may come after the one that emptied it.
+                        if let Some(owning) = self.keeper.table().map(owners) {
                             let live = self.members();
-                            for n in emptied {
-                                if live.iter().any(|m| m.id == n) {
-                                    let hint = self.keeper.hint(n, coord, now);
-                                    self.send(n, hint);
+                            for m in live.iter() {
+                                if m.id != coord && m.id != self.me.id && !owning.contains(&m.id) {
+                                    let hint = self.keeper.hint(m.id, coord, now);
+                                    self.send(m.id, hint);
                                 }
                             }
                         }
