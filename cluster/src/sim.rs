@@ -1827,6 +1827,20 @@ mod tests {
         }
     }
 
+    /// Runs `cfg` and prints its report, or panics with the command that replays it in `test`.
+    fn run_or_replay(cfg: &SimConfig, test: &str) -> SimReport {
+        let seed = cfg.seed;
+        let r = run(cfg).unwrap_or_else(|e| {
+            panic!(
+                "{e}\nreplay: TESSERA_SIM_FIRST={seed} TESSERA_SIM_SEEDS=1 TESSERA_SIM_MS={} \
+                 cargo test -p tessera-cluster {test}",
+                cfg.duration_ms
+            )
+        });
+        eprintln!("seed {seed}: {r:?}");
+        r
+    }
+
     /// Random pair cuts in the seeded schedule (`pair_cuts`): the same invariants hold.
     #[test]
     fn pair_cut_sweep() {
@@ -1837,14 +1851,7 @@ mod tests {
                 pair_cuts: true,
                 ..SimConfig::new(seed)
             });
-            let r = run(&cfg).unwrap_or_else(|e| {
-                panic!(
-                    "{e}\nreplay: TESSERA_SIM_FIRST={seed} TESSERA_SIM_SEEDS=1 TESSERA_SIM_MS={} \
-                     cargo test -p tessera-cluster pair_cut_sweep",
-                    cfg.duration_ms
-                )
-            });
-            eprintln!("seed {seed}: {r:?}");
+            let r = run_or_replay(&cfg, "pair_cut_sweep");
             cuts += r.pair_cuts;
         }
         eprintln!("pair cuts: {cuts}");
@@ -1898,14 +1905,7 @@ mod tests {
                 pauses: seed % 2 == 1,
                 ..SimConfig::new(seed)
             });
-            let r = run(&cfg).unwrap_or_else(|e| {
-                panic!(
-                    "{e}\nreplay: TESSERA_SIM_FIRST={seed} TESSERA_SIM_SEEDS=1 TESSERA_SIM_MS={} \
-                     cargo test -p tessera-cluster coordinator_leave_sweep",
-                    cfg.duration_ms
-                )
-            });
-            eprintln!("seed {seed}: {r:?}");
+            let r = run_or_replay(&cfg, "coordinator_leave_sweep");
             total.coordinator_leaves += r.coordinator_leaves;
             total.leaves_confirmed += r.leaves_confirmed;
             total.leaves_unconfirmed += r.leaves_unconfirmed;
