@@ -75,6 +75,40 @@ pub struct KeeperConfig {
     /// no lease (plans whenever caught up, as before); `tessera-net` sets
     /// `suspect_to_down_ms`.
     pub lease_ms: u64,
+    /// A drained leaver exits once every live member hinted that it holds its last table, or
+    /// after this long, milliseconds ([`TableKeeper::leave_ready`]). Default 0: exit as soon as
+    /// drained; `tessera-net` sets `[cluster] leave_confirm_ms`.
+    pub leave_confirm_ms: u64,
+}
+
+/// Whether a leaving node may exit ([`TableKeeper::leave_ready`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaveReady {
+    /// Not yet: it still owns or receives a slot, or waits for the members to hold its last
+    /// table.
+    Wait,
+    /// Drained, and every live member holds its last table (or a newer one).
+    Confirmed {
+        /// Since it found itself drained, milliseconds.
+        waited_ms: u64,
+    },
+    /// Drained, but not every member confirmed within `leave_confirm_ms`: exit anyway.
+    TimedOut {
+        /// Since it found itself drained, milliseconds.
+        waited_ms: u64,
+    },
+}
+
+/// The latest epoch hint from one member.
+#[derive(Clone, Copy, Debug)]
+struct LastHint {
+    /// The sender's generation in the live view when it came (0: not in the view).
+    generation: u64,
+    /// The sender's clock (echoed back to it while it is our coordinator: the lease).
+    at_ms: u64,
+    /// The epoch and coordinator of the sender's table ([`TableKeeper::held_by_all`]).
+    epoch: u64,
+    coordinator: NodeId,
 }
 
 /// One node's table state.
@@ -105,15 +139,15 @@ pub struct TableKeeper {
     gone: BTreeMap<NodeId, (NodeInfo, u64)>,
     down_grace_ms: u64,
     lease_ms: u64,
-    /// Per sender: the generation it had in the live view when its hint came (0: not in the
-    /// view), and that hint's `at_ms` (echoed back to it while it is our coordinator).
-    hint_at: BTreeMap<NodeId, (u64, u64)>,
+    leave_confirm_ms: u64,
+    /// When this node, leaving, first found itself drained (ms): see [`Self::leave_ready`].
+    drained_at: Option<u64>,
+    /// Per sender: its latest hint (the lease's clock to echo, and the table it holds).
+    hint_at: BTreeMap<NodeId, LastHint>,
     /// Per member: its generation (as for `hint_at`) and the `echo_ms` of our own hints it
-    /// sent back last (our clock).
+    /// sent back last (our clock). Kept apart from `hint_at`: a hint without an echo (0) keeps
+    /// the last one.
     echoes: BTreeMap<NodeId, (u64, u64)>,
-    /// Per member: its generation (as for `hint_at`), and the epoch and coordinator of its
-    /// latest hint: which members hold our table ([`Self::held_by_all`]).
-    hinted: BTreeMap<NodeId, (u64, u64, NodeId)>,
     /// The live view at the last [`Self::replan`]: generations, for `hint_at`.
     view: Vec<(NodeId, u64)>,
     /// Whether the lease held at the last check; when it lapses the catch-up starts over.
@@ -156,9 +190,10 @@ impl TableKeeper {
             gone: BTreeMap::new(),
             down_grace_ms: cfg.down_grace_ms,
             lease_ms: cfg.lease_ms,
+            leave_confirm_ms: cfg.leave_confirm_ms,
+            drained_at: None,
             hint_at: BTreeMap::new(),
             echoes: BTreeMap::new(),
-            hinted: BTreeMap::new(),
             view: Vec::new(),
             leased: false,
             deferred: true,
@@ -255,7 +290,7 @@ impl TableKeeper {
     /// newest clock value `to` sent (the coordinator's lease, module docs).
     pub fn hint(&self, to: NodeId, coordinator_seen: NodeId, now_ms: u64) -> crate::Message {
         let echo_ms = if to == coordinator_seen {
-            self.hint_at.get(&to).map_or(0, |&(_, at)| at)
+            self.hint_at.get(&to).map_or(0, |h| h.at_ms)
         } else {
             0
         };
@@ -292,8 +327,15 @@ impl TableKeeper {
             .iter()
             .find(|(id, _)| *id == from)
             .map_or(0, |&(_, g)| g);
-        self.hint_at.insert(from, (generation, at_ms));
-        self.hinted.insert(from, (generation, epoch, coordinator));
+        self.hint_at.insert(
+            from,
+            LastHint {
+                generation,
+                at_ms,
+                epoch,
+                coordinator,
+            },
+        );
         if echo_ms > 0 {
             self.echoes.insert(from, (generation, echo_ms));
         }
@@ -336,10 +378,29 @@ impl TableKeeper {
         let epoch = self.epoch();
         let by = self.table.as_ref().map(|t| t.coordinator);
         members.iter().filter(|m| m.id != self.me).all(|m| {
-            self.hinted.get(&m.id).is_some_and(|&(g, e, c)| {
-                g == m.generation && (e > epoch || (e == epoch && Some(c) == by))
+            self.hint_at.get(&m.id).is_some_and(|h| {
+                h.generation == m.generation
+                    && (h.epoch > epoch || (h.epoch == epoch && Some(h.coordinator) == by))
             })
         })
+    }
+
+    /// On a leaving node, whether it may exit now: it is [`Self::drained`] and every live member
+    /// holds its last table ([`Self::held_by_all`]), or `leave_confirm_ms` has passed since it
+    /// found itself drained. The one exit rule of tessera-net's driver and the simulator.
+    pub fn leave_ready(&mut self, members: &[NodeInfo], now_ms: u64) -> LeaveReady {
+        if !self.drained(self.me) {
+            self.drained_at = None;
+            return LeaveReady::Wait;
+        }
+        let waited_ms = now_ms.saturating_sub(*self.drained_at.get_or_insert(now_ms));
+        if self.held_by_all(members) {
+            LeaveReady::Confirmed { waited_ms }
+        } else if waited_ms >= self.leave_confirm_ms {
+            LeaveReady::TimedOut { waited_ms }
+        } else {
+            LeaveReady::Wait
+        }
     }
 
     /// Marks `node` as leaving gracefully: the next plans give it no slots.
@@ -438,9 +499,8 @@ impl TableKeeper {
         self.view = members.iter().map(|m| (m.id, m.generation)).collect();
         let view = &self.view;
         let in_view = |id: &NodeId, g: &u64| view.iter().any(|(v, vg)| v == id && vg == g);
-        self.hint_at.retain(|id, (g, _)| in_view(id, g));
+        self.hint_at.retain(|id, h| in_view(id, &h.generation));
         self.echoes.retain(|id, (g, _)| in_view(id, g));
-        self.hinted.retain(|id, (g, ..)| in_view(id, g));
         self.deferred = true;
         if !self.caught_up(members, now_ms) || !has_quorum {
             return None;
@@ -644,9 +704,14 @@ mod tests {
             .map(|m| m.id)
             .filter(|&id| id != me)
             .collect();
-        let mut k = TableKeeper::new(me, KeeperConfig::default(), 0);
+        let cfg = KeeperConfig {
+            leave_confirm_ms: 1000,
+            ..KeeperConfig::default()
+        };
+        let mut k = TableKeeper::new(me, cfg, 0);
         hints_from_all(&mut k, &members, 0);
         let first = k.replan(&members, true, 0).unwrap().epoch;
+        assert_eq!(k.leave_ready(&members, 0), LeaveReady::Wait, "not drained");
         k.drain(me);
         let t = k.replan(&members, true, 0).unwrap().clone();
         for (slot, _, _, id) in t.migrations() {
@@ -658,6 +723,13 @@ mod tests {
             !k.held_by_all(&members),
             "no member hinted the last table yet"
         );
+        // The exit waits for the members, at most `leave_confirm_ms` from the first check.
+        assert_eq!(k.leave_ready(&members, 100), LeaveReady::Wait);
+        assert_eq!(k.leave_ready(&members, 1099), LeaveReady::Wait);
+        assert_eq!(
+            k.leave_ready(&members, 1100),
+            LeaveReady::TimedOut { waited_ms: 1000 }
+        );
         // One member holds it, the other an older table.
         k.observe_hint(others[0], last, me, 2, 0);
         k.observe_hint(others[1], first, me, 2, 0);
@@ -668,6 +740,10 @@ mod tests {
         // A hint of a newer epoch counts; a member's hint from an earlier generation does not.
         k.observe_hint(others[1], last + 1, me, 3, 0);
         assert!(k.held_by_all(&members));
+        assert_eq!(
+            k.leave_ready(&members, 1200),
+            LeaveReady::Confirmed { waited_ms: 1100 }
+        );
         let mut restarted = members.clone();
         for m in &mut restarted {
             if m.id == others[1] {

@@ -19,7 +19,7 @@ pub mod wire;
 
 pub use auth::{AuthError, Handshake, HandshakeStep};
 pub use host::{message_cores, CoreMigrations, Envelope, Gate, HostStats, To};
-pub use keeper::{KeeperConfig, Offer, TableKeeper};
+pub use keeper::{KeeperConfig, LeaveReady, Offer, TableKeeper};
 pub use membership::{
     coordinator, GossipId, Membership, MembershipConfig, MembershipError, MembershipEvent,
     MembershipOutput, SwimMembership,

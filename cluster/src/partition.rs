@@ -240,6 +240,20 @@ impl PartitionTable {
         out
     }
 
+    /// The nodes that are the primary of at least one slot, sorted by id (a table's nodes may
+    /// include a drained leaver, or a joiner before its migrations, that own none).
+    pub fn owner_ids(&self) -> Vec<NodeId> {
+        let mut owns = vec![false; self.nodes.len()];
+        for e in &self.slots {
+            owns[usize::from(e.primary.node)] = true;
+        }
+        self.nodes
+            .iter()
+            .zip(owns)
+            .filter_map(|(n, owns)| owns.then_some(n.id))
+            .collect()
+    }
+
     /// Number of slots whose primary is `shard`.
     pub fn count_owned(&self, shard: Shard) -> usize {
         self.slots.iter().filter(|e| e.primary == shard).count()

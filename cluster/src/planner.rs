@@ -523,6 +523,18 @@ mod tests {
         );
         let done = commit_all(&next);
         assert!(done.slots.iter().all(|e| e.primary.node != leaver));
+        let all: Vec<NodeId> = t.nodes.iter().map(|n| n.id).collect();
+        assert_eq!(
+            next.owner_ids(),
+            all,
+            "still the owner while migrating away"
+        );
+        let rest: Vec<NodeId> = all.into_iter().filter(|&id| id != node(3, 2).id).collect();
+        assert_eq!(
+            done.owner_ids(),
+            rest,
+            "a node in the table that owns nothing"
+        );
     }
 
     #[test]

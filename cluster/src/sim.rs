@@ -25,7 +25,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::host::{message_cores, CoreMigrations, Envelope, Gate, HostStats, To};
-use crate::keeper::{KeeperConfig, Offer, TableKeeper};
+use crate::keeper::{KeeperConfig, LeaveReady, Offer, TableKeeper};
 use crate::membership::{
     Membership, MembershipConfig, MembershipEvent, MembershipOutput, SwimMembership,
 };
@@ -171,6 +171,9 @@ pub struct SimFailure {
 }
 
 const STEP_MS: u64 = 10;
+/// A drained leaver's wait for every member to hold its last table: tessera-net's default
+/// `leave_confirm_ms`.
+const LEAVE_CONFIRM_MS: u64 = 5000;
 /// How long the cluster gets, after the scenario, to finish every migration and agree.
 const SETTLE_MS: u64 = 15_000;
 const CORES: u16 = 2;
@@ -210,9 +213,6 @@ struct SimNode {
     keeper: TableKeeper,
     cores: Vec<SimCore>,
     leaving: bool,
-    /// When the leaver first found itself drained: it leaves once every member holds its
-    /// table (`held_by_all`), or 5 s later (tessera-net's `leave_confirm_ms` default).
-    drained_at: Option<u64>,
     next_hint_ms: u64,
     next_plan_ms: u64,
     last_epoch: u64,
@@ -376,6 +376,7 @@ impl Sim {
                     // pauses, tessera-net's default: a paused node is not a dead one.
                     down_grace_ms: if self.cfg.pauses { 10_000 } else { 0 },
                     lease_ms: self.cfg.lease_ms,
+                    leave_confirm_ms: LEAVE_CONFIRM_MS,
                 },
                 self.now,
             ),
@@ -395,7 +396,6 @@ impl Sim {
             up: true,
             membership,
             leaving: false,
-            drained_at: None,
             next_hint_ms: self.now,
             next_plan_ms: self.now,
             last_epoch: 0,
@@ -1053,13 +1053,14 @@ impl Sim {
         self.poll_cores(i);
         // A drained leaver says goodbye and stops, once every member holds its table (or
         // after the bounded wait), as tessera-net's driver does.
-        if self.nodes[i].leaving
-            && self.nodes[i].keeper.drained(me)
-            && self.nodes[i].cores.iter().all(|c| !c.host.has_sources())
-            && (self.nodes[i].keeper.held_by_all(&members)
-                || self.now >= *self.nodes[i].drained_at.get_or_insert(self.now) + 5000)
-        {
-            if self.nodes[i].keeper.held_by_all(&members) {
+        let ready =
+            if self.nodes[i].leaving && self.nodes[i].cores.iter().all(|c| !c.host.has_sources()) {
+                self.nodes[i].keeper.leave_ready(&members, self.now)
+            } else {
+                LeaveReady::Wait
+            };
+        if ready != LeaveReady::Wait {
+            if let LeaveReady::Confirmed { .. } = ready {
                 self.report.leaves_confirmed += 1;
                 let view = members.iter().map(|m| (m.id, m.generation)).collect();
                 self.confirmed_left.push((me, view));

@@ -23,8 +23,8 @@ use bytes::Bytes;
 use glommio::channels::local_channel::{self, LocalSender};
 use tessera_cluster::wire::ReplyProtocol;
 use tessera_cluster::{
-    KeeperConfig, Membership, MembershipEvent, MembershipOutput, Message, NodeId, NodeInfo, Offer,
-    PartitionTable, PlannerConfig, SwimMembership, TableKeeper,
+    KeeperConfig, LeaveReady, Membership, MembershipEvent, MembershipOutput, Message, NodeId,
+    NodeInfo, Offer, PartitionTable, PlannerConfig, SwimMembership, TableKeeper,
 };
 
 use super::config::ClusterConfig;
@@ -147,8 +147,9 @@ pub struct Driver {
     incoming: usize,
     next_plan_ms: u64,
     next_hint_ms: u64,
-    /// (epoch, live ids, quorum, coordinator, leaving) of the view the cores have.
-    published: Option<(u64, Vec<NodeId>, bool, NodeId, bool)>,
+    /// (epoch, live members, quorum, coordinator, leaving) of the view the cores have (the
+    /// members are the cached `members`, shared: comparing them allocates nothing per tick).
+    published: Option<PublishedView>,
     table: Option<Arc<PartitionTable>>,
     /// Cores whose mailbox was full at the last publication (retried on the next tick).
     unsent: Vec<usize>,
@@ -170,7 +171,7 @@ pub struct Driver {
     /// Live members as membership last reported them, sorted by id: recomputed only after a
     /// call into membership (foca's state changes only there; [`Driver::absorb`] follows every
     /// one), so an idle tick formats no address.
-    members: Rc<Vec<NodeInfo>>,
+    members: Arc<Vec<NodeInfo>>,
     members_stale: bool,
     /// Something the keeper's plan depends on changed since the last `replan` (members, a
     /// table or hint with news, a drain): replan at the next planning time. Without it the
@@ -185,9 +186,6 @@ pub struct Driver {
     /// `CLUSTER LEAVE` / SIGTERM: draining this node; `left` once it said goodbye.
     leaving: bool,
     left: bool,
-    /// When this leaving node first found itself drained (ms): it exits once every member holds
-    /// its last table, or `leave_confirm_ms` later.
-    drained_at_ms: Option<u64>,
 }
 
 impl Driver {
@@ -205,6 +203,7 @@ impl Driver {
                 // Shorter than failure detection (probe_period_ms + suspect_to_down_ms), longer
                 // than two hint intervals (validated with the config).
                 lease_ms: cfg.suspect_to_down_ms,
+                leave_confirm_ms: cfg.leave_confirm_ms,
             },
             0,
         );
@@ -237,7 +236,7 @@ impl Driver {
             forwards: HashMap::new(),
             down: std::collections::HashSet::new(),
             awaiting_hint: std::collections::HashSet::new(),
-            members: Rc::new(Vec::new()),
+            members: Arc::new(Vec::new()),
             members_stale: true,
             plan_dirty: true,
             lost_this_tick: std::collections::HashSet::new(),
@@ -245,7 +244,6 @@ impl Driver {
             this: std::rc::Weak::new(),
             leaving: false,
             left: false,
-            drained_at_ms: None,
             cfg,
         })
     }
@@ -298,16 +296,16 @@ impl Driver {
     }
 
     /// The live members (membership's view, cached: see `members`).
-    fn members(&mut self) -> Rc<Vec<NodeInfo>> {
+    fn members(&mut self) -> Arc<Vec<NodeInfo>> {
         if self.members_stale {
             self.members_stale = false;
             let live = self.membership.live_members();
             if live != *self.members {
-                self.members = Rc::new(live);
+                self.members = Arc::new(live);
                 self.plan_dirty = true;
             }
         }
-        Rc::clone(&self.members)
+        Arc::clone(&self.members)
     }
 
     /// The coordinator membership sees: the oldest live member.
@@ -587,7 +585,7 @@ impl Driver {
                         // which exits once every member holds its table: `held_by_all`; a
                         // joiner before its migrations): the leaver waits for the newest
                         // epoch, which may come after the one that emptied it.
-                        if let Some(owning) = self.keeper.table().map(owners) {
+                        if let Some(owning) = self.keeper.table().map(PartitionTable::owner_ids) {
                             let live = self.members();
                             for m in live.iter() {
                                 if m.id != coord && m.id != self.me.id && !owning.contains(&m.id) {
@@ -859,7 +857,7 @@ impl Driver {
                 // A member this table gives no slot (a drained leaver, a joiner before its
                 // migrations) also gets our hint at once: a leaver exits only once every
                 // member hinted that it holds the table (`held_by_all`).
-                let owning = owners(&t);
+                let owning = t.owner_ids();
                 for m in members.iter() {
                     if m.id != self.me.id {
                         self.send(m.id, Message::TablePush(t.clone()));
@@ -887,37 +885,33 @@ impl Driver {
             }
         }
         self.publish();
-        if self.leaving && !self.left && self.keeper.drained(self.me.id) {
-            // Every slot moved away (each by a verified handoff and a commit). Once every
-            // member holds the table that says so (a leaving coordinator's last commit table
-            // may exist only here), say goodbye and ask the process owner to stop.
-            let since = *self.drained_at_ms.get_or_insert(now);
-            let held = self.keeper.held_by_all(&members);
-            if !held && now < since.saturating_add(self.cfg.leave_confirm_ms) {
-                return;
-            }
-            if held {
-                tracing::info!(
-                    waited_ms = now - since,
-                    "drained, every member holds the last table: leaving the cluster"
-                );
-            } else {
-                tracing::warn!(
-                    waited_ms = now - since,
-                    "drained, but not every member confirmed the last table: leaving anyway"
-                );
-            }
-            self.left = true;
-            let mut out = MembershipOutput::default();
-            self.membership.leave(now, &mut out);
-            self.members_stale = true;
-            self.datagrams.extend(out.datagrams);
-            let shared = &self.core.shared;
-            shared
-                .shutdown_requested
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            let _ = shared.shutdown_requests.try_send(());
+        if !self.leaving || self.left {
+            return;
         }
+        // Every slot moved away (each by a verified handoff and a commit) and every member
+        // holds the table that says so (a leaving coordinator's last commit table may exist
+        // only here), or the wait ran out: say goodbye and ask the process owner to stop.
+        match self.keeper.leave_ready(&members, now) {
+            LeaveReady::Wait => return,
+            LeaveReady::Confirmed { waited_ms } => tracing::info!(
+                waited_ms,
+                "drained, every member holds the last table: leaving the cluster"
+            ),
+            LeaveReady::TimedOut { waited_ms } => tracing::warn!(
+                waited_ms,
+                "drained, but not every member confirmed the last table: leaving anyway"
+            ),
+        }
+        self.left = true;
+        let mut out = MembershipOutput::default();
+        self.membership.leave(now, &mut out);
+        self.members_stale = true;
+        self.datagrams.extend(out.datagrams);
+        let shared = &self.core.shared;
+        shared
+            .shutdown_requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = shared.shutdown_requests.try_send(());
     }
 
     /// Sends every core the current view when it changed (or a core missed the last one).
@@ -925,7 +919,7 @@ impl Driver {
         let live = self.members();
         let key = (
             self.keeper.epoch(),
-            live.iter().map(|n| n.id).collect::<Vec<_>>(),
+            Arc::clone(&live),
             self.quorum(&live),
             self.coordinator(),
             self.leaving,
@@ -939,7 +933,7 @@ impl Driver {
         }
         let update = ViewUpdate {
             table: self.table.clone(),
-            live: Arc::new(live.as_ref().clone()),
+            live: Arc::clone(&key.1),
             quorum: key.2,
             coordinator: key.3,
             leaving: key.4,
@@ -1195,20 +1189,8 @@ pub fn spawn(core: &Rc<Core>, sockets: Sockets) -> Result<(), String> {
     Ok(())
 }
 
+/// (epoch, live members, quorum, coordinator, leaving): see `Driver::published`.
+type PublishedView = (u64, Arc<Vec<NodeInfo>>, bool, NodeId, bool);
+
 /// Interval of the ticker, milliseconds: membership timers are at least this fine-grained.
 const TICK_MS: u64 = 20;
-
-/// The nodes that own (are the primary of) at least one slot of `table`.
-fn owners(table: &PartitionTable) -> std::collections::BTreeSet<NodeId> {
-    let mut owns = vec![false; table.nodes.len()];
-    for e in &table.slots {
-        owns[usize::from(e.primary.node)] = true;
-    }
-    table
-        .nodes
-        .iter()
-        .zip(owns)
-        .filter(|(_, owns)| *owns)
-        .map(|(n, _)| n.id)
-        .collect()
-}
